@@ -1,0 +1,87 @@
+/**
+ * The daemon: a layer from the manifest, the `--blockdev` nodes, the QMP
+ * monitors, a pid file; runs until `quit` or SIGINT/SIGTERM, then closes
+ * every node and removes what it created.
+ */
+import { rm, writeFile } from 'node:fs/promises';
+import { relative } from 'node:path';
+import { BlockLayer } from '../../core/block-layer.js';
+import { BlockLayerError } from '../../core/errors.js';
+import type { QapiValidator } from '../../core/schema/qapi-validator.js';
+import { TOKENS } from '../../core/tokens.js';
+import { type DaemonArguments, parseBlockdevs, parseMonitors, type QmpListener } from './daemon-options.js';
+import { prepareEmbeddedDefault } from './embedded-default.js';
+import { reportReady } from './daemonize.js';
+
+export interface DaemonOptions extends DaemonArguments {
+  manifest?: string;
+  pidfile?: string;
+  embeddedDefault?: boolean;
+  dataDir?: string;
+}
+
+/** Prefixes a startup error with the option that caused it, as qemu-storage-daemon does. */
+function optionError(option: string, value: string, error: unknown): BlockLayerError {
+  return new BlockLayerError(`${option} ${value}: ${(error as Error).message}`);
+}
+
+export async function runDaemon(options: DaemonOptions): Promise<void> {
+  const layer = await BlockLayer.create(options.manifest === undefined ? {} : { manifest: options.manifest });
+  const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
+  const qmp = [...(options.qmp ?? [])];
+  try {
+    if (options.embeddedDefault) {
+      const embedded = await prepareEmbeddedDefault(layer, options.dataDir);
+      qmp.push(embedded.socketPath);
+      const socket = relative(process.cwd(), embedded.socketPath);
+      const disk = relative(process.cwd(), embedded.diskPath);
+      console.log(`blocklayer: disk 'disk0' is ${disk} (raw${embedded.created ? ', created now' : ''}); QMP on ${socket}`);
+      console.log(`blocklayer: try  npx blocklayer qmp ${socket} query-named-block-nodes`);
+    }
+    const blockdevs = options.blockdev ?? [];
+    const parsed = blockdevs.map((text) => {
+      try {
+        return parseBlockdevs([text], validator)[0]!;
+      } catch (error) {
+        throw optionError('--blockdev', text, error);
+      }
+    });
+    for (const [i, blockdev] of parsed.entries()) {
+      await layer.graph.add(blockdev).catch((error: unknown) => {
+        throw optionError('--blockdev', blockdevs[i]!, error);
+      });
+    }
+    const listeners = parseMonitors({ ...options, qmp }, validator);
+    await startMonitors(layer, listeners);
+    if (options.pidfile !== undefined) await writeFile(options.pidfile, `${process.pid}\n`);
+  } catch (error) {
+    await layer.close();
+    throw error;
+  }
+  let stopping = false;
+  const stop = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    await layer.close();
+    if (options.pidfile !== undefined) await rm(options.pidfile, { force: true });
+    for (const path of qmp) await rm(path, { force: true });
+    process.exit(0);
+  };
+  layer.lifecycle.hooks.shutdownRequested.tap('daemon', () => void stop());
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => void layer.lifecycle.requestShutdown(`host-signal`));
+  }
+  reportReady();
+}
+
+async function startMonitors(layer: BlockLayer, listeners: readonly QmpListener[]): Promise<void> {
+  for (const listener of listeners) {
+    const server = layer.createQmpServer();
+    if (listener.kind === 'stdio') {
+      server.serveStreams(process.stdin, process.stdout);
+      continue;
+    }
+    await server.listen(listener.address);
+    if (listener.waitForClient) await server.waitForClient();
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The members every node has whatever its driver (QEMU's BlockdevOptions
+ * base), in QEMU's order: `driver` first, then these. The driver registry
+ * puts them in front of each driver's own members.
+ */
+import { Qapi, type Static } from '../schema/qapi.js';
+
+export const BlockdevDiscardOptions = Qapi.enum('BlockdevDiscardOptions', ['ignore', 'unmap']);
+export const BlockdevDetectZeroesOptions = Qapi.enum('BlockdevDetectZeroesOptions', ['off', 'on', 'unmap']);
+
+export const BlockdevCacheOptions = Qapi.struct('BlockdevCacheOptions', {
+  direct: Qapi.optional(
+    Qapi.bool({ description: 'bypass the host page cache (O_DIRECT); only off is supported', default: false }),
+  ),
+  'no-flush': Qapi.optional(Qapi.bool({ description: 'ignore flush requests', default: false })),
+});
+
+export const baseNodeMembers = {
+  'node-name': Qapi.optional(Qapi.str({ description: 'the node name; required for the node blockdev-add creates' })),
+  discard: Qapi.optional({ ...BlockdevDiscardOptions, description: 'pass discard requests down (unmap) or drop them', default: 'ignore' }),
+  cache: Qapi.optional({ ...BlockdevCacheOptions, description: 'cache mode' }),
+  'read-only': Qapi.optional(Qapi.bool({ description: 'open the node read-only', default: false })),
+  'auto-read-only': Qapi.optional(
+    Qapi.bool({ description: 'fall back to read-only if the image cannot be opened read-write', default: false }),
+  ),
+  'detect-zeroes': Qapi.optional({
+    ...BlockdevDetectZeroesOptions,
+    description: 'turn writes of zeroes into write-zeroes requests',
+    default: 'off',
+  }),
+};
+
+export type BaseNodeOptions = {
+  [K in keyof typeof baseNodeMembers]?: Static<(typeof baseNodeMembers)[K]>;
+};
+
+/** What the node keeps of the base members once defaults are applied. */
+export interface NodeSettings {
+  readOnly: boolean;
+  autoReadOnly: boolean;
+  discard: 'ignore' | 'unmap';
+  detectZeroes: 'off' | 'on' | 'unmap';
+  noFlush: boolean;
+}
+
+/**
+ * The node's settings; `read-only` not given by the user is inherited from
+ * the parent (QEMU opens the children of a read-only node read-only).
+ */
+export function nodeSettings(options: BaseNodeOptions, given: BaseNodeOptions, inheritReadOnly: boolean): NodeSettings {
+  return {
+    readOnly: given['read-only'] ?? inheritReadOnly,
+    autoReadOnly: options['auto-read-only'] ?? false,
+    discard: options.discard ?? 'ignore',
+    detectZeroes: options['detect-zeroes'] ?? 'off',
+    noFlush: options.cache?.['no-flush'] ?? false,
+  };
+}

@@ -1,0 +1,308 @@
+/**
+ * The block graph: named nodes, the edges between them and to their users,
+ * and named backends. Opens node trees from QEMU's blockdev-add options,
+ * deletes them under QEMU's in-use rules, and replaces one node by another
+ * for all its users.
+ */
+import { inject, injectable } from 'inversify';
+import { BlockLayerError } from '../errors.js';
+import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
+import type { QapiValidator } from '../schema/qapi-validator.js';
+import { TOKENS } from '../tokens.js';
+import { type BaseNodeOptions, nodeSettings } from './base-options.js';
+import { BlockBackend } from './block-backend.js';
+import { BlockNode } from './block-node.js';
+import { BLOCKDEV_OPTIONS, type BlockdevOptionsValue } from './blockdev-ref.js';
+import type { BlockDriverDefinition, DriverOpenContext } from './driver.js';
+import type { DriverRegistry } from './driver-registry.js';
+import { NodeEdge, type NodeParent } from './node-edge.js';
+import { checkDeviceName, checkNodeName } from './node-names.js';
+
+interface OpenRequest {
+  /** Validated, defaults applied. */
+  options: BlockdevOptionsValue;
+  /** As the user wrote them (for the node's json: filename). */
+  given: Record<string, unknown>;
+  /** Where these options sit in the blockdev-add tree, for messages ('file'). */
+  path: string;
+  /** Opened as part of another node's options. */
+  implicit: boolean;
+  /** Read-only unless the options say otherwise (children inherit from their parent). */
+  inheritReadOnly: boolean;
+}
+
+@injectable()
+export class BlockGraph {
+  private readonly nodes = new Map<string, BlockNode>();
+  /** Names of nodes being opened, so a concurrent open cannot take them. */
+  private readonly reserved = new Set<string>();
+  private readonly backends = new Map<string, BlockBackend>();
+  private implicitNames = 0;
+
+  constructor(
+    @inject(TOKENS.DriverRegistry) private readonly drivers: DriverRegistry,
+    @inject(TOKENS.QapiValidator) private readonly validator: QapiValidator,
+    @inject(TOKENS.BlockLayerHooks) private readonly hooks: BlockLayerHooks,
+  ) {}
+
+  /**
+   * blockdev-add: validates the whole option tree, then opens it (children
+   * first). The root must be named; nested nodes without a name get one.
+   */
+  async add(options: unknown): Promise<BlockNode> {
+    const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, options) as BlockdevOptionsValue;
+    if (valid['node-name'] === undefined) {
+      throw new BlockLayerError("'node-name' must be specified for the root node");
+    }
+    return this.openTree(valid, options as Record<string, unknown>, false);
+  }
+
+  /** Opens a node tree for internal use (a job's target, a test); the root is named if no name is given. */
+  async open(options: BlockdevOptionsValue, readOnly = false): Promise<BlockNode> {
+    const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, options) as BlockdevOptionsValue;
+    return this.openTree(valid, options, readOnly);
+  }
+
+  /** blockdev-del, with QEMU's checks and messages. Implicit children that nothing else uses go too. */
+  async del(nodeName: string): Promise<void> {
+    const node = this.nodes.get(nodeName);
+    if (node === undefined) throw new BlockLayerError(`Failed to find node with node-name='${nodeName}'`);
+    this.checkDeletable(node);
+    await this.remove(node);
+  }
+
+  /** The node, or undefined. */
+  node(nodeName: string): BlockNode | undefined {
+    return this.nodes.get(nodeName);
+  }
+
+  /** Resolves a `device` argument: a backend name or a node name. */
+  lookup(deviceOrNode: string): BlockNode {
+    const node = this.backends.get(deviceOrNode)?.node ?? this.nodes.get(deviceOrNode);
+    if (node === undefined) {
+      throw new BlockLayerError(`Cannot find device='${deviceOrNode}' nor node-name='${deviceOrNode}'`);
+    }
+    return node;
+  }
+
+  list(): BlockNode[] {
+    return [...this.nodes.values()];
+  }
+
+  /** Adds an edge from `parent` (a job, an export …) to `node`, making the node in use. */
+  attach(parent: NodeParent, node: BlockNode, role: string): NodeEdge {
+    const edge = new NodeEdge(parent, node, role);
+    node.parents.add(edge);
+    return edge;
+  }
+
+  detach(edge: NodeEdge): void {
+    edge.node.parents.delete(edge);
+  }
+
+  /** Creates the device `name` on `node`: the named backend an application does its I/O through. */
+  attachBackend(name: string, nodeOrName: BlockNode | string): BlockBackend {
+    checkDeviceName(name);
+    if (this.backends.has(name)) throw new BlockLayerError(`Device with id '${name}' already exists`);
+    if (this.nodes.has(name)) throw new BlockLayerError(`Device name '${name}' conflicts with an existing node name`);
+    const node = typeof nodeOrName === 'string' ? this.lookup(nodeOrName) : nodeOrName;
+    const backend = new BlockBackend(name, (parent) => this.attach(parent, node, 'root'));
+    this.backends.set(name, backend);
+    return backend;
+  }
+
+  detachBackend(name: string): void {
+    const backend = this.backends.get(name);
+    if (backend === undefined) throw new BlockLayerError(`Device '${name}' not found`, 'DeviceNotFound');
+    this.detach(backend.edge);
+    this.backends.delete(name);
+  }
+
+  backend(name: string): BlockBackend | undefined {
+    return this.backends.get(name);
+  }
+
+  listBackends(): BlockBackend[] {
+    return [...this.backends.values()];
+  }
+
+  /** The device name of the backend on `node`, or '' (QEMU's bdrv_get_device_name). */
+  deviceName(node: BlockNode): string {
+    for (const edge of node.parents) if (edge.parent instanceof BlockBackend) return edge.parent.name;
+    return '';
+  }
+
+  /**
+   * Makes every user of `from` use `to` instead (QEMU's bdrv_replace_node),
+   * except `to`'s own edges, so a filter inserted above `from` keeps it as
+   * its child. Call inside a drained section of `from`.
+   */
+  replace(from: BlockNode, to: BlockNode): void {
+    if (from === to) return;
+    for (const edge of [...from.parents]) {
+      if (edge.parent === to) continue;
+      from.parents.delete(edge);
+      edge.retarget(to);
+      to.parents.add(edge);
+    }
+    this.hooks.nodeReplaced.call(from, to);
+  }
+
+  /** Closes every node, users first. */
+  async closeAll(): Promise<void> {
+    for (const backend of this.backends.values()) this.detach(backend.edge);
+    this.backends.clear();
+    while (this.nodes.size > 0) {
+      const roots = [...this.nodes.values()].filter((n) => ![...n.parents].some((e) => e.parent instanceof BlockNode));
+      const batch = roots.length > 0 ? roots : [...this.nodes.values()];
+      for (const node of batch) {
+        for (const edge of [...node.parents]) node.parents.delete(edge);
+        await this.remove(node);
+      }
+    }
+  }
+
+  private async openTree(options: BlockdevOptionsValue, given: Record<string, unknown>, readOnly: boolean): Promise<BlockNode> {
+    this.checkNames(options, new Set());
+    const opened: BlockNode[] = [];
+    try {
+      const root = await this.openNode({ options, given, path: '', implicit: false, inheritReadOnly: readOnly }, opened);
+      for (const node of opened) this.hooks.nodeAdded.call(node);
+      return root;
+    } catch (error) {
+      for (const node of opened.reverse()) {
+        for (const edge of node.children.values()) this.detach(edge);
+        await node.close().catch(() => undefined);
+        this.nodes.delete(node.nodeName);
+      }
+      throw error;
+    }
+  }
+
+  /** Checks every node name in the tree before anything is opened. */
+  private checkNames(options: BlockdevOptionsValue, seen: Set<string>): void {
+    const name = options['node-name'];
+    if (name !== undefined) {
+      checkNodeName(name);
+      if (this.nodes.has(name) || this.reserved.has(name) || seen.has(name)) {
+        throw new BlockLayerError(`Duplicate nodes with node-name='${name}'`);
+      }
+      if (this.backends.has(name)) throw new BlockLayerError(`node-name=${name} is conflicting with a device id`);
+      seen.add(name);
+    }
+    const driver = this.drivers.require(options.driver);
+    for (const spec of driver.children ?? []) {
+      const child = options[spec.name];
+      if (typeof child === 'string') this.lookup(child);
+      else if (child !== null && typeof child === 'object') this.checkNames(child as BlockdevOptionsValue, seen);
+    }
+  }
+
+  private async openNode(request: OpenRequest, opened: BlockNode[]): Promise<BlockNode> {
+    const { options } = request;
+    const driver = this.drivers.require(options.driver);
+    const nodeName = options['node-name'] ?? this.implicitName();
+    const settings = nodeSettings(options as BaseNodeOptions, request.given as BaseNodeOptions, request.inheritReadOnly);
+    if ((options as BaseNodeOptions).cache?.direct === true) {
+      throw new BlockLayerError(`Node '${nodeName}': cache.direct=on is not supported (blocklayer uses the host page cache)`);
+    }
+    const node = new BlockNode(nodeName, driver, {
+      options: driverMembers(driver, options),
+      given: driverMembers(driver, request.given as BlockdevOptionsValue),
+      settings,
+      implicit: request.implicit,
+    });
+    this.reserved.add(nodeName);
+    try {
+      for (const spec of driver.children ?? []) {
+        const ref = options[spec.name];
+        if (ref === undefined || ref === null) continue;
+        const childReadOnly = settings.readOnly || (spec.readOnly ?? false);
+        const child = typeof ref === 'string'
+          ? this.lookup(ref)
+          : await this.openNode(
+              {
+                options: ref as BlockdevOptionsValue,
+                given: request.given[spec.name] as Record<string, unknown>,
+                path: join(request.path, spec.name),
+                implicit: true,
+                inheritReadOnly: childReadOnly,
+              },
+              opened,
+            );
+        node.children.set(spec.name, this.attach(node, child, spec.name));
+      }
+      const context: DriverOpenContext<unknown> = {
+        options: node.options,
+        givenOptions: node.givenOptions,
+        nodeName,
+        readOnly: settings.readOnly,
+        autoReadOnly: settings.autoReadOnly,
+        fallBackToReadOnly: () => node.fallBackToReadOnly(),
+        children: node.children,
+        openChild: async (role, childOptions, childReadOnly) => {
+          const path = join(request.path, role);
+          const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, childOptions, path) as BlockdevOptionsValue;
+          this.checkNames(valid, new Set());
+          const childRequest = { options: valid, given: childOptions, path, implicit: true, inheritReadOnly: childReadOnly };
+          const child = await this.openNode(childRequest, opened);
+          const edge = this.attach(node, child, role);
+          node.children.set(role, edge);
+          return edge;
+        },
+      };
+      node.activate(await driver.open(context));
+    } catch (error) {
+      for (const edge of node.children.values()) this.detach(edge);
+      throw error;
+    } finally {
+      this.reserved.delete(nodeName);
+    }
+    this.nodes.set(nodeName, node);
+    opened.push(node);
+    return node;
+  }
+
+  private implicitName(): string {
+    let name: string;
+    do name = `#block${String(++this.implicitNames).padStart(3, '0')}`;
+    while (this.nodes.has(name) || this.reserved.has(name));
+    return name;
+  }
+
+  private checkDeletable(node: BlockNode): void {
+    const users = [...node.parents].map((e) => e.parent);
+    if (users.some((p) => p.parentKind === 'backend' || p.parentKind === 'export')) {
+      throw new BlockLayerError(`Node ${node.nodeName} is in use`);
+    }
+    const blocker = users.find((p) => p.blocker !== undefined)?.blocker;
+    if (blocker !== undefined) throw new BlockLayerError(`Node '${node.nodeName}' is busy: ${blocker}`);
+    if (node.implicit) throw new BlockLayerError(`Node ${node.nodeName} is not owned by the monitor`);
+    if (users.length > 0) throw new BlockLayerError(`Block device ${node.nodeName} is in use`);
+  }
+
+  /** Closes `node` (it has no users left) and the implicit children nothing else uses. */
+  private async remove(node: BlockNode): Promise<void> {
+    this.nodes.delete(node.nodeName);
+    await node.close();
+    this.hooks.nodeRemoved.call(node);
+    for (const edge of node.children.values()) {
+      this.detach(edge);
+      const child = edge.node;
+      if (child.implicit && child.parents.size === 0 && this.nodes.get(child.nodeName) === child) await this.remove(child);
+    }
+  }
+}
+
+function join(path: string, member: string): string {
+  return path === '' ? member : `${path}.${member}`;
+}
+
+/** The driver's own members of `options` (child members included), without the base members. */
+function driverMembers(driver: BlockDriverDefinition, options: BlockdevOptionsValue): Record<string, unknown> {
+  const own: Record<string, unknown> = {};
+  for (const key of Object.keys(driver.options.properties)) {
+    if (options[key] !== undefined) own[key] = options[key];
+  }
+  return own;
+}

@@ -1,0 +1,145 @@
+/**
+ * The driver seam. A driver is one definition object: its name, its options
+ * schema, its capabilities as data, then its operations (nbdkit's plugin
+ * struct, QEMU's BlockDriver table). The BlockNode that wraps it validates
+ * every request first (open, range, alignment, read-only, size limits), so
+ * operations trust their inputs:
+ *
+ * - offsets and lengths are within the node and aligned to `requestAlignment`;
+ * - no request is longer than `maxTransfer`;
+ * - `write`/`writeZeroes`/`discard`/`truncate` are never called on a
+ *   read-only node;
+ * - with `concurrency: 'serialize'`, at most one operation runs at a time.
+ *
+ * Operations throw BlockIoError (core/errors.ts) on failure. A missing
+ * optional operation is supplied by the core: a filter's goes to its filtered
+ * child (nbdkit's `next`), `writeZeroes` is emulated with writes of zeroes,
+ * `discard` does nothing, `flush` succeeds, `blockStatus` reports data.
+ */
+import type { TObject } from '@sinclair/typebox';
+import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
+import type { NodeChild } from './node-edge.js';
+
+export type DriverKind = 'protocol' | 'format' | 'filter';
+
+/** Request geometry. The node splits and aligns requests so drivers need not. */
+export interface DriverLimits {
+  /** Every offset and length handed to the driver is a multiple of this (a power of two). */
+  requestAlignment: number;
+  /** Longest request handed to the driver, in bytes. */
+  maxTransfer: number;
+  /** Allocation unit, if the format has one (jobs copy in multiples of it); 0 if none. */
+  clusterSize: number;
+}
+
+/** What the driver can do natively; the core emulates the rest. */
+export interface DriverCapabilities {
+  /** `writeZeroes` is cheaper than writing zeroes. */
+  canZero: boolean;
+  /** `discard` releases space. */
+  canDiscard: boolean;
+  /** `write` honours `fua` itself (otherwise the core flushes after a FUA write). */
+  canFua: boolean;
+  /** 'parallel': requests may overlap in time; 'serialize': the core runs one at a time. */
+  concurrency: 'parallel' | 'serialize';
+}
+
+/** A child the driver takes from its options (`file`, `backing`, `image` …). */
+export interface ChildSpec {
+  /** The options member that names or describes the child node. */
+  name: string;
+  /** Whether the member must be given. */
+  required: boolean;
+  /** I/O this driver does not implement is passed to this child (filters). */
+  filtered?: boolean;
+  /** The child need not be writable even when the node is. */
+  readOnly?: boolean;
+}
+
+/** Everything a driver's `open` receives. */
+export interface DriverOpenContext<O> {
+  /** Driver options, validated against `options`, defaults applied; child members already opened. */
+  readonly options: O;
+  /** The driver options exactly as the user gave them (before defaults), e.g. to name the image. */
+  readonly givenOptions: Readonly<Record<string, unknown>>;
+  readonly nodeName: string;
+  readonly readOnly: boolean;
+  /** The user allows opening read-only when read-write is refused (`auto-read-only`). */
+  readonly autoReadOnly: boolean;
+  /** Records that the driver opened the image read-only under `autoReadOnly`. */
+  fallBackToReadOnly(): void;
+  /** Children named in the options, by member name. */
+  readonly children: ReadonlyMap<string, NodeChild>;
+  /** Opens a further child the driver found it needs (a backing file named in an image header). */
+  openChild(role: string, options: Record<string, unknown>, readOnly: boolean): Promise<NodeChild>;
+}
+
+/** Everything a driver's `create` receives. */
+export interface DriverCreateContext<C> {
+  /** Creation options, validated against `createOptions`, defaults applied. */
+  readonly options: C;
+  /** Creates an image with another (protocol) driver, e.g. the file a raw image lives in. */
+  createWith(driver: string, options: Record<string, unknown>): Promise<void>;
+}
+
+/** Extra facts for query-named-block-nodes, in QEMU's ImageInfo terms. */
+export interface NodeDescription {
+  /** Set by protocol drivers: the file name or URI. Format drivers inherit the child's. */
+  filename?: string;
+  /** Bytes used on the host, if known. */
+  actualSize?: number;
+  /** ImageInfoSpecific: `{ type, data }`. */
+  formatSpecific?: { type: string; data: Record<string, unknown> };
+  /** Whether the image was not closed cleanly (formats with a dirty bit). */
+  dirtyFlag?: boolean;
+}
+
+export interface BlockDriverDefinition<O = any, S = any, C = any> {
+  /** The `driver` value in blockdev-add, as QEMU names it. */
+  readonly name: string;
+  readonly kind: DriverKind;
+  /** One line for introspection and the README. */
+  readonly summary: string;
+  /** Driver-specific members of BlockdevOptions (the base members are the core's). */
+  readonly options: TObject;
+  /** Which option members are child nodes. */
+  readonly children?: readonly ChildSpec[];
+  readonly capabilities?: Partial<DriverCapabilities>;
+  /** Options of `create`, if the driver can create images. */
+  readonly createOptions?: TObject;
+
+  /** Opens the image and returns the per-node state handed to every other operation. */
+  open(ctx: DriverOpenContext<O>): Promise<S>;
+  /** Releases the state; called once, after the node has drained. Children are closed by the core. */
+  close?(state: S): Promise<void>;
+  /** Limits of this instance (they may depend on what was opened). */
+  limits?(state: S): Partial<DriverLimits>;
+  /** Size of the image in bytes, as seen by parents. */
+  getLength(state: S): number;
+
+  /** Fills `buf` with the bytes at `offset`. */
+  read?(state: S, offset: number, buf: Buffer): Promise<void>;
+  write?(state: S, offset: number, buf: Buffer, flags: WriteFlags): Promise<void>;
+  writeZeroes?(state: S, offset: number, length: number, flags: ZeroFlags): Promise<void>;
+  discard?(state: S, offset: number, length: number): Promise<void>;
+  flush?(state: S): Promise<void>;
+  /** Changes the size; the node updates its length from `getLength` afterwards. */
+  truncate?(state: S, length: number): Promise<void>;
+  /**
+   * Describes `[offset, offset + length)` from `offset` on, in one or more
+   * contiguous extents; may describe less than asked (the node asks again).
+   */
+  blockStatus?(state: S, offset: number, length: number): Promise<BlockStatusExtent[]>;
+  /** Facts for query-named-block-nodes. */
+  describe?(state: S): Promise<NodeDescription>;
+
+  /** Creates a new image (qemu-img create, drive-backup's target). */
+  create?(ctx: DriverCreateContext<C>): Promise<void>;
+}
+
+/** Identity helper that keeps the option and state types of a definition. */
+export function defineBlockDriver<O, S, C = never>(
+  definition: BlockDriverDefinition<O, S, C>,
+): BlockDriverDefinition<O, S, C> {
+  return definition;
+}

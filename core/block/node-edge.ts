@@ -1,0 +1,87 @@
+/**
+ * Edges of the block graph. Every user of a node holds an edge to it: a
+ * parent node (role 'file', 'backing' …), a backend, a job, an export. The
+ * edge is what makes a node "in use", what drain walks upwards, and what
+ * node replacement re-points, so a parent keeps doing I/O through the same
+ * edge while the node under it changes (mirror completion, filter insertion).
+ */
+import type { BlockNode } from './block-node.js';
+import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
+
+/** Whoever holds an edge: a node, or a user outside the graph. */
+export interface NodeParent {
+  /** How QEMU messages name the user: a node name, a device name, a job id. */
+  readonly parentName: string;
+  readonly parentKind: 'node' | 'backend' | 'job' | 'export' | 'other';
+  /** Why the node may not be deleted while this user holds it, e.g. 'block device is in use by block job: backup'. */
+  readonly blocker?: string;
+}
+
+/** A driver's view of one of its children: the I/O it may do on it. */
+export interface NodeChild {
+  readonly role: string;
+  /** The node currently behind the edge. */
+  readonly node: BlockNode;
+  readonly length: number;
+  read(offset: number, buf: Buffer): Promise<void>;
+  write(offset: number, buf: Buffer, flags?: WriteFlags): Promise<void>;
+  writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void>;
+  discard(offset: number, length: number): Promise<void>;
+  flush(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]>;
+}
+
+export class NodeEdge implements NodeChild {
+  /** Requests through an edge from a parent node are nested in the parent's own requests. */
+  private readonly requestOptions: { nested: boolean };
+
+  constructor(
+    readonly parent: NodeParent,
+    private current: BlockNode,
+    readonly role: string,
+  ) {
+    this.requestOptions = { nested: parent.parentKind === 'node' };
+  }
+
+  get node(): BlockNode {
+    return this.current;
+  }
+
+  get length(): number {
+    return this.current.length;
+  }
+
+  /** Points the edge at another node; only the graph does this. */
+  retarget(node: BlockNode): void {
+    this.current = node;
+  }
+
+  read(offset: number, buf: Buffer): Promise<void> {
+    return this.current.read(offset, buf, this.requestOptions);
+  }
+
+  write(offset: number, buf: Buffer, flags: WriteFlags = {}): Promise<void> {
+    return this.current.write(offset, buf, flags, this.requestOptions);
+  }
+
+  writeZeroes(offset: number, length: number, flags: ZeroFlags = {}): Promise<void> {
+    return this.current.writeZeroes(offset, length, flags, this.requestOptions);
+  }
+
+  discard(offset: number, length: number): Promise<void> {
+    return this.current.discard(offset, length, this.requestOptions);
+  }
+
+  flush(): Promise<void> {
+    return this.current.flush(this.requestOptions);
+  }
+
+  truncate(length: number): Promise<void> {
+    return this.current.truncate(length, this.requestOptions);
+  }
+
+  blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {
+    return this.current.blockStatus(offset, length, this.requestOptions);
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * QEMU's BlockDeviceInfo for query-named-block-nodes: what a node is, where
+ * its data lives (the filename, or a json: description when no single file
+ * names it), its size, and its backing chain.
+ */
+import { formatQemuJson } from '../util/qemu-json.js';
+import type { BlockNode } from './block-node.js';
+
+export interface ImageInfo {
+  filename: string;
+  format: string;
+  'dirty-flag'?: boolean;
+  'actual-size'?: number;
+  'virtual-size': number;
+  'cluster-size'?: number;
+  'backing-filename'?: string;
+  'backing-image'?: ImageInfo;
+  'format-specific'?: { type: string; data: Record<string, unknown> };
+}
+
+export interface BlockDeviceInfo {
+  file: string;
+  'node-name': string;
+  ro: boolean;
+  drv: string;
+  backing_file?: string;
+  backing_file_depth: number;
+  encrypted: boolean;
+  detect_zeroes: string;
+  bps: number;
+  bps_rd: number;
+  bps_wr: number;
+  iops: number;
+  iops_rd: number;
+  iops_wr: number;
+  image: ImageInfo;
+  cache: { writeback: boolean; direct: boolean; 'no-flush': boolean };
+  write_threshold: number;
+}
+
+/** The options that describe a node in a json: filename: its driver, given options and children. */
+function describeOptions(node: BlockNode): Record<string, unknown> {
+  const description: Record<string, unknown> = { driver: node.driver.name };
+  const childMembers = new Set((node.driver.children ?? []).map((c) => c.name));
+  for (const [key, value] of Object.entries(node.givenOptions)) {
+    if (!childMembers.has(key)) description[key] = value;
+  }
+  for (const [role, edge] of node.children) description[role] = describeOptions(edge.node);
+  return description;
+}
+
+/** QEMU's bdrv_refresh_filename, simplified: a driver's own name, a pass-through's child's, else json:. */
+export async function nodeFilename(node: BlockNode): Promise<string> {
+  const own = await node.driver.describe?.(node.driverState);
+  if (own?.filename !== undefined) return own.filename;
+  const file = node.children.get('file');
+  const childMembers = new Set((node.driver.children ?? []).map((c) => c.name));
+  const hasOwnOptions = Object.keys(node.givenOptions).some((k) => !childMembers.has(k));
+  if (file !== undefined && node.children.size === 1 && !hasOwnOptions) return nodeFilename(file.node);
+  return `json:${formatQemuJson(describeOptions(node))}`;
+}
+
+async function actualSize(node: BlockNode): Promise<number | undefined> {
+  const own = await node.driver.describe?.(node.driverState);
+  if (own?.actualSize !== undefined) return own.actualSize;
+  const file = node.children.get('file');
+  return file === undefined ? undefined : actualSize(file.node);
+}
+
+export async function imageInfo(node: BlockNode, withBacking: boolean): Promise<ImageInfo> {
+  const description = await node.driver.describe?.(node.driverState);
+  const info: ImageInfo = { filename: await nodeFilename(node), format: node.driver.name, 'virtual-size': node.length };
+  if (description?.dirtyFlag !== undefined) info['dirty-flag'] = description.dirtyFlag;
+  const used = await actualSize(node);
+  if (used !== undefined) info['actual-size'] = used;
+  if (node.limits.clusterSize > 0) info['cluster-size'] = node.limits.clusterSize;
+  const backing = node.children.get('backing');
+  if (backing !== undefined) {
+    info['backing-filename'] = await nodeFilename(backing.node);
+    if (withBacking) info['backing-image'] = await imageInfo(backing.node, true);
+  }
+  if (description?.formatSpecific !== undefined) info['format-specific'] = description.formatSpecific;
+  return info;
+}
+
+function backingDepth(node: BlockNode): number {
+  let depth = 0;
+  for (let edge = node.children.get('backing'); edge !== undefined; edge = edge.node.children.get('backing')) depth++;
+  return depth;
+}
+
+export async function blockDeviceInfo(node: BlockNode, flat: boolean): Promise<BlockDeviceInfo> {
+  const backing = node.children.get('backing');
+  const info: BlockDeviceInfo = {
+    file: await nodeFilename(node),
+    'node-name': node.nodeName,
+    ro: node.readOnly,
+    drv: node.driver.name,
+    backing_file_depth: backingDepth(node),
+    encrypted: false,
+    detect_zeroes: node.settings.detectZeroes,
+    bps: 0,
+    bps_rd: 0,
+    bps_wr: 0,
+    iops: 0,
+    iops_rd: 0,
+    iops_wr: 0,
+    image: await imageInfo(node, !flat),
+    cache: { writeback: true, direct: false, 'no-flush': node.settings.noFlush },
+    write_threshold: 0,
+  };
+  if (backing !== undefined) info.backing_file = await nodeFilename(backing.node);
+  return info;
+}

@@ -1,0 +1,37 @@
+/** The core's own bindings: services as singletons, and the protocol commands every layer has. */
+import { ContainerModule } from 'inversify';
+import { BlockGraph } from './block/block-graph.js';
+import { DriverRegistry } from './block/driver-registry.js';
+import { ImageCreator } from './block/image-creator.js';
+import { BlockLayerHooks } from './hooks/block-layer-hooks.js';
+import { EventPublisher } from './hooks/event-publisher.js';
+import { JobTypeRegistry } from './job/job-type-registry.js';
+import { Lifecycle } from './lifecycle.js';
+import { CommandRegistry } from './qmp/command-registry.js';
+import { QmpCapabilitiesCommand } from './qmp/commands/qmp-capabilities.js';
+import { QueryCommandsCommand } from './qmp/commands/query-commands.js';
+import { QueryQmpSchemaCommand } from './qmp/commands/query-qmp-schema.js';
+import { QueryVersionCommand } from './qmp/commands/query-version.js';
+import { QuitCommand } from './qmp/commands/quit.js';
+import { QapiValidator } from './schema/qapi-validator.js';
+import { TOKENS } from './tokens.js';
+import { TransactionActionRegistry } from './transaction/transaction-action-registry.js';
+
+export const coreModule = new ContainerModule(({ bind }) => {
+  bind(TOKENS.BlockLayerHooks).to(BlockLayerHooks).inSingletonScope();
+  bind(TOKENS.QapiValidator).to(QapiValidator).inSingletonScope();
+  bind(TOKENS.DriverRegistry).to(DriverRegistry).inSingletonScope();
+  bind(TOKENS.BlockGraph).to(BlockGraph).inSingletonScope();
+  bind(TOKENS.ImageCreator).to(ImageCreator).inSingletonScope();
+  bind(TOKENS.CommandRegistry).to(CommandRegistry).inSingletonScope();
+  bind(TOKENS.JobTypeRegistry).to(JobTypeRegistry).inSingletonScope();
+  bind(TOKENS.TransactionActionRegistry).to(TransactionActionRegistry).inSingletonScope();
+  bind(TOKENS.EventPublisher).to(EventPublisher).inSingletonScope();
+  bind(TOKENS.Lifecycle).to(Lifecycle).inSingletonScope();
+
+  bind(TOKENS.CommandContribution).to(QmpCapabilitiesCommand).inSingletonScope();
+  bind(TOKENS.CommandContribution).to(QueryVersionCommand).inSingletonScope();
+  bind(TOKENS.CommandContribution).to(QueryCommandsCommand).inSingletonScope();
+  bind(TOKENS.CommandContribution).to(QueryQmpSchemaCommand).inSingletonScope();
+  bind(TOKENS.CommandContribution).to(QuitCommand).inSingletonScope();
+});

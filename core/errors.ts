@@ -1,0 +1,76 @@
+/**
+ * Errors that cross the API and QMP boundary. `errorClass` is QEMU's QMP
+ * error class, so a handler can throw one and the QMP layer reports it as is;
+ * anything else thrown is reported as GenericError with its message.
+ */
+export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive' | 'DeviceNotFound' | 'KVMMissingCap';
+
+export class BlockLayerError extends Error {
+  constructor(
+    message: string,
+    readonly errorClass: QmpErrorClass = 'GenericError',
+  ) {
+    super(message);
+    this.name = 'BlockLayerError';
+  }
+}
+
+/** The errno names the block layer reports; messages are glibc's strerror texts, as QEMU prints them. */
+const errnoMessages = {
+  EIO: 'Input/output error',
+  ENOSPC: 'No space left on device',
+  EPERM: 'Operation not permitted',
+  EACCES: 'Permission denied',
+  EROFS: 'Read-only file system',
+  EINVAL: 'Invalid argument',
+  ENOENT: 'No such file or directory',
+  EISDIR: 'Is a directory',
+  ENOTSUP: 'Operation not supported',
+  ENOMEDIUM: 'No medium found',
+  EFBIG: 'File too large',
+  ENOMEM: 'Cannot allocate memory',
+  ESHUTDOWN: 'Cannot send after transport endpoint shutdown',
+  ECANCELED: 'Operation canceled',
+  EBUSY: 'Device or resource busy',
+} as const;
+
+export type Errno = keyof typeof errnoMessages;
+
+export function strerror(errno: Errno): string {
+  return errnoMessages[errno];
+}
+
+/**
+ * An I/O error from a driver or the node seam. Jobs look at `errno` for their
+ * error policy (`enospc` stops only on ENOSPC); the message is what QEMU would
+ * print for the same failure.
+ */
+export class BlockIoError extends BlockLayerError {
+  constructor(
+    readonly errno: Errno,
+    message: string = strerror(errno),
+  ) {
+    super(message);
+    this.name = 'BlockIoError';
+  }
+}
+
+function isErrno(code: unknown): code is Errno {
+  return typeof code === 'string' && code in errnoMessages;
+}
+
+/** Turns an error from node:fs (or anything else) into a BlockIoError, keeping its errno when known. */
+export function toBlockIoError(error: unknown): BlockIoError {
+  if (error instanceof BlockIoError) return error;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (isErrno(code)) return new BlockIoError(code);
+  if (code === 'EOPNOTSUPP') return new BlockIoError('ENOTSUP');
+  return new BlockIoError('EIO', error instanceof Error ? error.message : String(error));
+}
+
+/** The strerror text for a node:fs error, falling back to its message. */
+export function systemErrorText(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (isErrno(code)) return strerror(code);
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "sparse_ops",
+      "sources": ["sparse_ops.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-Wall", "-Wextra", "-Werror=implicit-function-declaration"]
+    }
+  ]
+}

@@ -1,0 +1,53 @@
+/**
+ * Loads the file driver's native addon (sparse_ops.c, built by build.mjs).
+ * Every function runs its syscall on the libuv thread pool. Rejections carry
+ * `code` (errno name: 'ENOTSUP', 'EIO' …) and a negative `errno`.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface FileNativeOps {
+  /** lseek SEEK_DATA: the first data offset at or after `offset`, or -1 if none before EOF (ENXIO). */
+  seekData(fd: number, offset: number): Promise<number>;
+  /** lseek SEEK_HOLE: the first hole at or after `offset` (EOF counts as one), or -1 beyond EOF (ENXIO). */
+  seekHole(fd: number, offset: number): Promise<number>;
+  /** lseek SEEK_END: the size of a file or block device. */
+  seekEnd(fd: number): Promise<number>;
+  /** fallocate PUNCH_HOLE|KEEP_SIZE: deallocates; the range reads as zeroes. */
+  punchHole(fd: number, offset: number, length: number): Promise<void>;
+  /** fallocate ZERO_RANGE: the range reads as zeroes and stays allocated. */
+  zeroRange(fd: number, offset: number, length: number): Promise<void>;
+  /** fallocate mode 0: allocates (unwritten extents); may extend the file. */
+  allocate(fd: number, offset: number, length: number): Promise<void>;
+  /** copy_file_range: resolves the bytes copied, which may be fewer than `length`. */
+  copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>;
+  /** Sets FS_NOCOW_FL (btrfs); rejects where the file system has no such flag. */
+  setNoCow(fd: number): Promise<void>;
+}
+
+export type FileNativeLoad = { ops: FileNativeOps } | { ops: undefined; reason: string };
+
+/** The directory holding package.json, from this file in the sources or in build/. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('blocklayer package.json not found above the file driver');
+    dir = up;
+  }
+  return dir;
+}
+
+/** The addon, or why the portable fallback is used. Reads BLOCKLAYER_NO_NATIVE at each call. */
+export function loadFileNativeOps(): FileNativeLoad {
+  if (process.env.BLOCKLAYER_NO_NATIVE === '1') return { ops: undefined, reason: 'disabled by BLOCKLAYER_NO_NATIVE=1' };
+  const path = join(packageRoot(), 'drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
+  if (!existsSync(path)) return { ops: undefined, reason: `${path} is not built (run node drivers/file/native/build.mjs)` };
+  try {
+    return { ops: createRequire(import.meta.url)(path) as FileNativeOps };
+  } catch (error) {
+    return { ops: undefined, reason: `cannot load ${path}: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}

@@ -1,0 +1,20 @@
+/** Plugin: the QMP commands that add, delete and list nodes. */
+import { ContainerModule } from 'inversify';
+import type { Plugin } from '../../core/plugin/plugin.js';
+import { TOKENS } from '../../core/tokens.js';
+import { BlockdevAddCommand } from './blockdev-add.js';
+import { BlockdevDelCommand } from './blockdev-del.js';
+import { QueryNamedBlockNodesCommand } from './query-named-block-nodes.js';
+
+const plugin: Plugin = {
+  name: 'qmp-block-commands',
+  version: '0.1.0',
+  apiVersion: '1.0.0',
+  module: new ContainerModule(({ bind }) => {
+    bind(TOKENS.CommandContribution).to(BlockdevAddCommand).inSingletonScope();
+    bind(TOKENS.CommandContribution).to(BlockdevDelCommand).inSingletonScope();
+    bind(TOKENS.CommandContribution).to(QueryNamedBlockNodesCommand).inSingletonScope();
+  }),
+};
+
+export default plugin;

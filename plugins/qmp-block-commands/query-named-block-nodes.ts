@@ -1,0 +1,30 @@
+/** query-named-block-nodes: every node, newest first (as QEMU lists them). */
+import { inject, injectable } from 'inversify';
+import type { BlockGraph } from '../../core/block/block-graph.js';
+import { type BlockDeviceInfo, blockDeviceInfo } from '../../core/block/node-info.js';
+import type { QmpCommand } from '../../core/qmp/qmp-command.js';
+import { Qapi, type Static } from '../../core/schema/qapi.js';
+import { TOKENS } from '../../core/tokens.js';
+
+const args = Qapi.struct('q_obj_query-named-block-nodes-arg', {
+  flat: Qapi.optional(Qapi.bool({ description: 'omit the backing chain under each image', default: false })),
+});
+
+const returns = Qapi.list(
+  Qapi.struct('BlockDeviceInfo', { 'node-name': Qapi.str(), drv: Qapi.str() }, { additionalProperties: true }),
+);
+
+@injectable()
+export class QueryNamedBlockNodesCommand implements QmpCommand<Static<typeof args>> {
+  readonly name = 'query-named-block-nodes';
+  readonly summary = 'Describe every node of the graph';
+  readonly args = args;
+  readonly returns = returns;
+
+  constructor(@inject(TOKENS.BlockGraph) private readonly graph: BlockGraph) {}
+
+  async execute(input: Static<typeof args>): Promise<BlockDeviceInfo[]> {
+    const nodes = this.graph.list().reverse();
+    return Promise.all(nodes.map((node) => blockDeviceInfo(node, input.flat ?? false)));
+  }
+}

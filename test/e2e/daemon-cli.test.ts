@@ -1,0 +1,123 @@
+/** The daemon and qmp subcommands, run as a user runs them. */
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import test from 'ava';
+import { QmpClient } from '../../core/qmp/qmp-client.js';
+import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
+
+const run = promisify(execFile);
+
+async function cli(args: string[], cwd = ROOT): Promise<{ code: number; stdout: string; stderr: string }> {
+  const [command, argv] = blocklayerCommand(args);
+  try {
+    const { stdout, stderr } = await run(command, argv, { cwd });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function waitFor(path: string): Promise<void> {
+  for (let i = 0; i < 200 && !(await stat(path).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 50));
+}
+
+test('--qmp and --pidfile: the daemon serves, answers quit, removes its pid file and exits 0', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const socket = join(dir, 'qmp.sock');
+  const pidfile = join(dir, 'daemon.pid');
+  const [command, argv] = blocklayerCommand([
+    'daemon', '--blockdev', 'memory,node-name=m0,size=1M', '--qmp', socket, '--pidfile', pidfile,
+  ]);
+  const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore' });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  await waitFor(socket);
+  await waitFor(pidfile);
+  t.is((await readFile(pidfile, 'utf8')).trim(), String(child.pid));
+  const query = await cli(['qmp', socket, 'query-named-block-nodes', '{"flat": true}']);
+  t.is(query.code, 0, query.stderr);
+  const nodes = JSON.parse(query.stdout) as { return: { 'node-name': string; drv: string; image: { 'virtual-size': number } }[] };
+  t.deepEqual(nodes.return.map((n) => [n['node-name'], n.drv, n.image['virtual-size']]), [['m0', 'memory', 1048576]]);
+  const quit = await cli(['qmp', socket, 'quit']);
+  t.is(quit.code, 0);
+  t.deepEqual(JSON.parse(quit.stdout), { return: {} });
+  t.is(await exited, 0);
+  t.is(await stat(pidfile).catch(() => undefined), undefined, 'pid file removed');
+});
+
+test('startup errors name the option, the value and the cause; exit code 1', async (t) => {
+  const result = await cli(['daemon', '--blockdev', 'driver=file,node-name=x,filename=/nonexistent']);
+  t.is(result.code, 1);
+  t.is(
+    result.stderr.trim(),
+    "blocklayer: --blockdev driver=file,node-name=x,filename=/nonexistent: Could not open '/nonexistent': No such file or directory",
+  );
+  const bad = await cli(['daemon', '--blockdev', 'driver=null-co,node-name=n,size=1x']);
+  t.is(bad.code, 1);
+  t.is(bad.stderr.trim(), "blocklayer: --blockdev driver=null-co,node-name=n,size=1x: Parameter 'size' expects size");
+  const monitor = await cli(['daemon', '--monitor', 'chardev=nope']);
+  t.is(monitor.stderr.trim(), 'blocklayer: chardev "nope" not found');
+});
+
+test('--daemonize returns once the daemon serves, and the daemon keeps running', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const socket = join(dir, 'qmp.sock');
+  const pidfile = join(dir, 'pid');
+  const result = await cli(['daemon', '--daemonize', '--qmp', socket, '--pidfile', pidfile, '--blockdev', 'null-co,node-name=n0']);
+  t.is(result.code, 0, result.stderr);
+  t.truthy(await stat(socket), 'the socket exists when the command returns');
+  const pid = Number((await readFile(pidfile, 'utf8')).trim());
+  const client = await QmpClient.connect(socket, { negotiate: true });
+  t.deepEqual(await client.execute('quit'), { return: {} });
+  await client.close();
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(pid, 0);
+      await new Promise((r) => setTimeout(r, 50));
+    } catch {
+      t.pass('the daemon exited after quit');
+      return;
+    }
+  }
+  t.fail('the daemon did not exit');
+});
+
+test('--daemonize reports a startup failure with exit code 1', async (t) => {
+  const result = await cli(['daemon', '--daemonize', '--blockdev', 'driver=file,node-name=x,filename=/nonexistent']);
+  t.is(result.code, 1);
+  t.regex(result.stderr, /Could not open '\/nonexistent': No such file or directory/);
+});
+
+test('qmp prints errors and exits 1; --wait-event gives up after --timeout', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const socket = join(dir, 'qmp.sock');
+  const [command, argv] = blocklayerCommand(['daemon', '--qmp', socket]);
+  const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore' });
+  await waitFor(socket);
+  const failed = await cli(['qmp', socket, 'blockdev-del', '{"node-name": "nope"}']);
+  t.is(failed.code, 1);
+  t.deepEqual(JSON.parse(failed.stdout), { error: { class: 'GenericError', desc: "Failed to find node with node-name='nope'" } });
+  const badJson = await cli(['qmp', socket, 'blockdev-del', '{nope']);
+  t.is(badJson.code, 1);
+  t.regex(badJson.stderr, /^blocklayer: arguments are not JSON: /);
+  const timeout = await cli(['qmp', socket, 'query-version', '--wait-event', 'NEVER', '--timeout', '1']);
+  t.is(timeout.code, 1);
+  t.regex(timeout.stderr, /no answer within 1 s/);
+  child.kill('SIGTERM');
+  t.is(await new Promise((resolve) => child.once('exit', resolve)), 0);
+});
+
+test('every subcommand has --help', async (t) => {
+  for (const args of [['--help'], ['daemon', '--help'], ['qmp', '--help']]) {
+    const result = await cli(args);
+    t.is(result.code, 0);
+    t.regex(result.stdout, /^Usage: blocklayer/);
+  }
+  const daemonHelp = await cli(['daemon', '--help']);
+  for (const option of ['--blockdev', '--chardev', '--monitor', '--qmp', '--pidfile', '--daemonize', '--manifest']) {
+    t.true(daemonHelp.stdout.includes(option), option);
+  }
+});

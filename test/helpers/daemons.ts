@@ -1,0 +1,62 @@
+/**
+ * Starts qemu-storage-daemon and our daemon with the same command line, for
+ * tests that hold QEMU up as the oracle. Each gets a QMP monitor on a fresh
+ * unix socket, added the way qemu-storage-daemon's documentation does it.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI = join(ROOT, 'bin/blocklayer.ts');
+
+export interface RunningDaemon {
+  socket: string;
+  dir: string;
+  process: ChildProcess;
+  /** Everything the daemon wrote to stderr so far. */
+  stderr(): string;
+  stop(): Promise<void>;
+}
+
+/** Our CLI under tsx, as `npm start` runs it from source. */
+export function blocklayerCommand(args: readonly string[]): [string, string[]] {
+  return [process.execPath, ['--import', 'tsx', CLI, ...args]];
+}
+
+async function waitForSocket(path: string, child: ChildProcess, errors: () => string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if ((await stat(path).catch(() => undefined))?.isSocket()) return;
+    if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}: ${errors()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`daemon did not create ${path}: ${errors()}`);
+}
+
+export async function startDaemon(kind: 'qemu' | 'ours', args: readonly string[]): Promise<RunningDaemon> {
+  const dir = await mkdtemp(join(tmpdir(), `blocklayer-${kind}-`));
+  const socket = join(dir, 'qmp.sock');
+  const monitor = ['--chardev', `socket,path=${socket},server=on,wait=off,id=mon0`, '--monitor', 'chardev=mon0'];
+  const [command, argv] = kind === 'qemu' ? ['qemu-storage-daemon', [...args, ...monitor]] : blocklayerCommand(['daemon', ...args, ...monitor]);
+  const child = spawn(command, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdout!.resume();
+  await waitForSocket(socket, child, () => stderr);
+  return {
+    socket,
+    dir,
+    process: child,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
