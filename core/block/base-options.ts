@@ -23,6 +23,12 @@ export const baseNodeMembers = {
   'auto-read-only': Qapi.optional(
     Qapi.bool({ description: 'fall back to read-only if the image cannot be opened read-write', default: false }),
   ),
+  'force-share': Qapi.optional(
+    Qapi.bool({
+      description: 'let other processes share the image; blocklayer takes no image locks, so this only needs read-only',
+      default: false,
+    }),
+  ),
   'detect-zeroes': Qapi.optional({
     ...BlockdevDetectZeroesOptions,
     description: 'turn writes of zeroes into write-zeroes requests',

@@ -203,6 +203,9 @@ export class BlockGraph {
     const driver = this.drivers.require(options.driver);
     const nodeName = options['node-name'] ?? this.implicitName();
     const settings = nodeSettings(options as BaseNodeOptions, request.given as BaseNodeOptions, request.inheritReadOnly);
+    if ((options as BaseNodeOptions)['force-share'] === true && !settings.readOnly) {
+      throw new BlockLayerError('force-share=on can only be used with read-only images');
+    }
     if ((options as BaseNodeOptions).cache?.direct === true) {
       throw new BlockLayerError(`Node '${nodeName}': cache.direct=on is not supported (blocklayer uses the host page cache)`);
     }

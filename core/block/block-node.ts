@@ -1,14 +1,15 @@
 /**
  * A node of the block graph: one driver instance behind the seam that checks
- * every request, tracks it, runs the write hooks, and aligns and splits it
- * for the driver (nbdkit's backend.c, QEMU's block/io.c).
+ * every request, tracks it, runs the write hooks and holds requests while
+ * drained (nbdkit's backend.c, QEMU's block/io.c). DriverIo then aligns and
+ * splits what reaches the driver.
  */
 import { AsyncSeriesBailHook, AsyncSeriesHook, SyncHook } from 'tapable';
 import { BlockIoError, toBlockIoError } from '../errors.js';
-import { Mutex } from '../util/mutex.js';
-import { alignDown, alignUp, chunks, coveringRange, isAligned, isZeroBuffer } from './alignment.js';
+import { alignDown, alignUp, coveringRange, isAligned } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
 import type { BlockDriverDefinition, DriverCapabilities, DriverLimits } from './driver.js';
+import { DriverIo } from './driver-io.js';
 import type { NodeEdge, NodeParent } from './node-edge.js';
 import { RequestTracker, type TrackedRequest } from './request-tracker.js';
 import type {
@@ -29,9 +30,6 @@ const defaultCapabilities: DriverCapabilities = {
   canFua: false,
   concurrency: 'parallel',
 };
-/** Largest buffer used when zeroes have to be written as data. */
-const ZERO_CHUNK = 1 << 20;
-
 export type NodeStatus = 'opening' | 'open' | 'closing' | 'closed';
 
 export class BlockNode implements NodeParent {
@@ -60,10 +58,9 @@ export class BlockNode implements NodeParent {
   private status: NodeStatus = 'opening';
   private readOnlyFallback = false;
   private state: unknown;
-  private currentLength = 0;
-  private limitsValue: DriverLimits = defaultLimits;
+  /** Set once open: how requests reach the driver. */
+  private io: DriverIo | undefined;
   private readonly tracker = new RequestTracker();
-  private readonly driverLock: Mutex | undefined;
   readonly capabilities: DriverCapabilities;
 
   /** Driver options with defaults applied; child members as given. */
@@ -84,7 +81,6 @@ export class BlockNode implements NodeParent {
     this.settings = init.settings;
     this.implicit = init.implicit;
     this.capabilities = { ...defaultCapabilities, ...driver.capabilities };
-    this.driverLock = this.capabilities.concurrency === 'serialize' ? new Mutex() : undefined;
   }
 
   get parentName(): string {
@@ -101,11 +97,11 @@ export class BlockNode implements NodeParent {
   }
 
   get length(): number {
-    return this.currentLength;
+    return this.io?.length ?? 0;
   }
 
   get limits(): Readonly<DriverLimits> {
-    return this.limitsValue;
+    return this.io?.limits ?? defaultLimits;
   }
 
   get isOpen(): boolean {
@@ -126,26 +122,21 @@ export class BlockNode implements NodeParent {
     return this.state;
   }
 
-  /** The child I/O falls through to when the driver does not implement an operation. */
-  get filteredChild(): NodeEdge | undefined {
-    const spec = this.driver.children?.find((c) => c.filtered);
-    return spec === undefined ? undefined : this.children.get(spec.name);
-  }
-
   /** Completes opening with the state the driver's `open` returned. Called by the graph. */
   activate(state: unknown): void {
     this.state = state;
-    this.limitsValue = { ...defaultLimits, ...this.driver.limits?.(state) };
-    this.currentLength = this.driver.getLength(state);
+    const limits = { ...defaultLimits, ...this.driver.limits?.(state) };
+    this.io = new DriverIo(this.nodeName, this.driver, state, limits, this.capabilities, this.settings, this.children);
     this.status = 'open';
   }
 
   async read(offset: number, buf: Buffer, options: RequestOptions = {}): Promise<void> {
     this.checkRequest('read', offset, buf.length);
     if (buf.length === 0) return;
-    const request = await this.tracker.begin('read', offset, buf.length, options.nested ?? false);
+    const begun = this.tracker.begin('read', offset, buf.length, options.nested ?? false);
+    const request = begun instanceof Promise ? await begun : begun;
     try {
-      await this.alignedRead(offset, buf);
+      await this.io!.read(offset, buf);
     } catch (error) {
       throw toBlockIoError(error);
     } finally {
@@ -156,7 +147,7 @@ export class BlockNode implements NodeParent {
   async write(offset: number, buf: Buffer, flags: WriteFlags = {}, options: RequestOptions = {}): Promise<void> {
     this.checkRequest('write', offset, buf.length);
     if (buf.length === 0) return;
-    await this.writeRequest('write', offset, buf.length, flags, options, buf, () => this.performWrite(offset, buf, flags));
+    await this.writeRequest('write', offset, buf.length, flags, options, buf, () => this.io!.write(offset, buf, flags));
   }
 
   async writeZeroes(offset: number, length: number, flags: ZeroFlags = {}, options: RequestOptions = {}): Promise<void> {
@@ -164,7 +155,7 @@ export class BlockNode implements NodeParent {
     if (length === 0) return;
     const effective = { ...flags, mayUnmap: (flags.mayUnmap ?? false) && this.settings.discard === 'unmap' };
     await this.writeRequest('write-zeroes', offset, length, effective, options, undefined, () =>
-      this.performWriteZeroes(offset, length, effective),
+      this.io!.writeZeroes(offset, length, effective),
     );
   }
 
@@ -172,12 +163,12 @@ export class BlockNode implements NodeParent {
   async discard(offset: number, length: number, options: RequestOptions = {}): Promise<void> {
     this.checkRequest('discard', offset, length);
     if (this.settings.discard === 'ignore') return;
-    const align = this.limitsValue.requestAlignment;
+    const align = this.limits.requestAlignment;
     const start = alignUp(offset, align);
-    const end = offset + length === this.currentLength ? offset + length : alignDown(offset + length, align);
+    const end = offset + length === this.length ? offset + length : alignDown(offset + length, align);
     if (end <= start) return;
     await this.writeRequest('discard', start, end - start, {}, options, undefined, () =>
-      this.performDiscard(start, end - start),
+      this.io!.discard(start, end - start),
     );
   }
 
@@ -186,8 +177,8 @@ export class BlockNode implements NodeParent {
     if (!Number.isSafeInteger(length) || length < 0) {
       throw new BlockIoError('EINVAL', `Invalid length ${length} for node '${this.nodeName}'`);
     }
-    const lost = Math.max(0, this.currentLength - length);
-    await this.writeRequest('truncate', length, lost, {}, options, undefined, () => this.performTruncate(length));
+    const lost = Math.max(0, this.length - length);
+    await this.writeRequest('truncate', length, lost, {}, options, undefined, () => this.io!.truncate(length));
   }
 
   /** Flushes the driver, then every child this node writes to (as QEMU's bdrv_co_flush). */
@@ -196,10 +187,7 @@ export class BlockNode implements NodeParent {
     if (this.settings.noFlush || this.readOnly) return;
     const request = await this.tracker.begin('flush', 0, 0, options.nested ?? false);
     try {
-      if (this.driver.flush !== undefined) await this.callDriver(() => this.driver.flush!(this.state));
-      for (const edge of this.children.values()) {
-        if (!edge.node.readOnly) await edge.flush();
-      }
+      await this.io!.flush();
     } catch (error) {
       throw toBlockIoError(error);
     } finally {
@@ -209,12 +197,12 @@ export class BlockNode implements NodeParent {
 
   /** Extents covering exactly `[offset, offset + length)`, clipped to the node's length. */
   async blockStatus(offset: number, length: number, options: RequestOptions = {}): Promise<BlockStatusExtent[]> {
-    this.checkRequest('block-status', offset, Math.min(length, Math.max(0, this.currentLength - offset)));
-    const end = Math.min(offset + length, this.currentLength);
+    this.checkRequest('block-status', offset, Math.min(length, Math.max(0, this.length - offset)));
+    const end = Math.min(offset + length, this.length);
     if (end <= offset) return [];
     const request = await this.tracker.begin('block-status', offset, end - offset, options.nested ?? false);
     try {
-      return await this.collectStatus(offset, end);
+      return await this.io!.blockStatus(offset, end);
     } catch (error) {
       throw toBlockIoError(error);
     } finally {
@@ -256,7 +244,7 @@ export class BlockNode implements NodeParent {
     this.status = 'closing';
     await this.tracker.whenIdle();
     try {
-      if (wasOpen) await this.driver.close?.(this.state);
+      if (wasOpen) await this.io!.close();
     } finally {
       this.status = 'closed';
     }
@@ -286,10 +274,10 @@ export class BlockNode implements NodeParent {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(bytes) || offset < 0 || bytes < 0) {
       throw new BlockIoError('EINVAL', `Invalid request offset ${offset} length ${bytes} on node '${this.nodeName}'`);
     }
-    if (kind !== 'truncate' && kind !== 'flush' && offset + bytes > this.currentLength) {
+    if (kind !== 'truncate' && kind !== 'flush' && offset + bytes > this.length) {
       throw new BlockIoError(
         'EIO',
-        `Request ${offset}+${bytes} is beyond the end of node '${this.nodeName}' (${this.currentLength} bytes)`,
+        `Request ${offset}+${bytes} is beyond the end of node '${this.nodeName}' (${this.length} bytes)`,
       );
     }
   }
@@ -303,12 +291,13 @@ export class BlockNode implements NodeParent {
     buffer: Buffer | undefined,
     perform: () => Promise<void>,
   ): Promise<void> {
-    const align = this.limitsValue.requestAlignment;
+    const align = this.limits.requestAlignment;
     const rmw =
       (kind === 'write' || kind === 'write-zeroes') && !isAligned(offset, bytes, align)
-        ? coveringRange(offset, bytes, align, this.currentLength)
+        ? coveringRange(offset, bytes, align, this.length)
         : undefined;
-    const request = await this.tracker.begin(kind, offset, bytes, options.nested ?? false, rmw);
+    const begun = this.tracker.begin(kind, offset, bytes, options.nested ?? false, rmw);
+    const request = begun instanceof Promise ? await begun : begun;
     try {
       const writeRequest: WriteRequest = buffer === undefined
         ? { node: this, kind, offset, bytes, flags }
@@ -333,156 +322,4 @@ export class BlockNode implements NodeParent {
     }
   }
 
-  private async performWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
-    if (this.settings.detectZeroes !== 'off' && isZeroBuffer(buf)) {
-      const mayUnmap = this.settings.detectZeroes === 'unmap' && this.settings.discard === 'unmap';
-      await this.performWriteZeroes(offset, buf.length, { ...flags, mayUnmap });
-      return;
-    }
-    await this.alignedWrite(offset, buf, flags);
-  }
-
-  private async performWriteZeroes(offset: number, length: number, flags: ZeroFlags): Promise<void> {
-    const align = this.limitsValue.requestAlignment;
-    const end = offset + length;
-    const alignedStart = Math.min(alignUp(offset, align), end);
-    const alignedEnd = end === this.currentLength ? end : Math.max(alignDown(end, align), alignedStart);
-    if (alignedStart > offset) await this.alignedWrite(offset, Buffer.alloc(alignedStart - offset), flags);
-    if (alignedEnd > alignedStart) await this.zeroAligned(alignedStart, alignedEnd - alignedStart, flags);
-    if (end > alignedEnd) await this.alignedWrite(alignedEnd, Buffer.alloc(end - alignedEnd), flags);
-  }
-
-  private async zeroAligned(offset: number, length: number, flags: ZeroFlags): Promise<void> {
-    const { driver } = this;
-    if (driver.writeZeroes !== undefined) {
-      for (const [at, bytes] of chunks(offset, length, this.limitsValue.maxTransfer, this.limitsValue.requestAlignment)) {
-        await this.callDriver(() => driver.writeZeroes!(this.state, at, bytes, flags));
-      }
-      return;
-    }
-    const child = this.filteredChild;
-    if (child !== undefined) return child.writeZeroes(offset, length, flags);
-    if (flags.noFallback) throw new BlockIoError('ENOTSUP');
-    const zeroes = Buffer.alloc(Math.min(length, ZERO_CHUNK, alignDown(this.limitsValue.maxTransfer, this.limitsValue.requestAlignment) || ZERO_CHUNK));
-    for (const [at, bytes] of chunks(offset, length, zeroes.length, this.limitsValue.requestAlignment)) {
-      await this.transferWrite(at, bytes === zeroes.length ? zeroes : zeroes.subarray(0, bytes), flags);
-    }
-  }
-
-  private async performDiscard(offset: number, length: number): Promise<void> {
-    const { driver } = this;
-    if (driver.discard !== undefined) {
-      for (const [at, bytes] of chunks(offset, length, this.limitsValue.maxTransfer, this.limitsValue.requestAlignment)) {
-        await this.callDriver(() => driver.discard!(this.state, at, bytes));
-      }
-      return;
-    }
-    await this.filteredChild?.discard(offset, length);
-  }
-
-  private async alignedRead(offset: number, buf: Buffer): Promise<void> {
-    const align = this.limitsValue.requestAlignment;
-    if (isAligned(offset, buf.length, align) || offset + buf.length === this.currentLength && offset % align === 0) {
-      return this.transferRead(offset, buf);
-    }
-    const range = coveringRange(offset, buf.length, align, this.currentLength);
-    const bounce = Buffer.allocUnsafe(range.bytes);
-    await this.transferRead(range.offset, bounce);
-    bounce.copy(buf, 0, offset - range.offset, offset - range.offset + buf.length);
-  }
-
-  /** Read-modify-write for unaligned writes; the tracker has serialised the aligned range. */
-  private async alignedWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
-    const align = this.limitsValue.requestAlignment;
-    if (isAligned(offset, buf.length, align) || offset + buf.length === this.currentLength && offset % align === 0) {
-      return this.transferWrite(offset, buf, flags);
-    }
-    const range = coveringRange(offset, buf.length, align, this.currentLength);
-    const bounce = Buffer.allocUnsafe(range.bytes);
-    await this.transferRead(range.offset, bounce);
-    buf.copy(bounce, offset - range.offset);
-    await this.transferWrite(range.offset, bounce, flags);
-  }
-
-  private async transferRead(offset: number, buf: Buffer): Promise<void> {
-    const { driver } = this;
-    const child = this.filteredChild;
-    for (const [at, bytes] of chunks(offset, buf.length, this.limitsValue.maxTransfer, this.limitsValue.requestAlignment)) {
-      const part = buf.subarray(at - offset, at - offset + bytes);
-      if (driver.read !== undefined) await this.callDriver(() => driver.read!(this.state, at, part));
-      else if (child !== undefined) await child.read(at, part);
-      else throw new BlockIoError('ENOTSUP', `Driver '${driver.name}' cannot read`);
-    }
-  }
-
-  private async transferWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
-    const { driver } = this;
-    const child = this.filteredChild;
-    const emulateFua = (flags.fua ?? false) && !this.capabilities.canFua;
-    const driverFlags = emulateFua ? { ...flags, fua: false } : flags;
-    for (const [at, bytes] of chunks(offset, buf.length, this.limitsValue.maxTransfer, this.limitsValue.requestAlignment)) {
-      const part = buf.subarray(at - offset, at - offset + bytes);
-      if (driver.write !== undefined) await this.callDriver(() => driver.write!(this.state, at, part, driverFlags));
-      else if (child !== undefined) await child.write(at, part, flags);
-      else throw new BlockIoError('EACCES', `Driver '${driver.name}' cannot write`);
-    }
-    if (emulateFua && driver.write !== undefined) await this.flushNested();
-  }
-
-  private async flushNested(): Promise<void> {
-    if (this.settings.noFlush) return;
-    if (this.driver.flush !== undefined) await this.callDriver(() => this.driver.flush!(this.state));
-    for (const edge of this.children.values()) if (!edge.node.readOnly) await edge.flush();
-  }
-
-  private async collectStatus(offset: number, end: number): Promise<BlockStatusExtent[]> {
-    const extents: BlockStatusExtent[] = [];
-    const align = this.limitsValue.requestAlignment;
-    let position = offset;
-    while (position < end) {
-      const askFrom = alignDown(position, align);
-      const askTo = Math.min(alignUp(end, align), this.currentLength);
-      const answer = await this.statusFromDriver(askFrom, askTo - askFrom);
-      let advanced = false;
-      for (const extent of answer) {
-        const from = Math.max(extent.offset, position);
-        const to = Math.min(extent.offset + extent.length, end);
-        if (extent.offset > position || extent.length <= 0) break;
-        if (to <= from) continue;
-        const last = extents[extents.length - 1];
-        if (last && last.data === extent.data && last.zero === extent.zero && last.allocated === extent.allocated) {
-          last.length += to - from;
-        } else {
-          extents.push({ offset: from, length: to - from, data: extent.data, zero: extent.zero, allocated: extent.allocated });
-        }
-        position = to;
-        advanced = true;
-      }
-      if (!advanced) {
-        throw new BlockIoError('EIO', `Driver '${this.driver.name}' returned no block status at ${position} on node '${this.nodeName}'`);
-      }
-    }
-    return extents;
-  }
-
-  private async statusFromDriver(offset: number, length: number): Promise<BlockStatusExtent[]> {
-    const { driver } = this;
-    if (driver.blockStatus !== undefined) return this.callDriver(() => driver.blockStatus!(this.state, offset, length));
-    const child = this.filteredChild;
-    if (child !== undefined) return child.blockStatus(offset, length);
-    return [{ offset, length, data: true, zero: false, allocated: true }];
-  }
-
-  private async performTruncate(length: number): Promise<void> {
-    const { driver } = this;
-    const child = this.filteredChild;
-    if (driver.truncate !== undefined) await this.callDriver(() => driver.truncate!(this.state, length));
-    else if (child !== undefined) await child.truncate(length);
-    else throw new BlockIoError('ENOTSUP', `Driver '${driver.name}' does not support resize`);
-    this.currentLength = driver.getLength(this.state);
-  }
-
-  private callDriver<T>(fn: () => Promise<T>): Promise<T> {
-    return this.driverLock === undefined ? fn() : this.driverLock.run(fn);
-  }
 }

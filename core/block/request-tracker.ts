@@ -18,7 +18,9 @@ export interface TrackedRequest {
 }
 
 class Tracked implements TrackedRequest {
-  private readonly finished = deferred();
+  /** Created only when someone waits: most requests are never waited for. */
+  private finished: Deferred | undefined;
+  private ended = false;
 
   constructor(
     readonly kind: RequestKind,
@@ -30,11 +32,14 @@ class Tracked implements TrackedRequest {
   ) {}
 
   get done(): Promise<void> {
+    if (this.ended) return Promise.resolve();
+    this.finished ??= deferred();
     return this.finished.promise;
   }
 
   finish(): void {
-    this.finished.resolve();
+    this.ended = true;
+    this.finished?.resolve();
   }
 
   /** The range others must not overlap while this runs. */
@@ -63,8 +68,27 @@ export class RequestTracker {
     return this.quiesceDepth > 0;
   }
 
-  /** Registers a request, first waiting while quiesced unless it is nested. */
-  async begin(
+  /**
+   * Registers a request, first waiting while quiesced unless it is nested.
+   * Returns the request itself when nothing makes it wait (the common case,
+   * which then costs no promise), else a promise of it.
+   */
+  begin(
+    kind: RequestKind,
+    offset: number,
+    bytes: number,
+    nested: boolean,
+    serialising?: { offset: number; bytes: number },
+  ): TrackedRequest | Promise<TrackedRequest> {
+    if ((nested || this.resumed === undefined) && serialising === undefined && this.serialisingCount === 0) {
+      const request = new Tracked(kind, offset, bytes, this.sequence++);
+      this.inFlight.add(request);
+      return request;
+    }
+    return this.beginWaiting(kind, offset, bytes, nested, serialising);
+  }
+
+  private async beginWaiting(
     kind: RequestKind,
     offset: number,
     bytes: number,

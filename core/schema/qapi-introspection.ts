@@ -110,7 +110,7 @@ export class QapiIntrospection {
     if (TypeGuard.IsObject(schema)) {
       return { members: this.members(schema.properties, schema.required ?? []), 'meta-type': 'object' };
     }
-    throw new Error(`cannot introspect schema of kind ${String((schema as { type?: unknown }).type)}`);
+    throw new Error(`cannot introspect schema ${JSON.stringify(schema)}`);
   }
 
   /** Base members (shared by every branch, the tag first), then one variant struct per tag value. */

@@ -25,6 +25,7 @@ import {
   type TString,
   type TUnion,
   type TUnknown,
+  Kind,
   Type,
 } from '@sinclair/typebox';
 
@@ -82,12 +83,11 @@ export const Qapi = {
       ...opts,
     }),
 
-  /** A QAPI enum: one of `values`. */
+  /** A QAPI enum: one of `values` (a union even of one value, which TypeBox would collapse). */
   enum: <V extends string>(name: string, values: readonly V[], opts: Opts = {}): TUnion<TLiteral<V>[]> =>
-    Type.Union(
-      values.map((v) => Type.Literal(v)),
-      { qapiType: name, qapiEnum: true, ...opts },
-    ),
+    ({ ...opts, qapiType: name, qapiEnum: true, [Kind]: 'Union', anyOf: values.map((v) => Type.Literal(v)) }) as unknown as TUnion<
+      TLiteral<V>[]
+    >,
 
   /** A QAPI struct: known members only, in declaration order (the order QEMU reports errors in). */
   struct: <P extends TProperties>(name: string, properties: P, opts: Opts = {}): TObject<P> =>

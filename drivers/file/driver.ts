@@ -5,7 +5,7 @@
  * discard (fallocate) come from the native addon; without it the driver
  * still works, reporting everything as data and writing zeroes as data.
  */
-import { constants } from 'node:fs';
+import { constants, read, write } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import {
   defineBlockDriver,
@@ -79,10 +79,27 @@ async function writeZeroData(handle: FileHandle, offset: number, length: number)
   }
 }
 
+/**
+ * pread/pwrite through fs's callback API on the handle's descriptor: a
+ * quarter faster per request than FileHandle.read/write, which matters at
+ * queue depth 1 (bench/raw-io.ts).
+ */
+function pread(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    read(handle.fd, buf, at, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
+  );
+}
+
+function pwrite(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    write(handle.fd, buf, at, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
+  );
+}
+
 /** pwrite until all of `buf` is written. */
 async function writeAll(handle: FileHandle, offset: number, buf: Buffer): Promise<void> {
   for (let done = 0; done < buf.length; ) {
-    const { bytesWritten } = await handle.write(buf, done, buf.length - done, offset + done);
+    const bytesWritten = await pwrite(handle, buf, done, buf.length - done, offset + done);
     // A write that makes no progress would loop forever; QEMU reports it as EINVAL.
     if (bytesWritten === 0) throw new BlockIoError('EINVAL');
     done += bytesWritten;
@@ -198,7 +215,7 @@ function fileGetLength(state: FileState): number {
 /** pread until `buf` is full; bytes past the end of the file read as zeroes (it shrank under us). */
 async function fileRead(state: FileState, offset: number, buf: Buffer): Promise<void> {
   for (let done = 0; done < buf.length; ) {
-    const { bytesRead } = await state.handle.read(buf, done, buf.length - done, offset + done);
+    const bytesRead = await pread(state.handle, buf, done, buf.length - done, offset + done);
     if (bytesRead === 0) {
       buf.fill(0, done);
       return;

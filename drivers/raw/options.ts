@@ -3,7 +3,7 @@ import { BlockdevRef } from '../../core/block/blockdev-ref.js';
 import { Qapi, type Static } from '../../core/schema/qapi.js';
 
 export const rawOptions = Qapi.struct('BlockdevOptionsRaw', {
-  file: BlockdevRef,
+  file: { ...BlockdevRef, description: 'the node holding the bytes: a node name, or the options of a new node' },
   offset: Qapi.optional(Qapi.size({ description: 'where the image starts inside the file', default: 0 })),
   size: Qapi.optional(
     Qapi.size({ description: 'size of the image (a multiple of 512); default: the rest of the file' }),

@@ -1,6 +1,6 @@
 /** The daemon and qmp subcommands, run as a user runs them. */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -120,4 +120,13 @@ test('every subcommand has --help', async (t) => {
   for (const option of ['--blockdev', '--chardev', '--monitor', '--qmp', '--pidfile', '--daemonize', '--manifest']) {
     t.true(daemonHelp.stdout.includes(option), option);
   }
+});
+
+test('a bad manifest stops the daemon with an error naming it', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const manifest = join(dir, 'plugins.json');
+  await writeFile(manifest, '{"plugins": [{"name": "qcow9", "module": "./nowhere"}]}');
+  const result = await cli(['daemon', '--manifest', manifest]);
+  t.is(result.code, 1);
+  t.is(result.stderr.trim(), `blocklayer: Plugin 'qcow9' (./nowhere): module not found: ${join(dir, 'nowhere')}`);
 });

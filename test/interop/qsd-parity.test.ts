@@ -69,6 +69,7 @@ function script(image: string): Step[] {
     add({ driver: 'raw', 'node-name': 'a', file: 'f0', size: 100000000 }),
     add({ driver: 'null-co', 'node-name': 'n0', size: 'x' }),
     add({ driver: 'null-co', 'node-name': 'n0', size: 1.5 }),
+    add({ driver: 'null-co', 'node-name': 'n0', 'force-share': true }),
     add({ driver: 'null-co', 'node-name': 'n0' }),
     add({ driver: 'null-co', 'node-name': 'n1', size: 1073741824, 'read-zeroes': true }),
     add({ driver: 'raw', 'node-name': 'win', file: 'n0', offset: 513, size: 4096 }),

@@ -1,0 +1,51 @@
+/**
+ * Which README holds which generated table. `npm run docs` rewrites them;
+ * test/docs/readme-tables.test.ts fails when one is stale.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TObject } from '../../core/schema/qapi.js';
+import { renderOptionsTable, withTable } from '../../core/schema/options-table.js';
+import { fileDriver } from '../../drivers/file/driver.js';
+import { memoryDriver } from '../../drivers/memory/driver.js';
+import { nullDriver } from '../../drivers/null/driver.js';
+import { rawDriver } from '../../drivers/raw/driver.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface ReadmeTable {
+  readme: string;
+  id: string;
+  schema: TObject;
+}
+
+export const README_TABLES: ReadmeTable[] = [
+  { readme: 'drivers/file/README.md', id: 'options', schema: fileDriver.options },
+  { readme: 'drivers/file/README.md', id: 'create-options', schema: fileDriver.createOptions! },
+  { readme: 'drivers/raw/README.md', id: 'options', schema: rawDriver.options },
+  { readme: 'drivers/raw/README.md', id: 'create-options', schema: rawDriver.createOptions! },
+  { readme: 'drivers/memory/README.md', id: 'options', schema: memoryDriver.options },
+  { readme: 'drivers/null/README.md', id: 'options', schema: nullDriver.options },
+];
+
+/** The README's text with every table of it regenerated. */
+export async function regenerated(readme: string): Promise<{ path: string; current: string; expected: string }> {
+  const path = join(ROOT, readme);
+  const current = await readFile(path, 'utf8');
+  let expected = current;
+  for (const table of README_TABLES.filter((t) => t.readme === readme)) {
+    expected = withTable(expected, table.id, renderOptionsTable(table.schema));
+  }
+  return { path, current, expected };
+}
+
+/** `npm run docs`: rewrites the tables. */
+export async function updateReadmes(): Promise<void> {
+  for (const readme of new Set(README_TABLES.map((t) => t.readme))) {
+    const { path, current, expected } = await regenerated(readme);
+    if (current !== expected) await writeFile(path, expected);
+  }
+}
+
+if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) await updateReadmes();
