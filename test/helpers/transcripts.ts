@@ -1,12 +1,12 @@
 /**
- * Reads the QEMU 7.2 transcripts in ../shared/reference/qemu-transcripts/
+ * Reads the QEMU 7.2 transcripts in test/fixtures/qemu-transcripts/
  * ('-> ' lines were sent, '<- ' lines received) into exchanges we can
  * replay against our daemon.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-export const TRANSCRIPT_DIR = fileURLToPath(new URL('../../../shared/reference/qemu-transcripts/', import.meta.url));
+export const TRANSCRIPT_DIR = fileURLToPath(new URL('../fixtures/qemu-transcripts/', import.meta.url));
 
 export interface Exchange {
   /** What was sent: a request, possibly split over several lines, or raw bytes. */
