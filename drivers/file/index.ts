@@ -1,16 +1,5 @@
-/** Plugin: the file protocol driver. */
-import { ContainerModule } from 'inversify';
-import type { Plugin } from '../../core/plugin/plugin.js';
-import { TOKENS } from '../../core/tokens.js';
+/** Plugin: the file driver. */
+import { driverPlugin } from '../../core/plugin/driver-plugin.js';
 import { fileDriver } from './driver.js';
 
-const plugin: Plugin = {
-  name: 'file',
-  version: '0.1.0',
-  apiVersion: '1.0.0',
-  module: new ContainerModule(({ bind }) => {
-    bind(TOKENS.BlockDriverContribution).toConstantValue(fileDriver);
-  }),
-};
-
-export default plugin;
+export default driverPlugin(fileDriver, { version: '0.1.0' });

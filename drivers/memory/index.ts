@@ -1,16 +1,5 @@
 /** Plugin: the memory driver. */
-import { ContainerModule } from 'inversify';
-import type { Plugin } from '../../core/plugin/plugin.js';
-import { TOKENS } from '../../core/tokens.js';
+import { driverPlugin } from '../../core/plugin/driver-plugin.js';
 import { memoryDriver } from './driver.js';
 
-const plugin: Plugin = {
-  name: 'memory',
-  version: '0.1.0',
-  apiVersion: '1.0.0',
-  module: new ContainerModule(({ bind }) => {
-    bind(TOKENS.BlockDriverContribution).toConstantValue(memoryDriver);
-  }),
-};
-
-export default plugin;
+export default driverPlugin(memoryDriver, { version: '0.1.0' });

@@ -1,16 +1,5 @@
-/** Plugin: the raw format driver. */
-import { ContainerModule } from 'inversify';
-import type { Plugin } from '../../core/plugin/plugin.js';
-import { TOKENS } from '../../core/tokens.js';
+/** Plugin: the raw driver. */
+import { driverPlugin } from '../../core/plugin/driver-plugin.js';
 import { rawDriver } from './driver.js';
 
-const plugin: Plugin = {
-  name: 'raw',
-  version: '0.1.0',
-  apiVersion: '1.0.0',
-  module: new ContainerModule(({ bind }) => {
-    bind(TOKENS.BlockDriverContribution).toConstantValue(rawDriver);
-  }),
-};
-
-export default plugin;
+export default driverPlugin(rawDriver, { version: '0.1.0' });

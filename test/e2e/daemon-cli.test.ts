@@ -130,3 +130,21 @@ test('a bad manifest stops the daemon with an error naming it', async (t) => {
   t.is(result.code, 1);
   t.is(result.stderr.trim(), `blocklayer: Plugin 'qcow9' (./nowhere): module not found: ${join(dir, 'nowhere')}`);
 });
+
+test('query-named-block-nodes says whether the file driver uses its native sparse operations', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const image = join(dir, 'disk.raw');
+  await writeFile(image, Buffer.alloc(65536));
+  for (const [env, expected] of [[{}, 'native'], [{ BLOCKLAYER_NO_NATIVE: '1' }, 'fallback']] as const) {
+    const socket = join(dir, `qmp-${expected}.sock`);
+    const [command, argv] = blocklayerCommand(['daemon', '--blockdev', `driver=file,node-name=f,filename=${image}`, '--qmp', socket]);
+    const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore', env: { ...process.env, ...env } });
+    await waitFor(socket);
+    const client = await QmpClient.connect(socket, { negotiate: true });
+    const reply = (await client.execute('query-named-block-nodes')) as { return: { image: Record<string, unknown> }[] };
+    t.deepEqual(reply.return[0]!.image['format-specific'], { type: 'file', data: { 'sparse-ops': expected } });
+    await client.execute('quit');
+    await client.close();
+    await new Promise((resolve) => child.once('exit', resolve));
+  }
+});
