@@ -163,7 +163,7 @@ export class BlockGraph {
   }
 
   private async openTree(options: BlockdevOptionsValue, given: Record<string, unknown>, readOnly: boolean): Promise<BlockNode> {
-    this.checkNames(options, new Set());
+    const names = this.reserveNames(options);
     const opened: BlockNode[] = [];
     try {
       const root = await this.openNode({ options, given, path: '', implicit: false, inheritReadOnly: readOnly }, opened);
@@ -176,32 +176,43 @@ export class BlockGraph {
         this.nodes.delete(node.nodeName);
       }
       throw error;
+    } finally {
+      for (const name of names) this.reserved.delete(name);
     }
   }
 
-  /** Checks every node name in the tree before anything is opened. */
-  private checkNames(options: BlockdevOptionsValue, seen: Set<string>): void {
-    const name = options['node-name'];
-    if (name !== undefined) {
-      checkNodeName(name);
-      if (this.nodes.has(name) || this.reserved.has(name) || seen.has(name)) {
-        throw new BlockLayerError(`Duplicate nodes with node-name='${name}'`);
+  /**
+   * Checks every node name of the tree and the nodes it refers to before
+   * anything is opened, and reserves the names so a concurrent open cannot
+   * take them. The caller releases them.
+   */
+  private reserveNames(options: BlockdevOptionsValue): string[] {
+    const names: string[] = [];
+    const visit = (tree: BlockdevOptionsValue): void => {
+      const name = tree['node-name'];
+      if (name !== undefined) {
+        checkNodeName(name);
+        if (this.nodes.has(name) || this.reserved.has(name) || names.includes(name)) {
+          throw new BlockLayerError(`Duplicate nodes with node-name='${name}'`);
+        }
+        if (this.backends.has(name)) throw new BlockLayerError(`node-name=${name} is conflicting with a device id`);
+        names.push(name);
       }
-      if (this.backends.has(name)) throw new BlockLayerError(`node-name=${name} is conflicting with a device id`);
-      seen.add(name);
-    }
-    const driver = this.drivers.require(options.driver);
-    for (const spec of driver.children ?? []) {
-      const child = options[spec.name];
-      if (typeof child === 'string') this.lookup(child);
-      else if (child !== null && typeof child === 'object') this.checkNames(child as BlockdevOptionsValue, seen);
-    }
+      for (const spec of this.drivers.require(tree.driver).children ?? []) {
+        const child = tree[spec.name];
+        if (typeof child === 'string') this.lookup(child);
+        else if (child !== null && typeof child === 'object') visit(child as BlockdevOptionsValue);
+      }
+    };
+    visit(options);
+    for (const name of names) this.reserved.add(name);
+    return names;
   }
 
   private async openNode(request: OpenRequest, opened: BlockNode[]): Promise<BlockNode> {
     const { options } = request;
     const driver = this.drivers.require(options.driver);
-    const nodeName = options['node-name'] ?? this.implicitName();
+    const nodeName = options['node-name'] ?? this.reserveImplicitName();
     const settings = nodeSettings(options as BaseNodeOptions, request.given as BaseNodeOptions, request.inheritReadOnly);
     if ((options as BaseNodeOptions)['force-share'] === true && !settings.readOnly) {
       throw new BlockLayerError('force-share=on can only be used with read-only images');
@@ -215,7 +226,6 @@ export class BlockGraph {
       settings,
       implicit: request.implicit,
     });
-    this.reserved.add(nodeName);
     try {
       for (const spec of driver.children ?? []) {
         const ref = options[spec.name];
@@ -246,9 +256,11 @@ export class BlockGraph {
         openChild: async (role, childOptions, childReadOnly) => {
           const path = join(request.path, role);
           const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, childOptions, path) as BlockdevOptionsValue;
-          this.checkNames(valid, new Set());
+          const names = this.reserveNames(valid);
           const childRequest = { options: valid, given: childOptions, path, implicit: true, inheritReadOnly: childReadOnly };
-          const child = await this.openNode(childRequest, opened);
+          const child = await this.openNode(childRequest, opened).finally(() => {
+            for (const name of names) this.reserved.delete(name);
+          });
           const edge = this.attach(node, child, role);
           node.children.set(role, edge);
           return edge;
@@ -259,17 +271,19 @@ export class BlockGraph {
       for (const edge of node.children.values()) this.detach(edge);
       throw error;
     } finally {
-      this.reserved.delete(nodeName);
+      if (options['node-name'] === undefined) this.reserved.delete(nodeName);
     }
     this.nodes.set(nodeName, node);
     opened.push(node);
     return node;
   }
 
-  private implicitName(): string {
+  /** QEMU names nested nodes the user did not name '#blockNNN'. */
+  private reserveImplicitName(): string {
     let name: string;
     do name = `#block${String(++this.implicitNames).padStart(3, '0')}`;
     while (this.nodes.has(name) || this.reserved.has(name));
+    this.reserved.add(name);
     return name;
   }
 

@@ -16,8 +16,14 @@ import { QmpSession, type QmpVersion } from './qmp-session.js';
 
 export type QmpAddress = { type: 'unix'; path: string } | { type: 'inet'; host: string; port: number };
 
-/** Unsent bytes a client may accumulate before it is disconnected. */
-const MAX_OUTPUT_BACKLOG = 64 * 1024 * 1024;
+export interface QmpServerLimits {
+  /** Unsent bytes a client may accumulate before it is disconnected. */
+  maxOutputBacklog: number;
+  /** How long a closing server waits for clients to read what is left and hang up. */
+  closeGraceMs: number;
+}
+
+const DEFAULT_LIMITS: QmpServerLimits = { maxOutputBacklog: 64 * 1024 * 1024, closeGraceMs: 1000 };
 
 export class QmpServer {
   private readonly listeners: net.Server[] = [];
@@ -32,6 +38,7 @@ export class QmpServer {
     private readonly registry: CommandRegistry,
     private readonly hooks: BlockLayerHooks,
     private readonly version: QmpVersion,
+    private readonly limits: QmpServerLimits = DEFAULT_LIMITS,
   ) {
     // tapable cannot untap; a closed server's tap simply does nothing.
     this.hooks.event.tap('QmpServer', (event) => {
@@ -68,6 +75,8 @@ export class QmpServer {
         new Promise<void>((resolve) => {
           socket.once('close', () => resolve());
           socket.end();
+          // A peer that never closes its side must not hold the shutdown.
+          setTimeout(() => socket.destroy(), this.limits.closeGraceMs).unref();
         }),
     );
     await Promise.all(this.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
@@ -105,7 +114,7 @@ export class QmpServer {
     const session = new QmpSession(this.registry, this.dispatcher, {
       send: (message) => {
         if (socket.destroyed) return;
-        if (socket.writableLength > MAX_OUTPUT_BACKLOG) {
+        if (socket.writableLength > this.limits.maxOutputBacklog) {
           socket.destroy(new Error('QMP client does not read its replies'));
           return;
         }

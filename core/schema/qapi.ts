@@ -51,6 +51,11 @@ export function annotations(schema: TSchema): QapiAnnotations {
 
 type Opts = SchemaOptions & { default?: unknown };
 
+/** A union that stays one with a single branch (TypeBox would collapse it to the branch, losing the annotations). */
+function union<T extends TSchema[]>(branches: [...T], opts: Opts): TUnion<T> {
+  return { ...opts, [Kind]: 'Union', anyOf: branches } as unknown as TUnion<T>;
+}
+
 const INT64_MIN = -(2 ** 63);
 const INT64_MAX = 2 ** 63 - 1;
 
@@ -83,11 +88,12 @@ export const Qapi = {
       ...opts,
     }),
 
-  /** A QAPI enum: one of `values` (a union even of one value, which TypeBox would collapse). */
+  /** A QAPI enum: one of `values`. */
   enum: <V extends string>(name: string, values: readonly V[], opts: Opts = {}): TUnion<TLiteral<V>[]> =>
-    ({ ...opts, qapiType: name, qapiEnum: true, [Kind]: 'Union', anyOf: values.map((v) => Type.Literal(v)) }) as unknown as TUnion<
-      TLiteral<V>[]
-    >,
+    union(
+      values.map((v) => Type.Literal(v)),
+      { qapiType: name, qapiEnum: true, ...opts },
+    ),
 
   /** A QAPI struct: known members only, in declaration order (the order QEMU reports errors in). */
   struct: <P extends TProperties>(name: string, properties: P, opts: Opts = {}): TObject<P> =>
@@ -101,12 +107,12 @@ export const Qapi = {
    * A flat union: `branches` are structs that all start with the base
    * members, the `tag` member first, each with a literal tag value.
    */
-  flatUnion: <T extends TObject[]>(name: string, tag: string, branches: [...T], opts: Opts = {}) =>
-    Type.Union(branches, { qapiType: name, discriminator: tag, ...opts }),
+  flatUnion: <T extends TObject[]>(name: string, tag: string, branches: [...T], opts: Opts = {}): TUnion<T> =>
+    union(branches, { qapiType: name, discriminator: tag, ...opts }),
 
   /** An alternate: the JSON type of the value picks the branch (e.g. BlockdevRef = object | str). */
-  alternate: <T extends TSchema[]>(name: string, branches: [...T], opts: Opts = {}) =>
-    Type.Union(branches, { qapiType: name, qapiAlternate: true, ...opts }),
+  alternate: <T extends TSchema[]>(name: string, branches: [...T], opts: Opts = {}): TUnion<T> =>
+    union(branches, { qapiType: name, qapiAlternate: true, ...opts }),
 
   /** A reference to a named type resolved at validation time (recursive or plugin-built types). */
   ref: <T = unknown>(name: string): TSchema & { static: T } =>

@@ -1,7 +1,12 @@
 /** The QMP server's transports and its limits against misbehaving clients. */
+import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { QmpClient } from '../../../core/qmp/qmp-client.js';
+import { QmpServer } from '../../../core/qmp/qmp-server.js';
+import { QMP_VERSION } from '../../../core/version.js';
 import { connectQmp, createTestLayer } from '../../../core/testing/index.js';
 
 test('QMP over TCP, several clients at once, each with its own negotiation', async (t) => {
@@ -36,10 +41,11 @@ test('a client that sends garbage forever keeps getting errors, and the server k
   let errors = 0;
   hostile.on('data', (chunk: Buffer) => (errors += chunk.toString().split('JSON parse error').length - 1));
   hostile.on('error', () => undefined);
+  const replied = new Promise((resolve) => hostile.on('data', resolve));
   for (let i = 0; i < 200; i++) hostile.write(Buffer.alloc(4096, 'x'));
   hostile.write('\n');
   t.deepEqual((await client.execute('query-version')).return !== undefined, true, 'the other client is served');
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await replied;
   t.true(errors >= 1);
   hostile.destroy();
   await close();
@@ -53,5 +59,42 @@ test('malformed input gets an error and the connection survives', async (t) => {
   t.deepEqual(await client.nextReply(), { error: { class: 'GenericError', desc: 'JSON parse error, expecting value' } });
   t.true('return' in (await client.execute('query-version')));
   await close();
+  await layer.close();
+});
+
+test('a client that never reads is disconnected once its unsent replies pass the bound', async (t) => {
+  const layer = await createTestLayer({ plugins: ['qmp-block-commands'] });
+  const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { maxOutputBacklog: 1 << 20, closeGraceMs: 1000 });
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-qmp-'));
+  const socketPath = join(dir, 'qmp.sock');
+  await server.listen({ type: 'unix', path: socketPath });
+  const greedy = net.connect(socketPath);
+  await new Promise((resolve) => greedy.once('data', resolve));
+  greedy.pause();
+  greedy.on('error', () => undefined);
+  greedy.write('{"execute":"qmp_capabilities"}');
+  for (let i = 0; i < 2000; i++) greedy.write('{"execute":"query-qmp-schema"}');
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  let replies = 0;
+  greedy.on('data', (chunk: Buffer) => (replies += chunk.toString().split('\r\n').length - 1));
+  const closed = new Promise((resolve) => greedy.once('close', resolve));
+  greedy.resume();
+  await closed;
+  t.true(replies < 2001, `the server hung up after ${replies} replies`);
+  await server.close();
+  await layer.close();
+});
+
+test('closing the server does not wait for a client that keeps its side open', async (t) => {
+  const layer = await createTestLayer();
+  const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { maxOutputBacklog: 1 << 20, closeGraceMs: 200 });
+  const address = await server.listen({ type: 'inet', host: '127.0.0.1', port: 0 });
+  const stubborn = net.connect((address as { port: number }).port, '127.0.0.1');
+  stubborn.on('end', () => undefined);
+  await new Promise((resolve) => stubborn.once('data', resolve));
+  const start = Date.now();
+  await server.close();
+  t.true(Date.now() - start < 5000);
+  stubborn.destroy();
   await layer.close();
 });
