@@ -17,7 +17,7 @@ import type { Plugin } from './plugin/plugin.js';
 import { PluginLoader, type LoadedPlugin } from './plugin/plugin-loader.js';
 import { checkManifest, type PluginManifest, readManifest, type ResolvedManifest } from './plugin/plugin-manifest.js';
 import type { CommandRegistry } from './qmp/command-registry.js';
-import { type QmpAddress, QmpServer } from './qmp/qmp-server.js';
+import { type QmpAddress, QmpServer, type QmpServerOptions } from './qmp/qmp-server.js';
 import { TOKENS } from './tokens.js';
 import { QMP_VERSION } from './version.js';
 
@@ -97,8 +97,8 @@ export class BlockLayer {
   }
 
   /** A QMP server for this layer, closed with it; `listen` or `serveStreams` to use it. */
-  createQmpServer(): QmpServer {
-    const server = new QmpServer(this.commands, this.hooks, QMP_VERSION);
+  createQmpServer(options: Partial<QmpServerOptions> = {}): QmpServer {
+    const server = new QmpServer(this.commands, this.hooks, QMP_VERSION, options);
     this.servers.push(server);
     return server;
   }

@@ -32,14 +32,15 @@ const MonitorOptions = Qapi.struct('MonitorOptions', {
   pretty: Qapi.optional(Qapi.bool({ default: false })),
 });
 
-export type QmpListener =
+export type QmpListener = (
   | {
       kind: 'socket';
       address: QmpAddress;
       /** Wait for a client before going on (chardev `wait=on`). */
       waitForClient: boolean;
     }
-  | { kind: 'stdio' };
+  | { kind: 'stdio' }
+) & { pretty: boolean };
 
 export interface DaemonArguments {
   blockdev?: string[];
@@ -65,13 +66,15 @@ export function parseMonitors(args: DaemonArguments, validator: QapiValidator): 
   const listeners: QmpListener[] = [];
   for (const text of args.monitor ?? []) {
     const monitor = validator.validate(MonitorOptions, parseJsonOrKeyval(text, MonitorOptions, validator, 'chardev'));
-    if (monitor.pretty) throw new BlockLayerError('Monitor option pretty=on is not supported; replies are one line each');
     const chardev = chardevs.get(monitor.chardev);
     if (chardev === undefined) throw new BlockLayerError(`chardev "${monitor.chardev}" not found`);
-    if (chardev.backend === 'stdio') listeners.push({ kind: 'stdio' });
-    else listeners.push({ kind: 'socket', address: socketAddress(chardev), waitForClient: chardev.wait !== false });
+    const pretty = monitor.pretty ?? false;
+    if (chardev.backend === 'stdio') listeners.push({ kind: 'stdio', pretty });
+    else listeners.push({ kind: 'socket', address: socketAddress(chardev), waitForClient: chardev.wait !== false, pretty });
   }
-  for (const path of args.qmp ?? []) listeners.push({ kind: 'socket', address: { type: 'unix', path }, waitForClient: false });
+  for (const path of args.qmp ?? []) {
+    listeners.push({ kind: 'socket', address: { type: 'unix', path }, waitForClient: false, pretty: false });
+  }
   return listeners;
 }
 

@@ -76,7 +76,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
 
 async function startMonitors(layer: BlockLayer, listeners: readonly QmpListener[]): Promise<void> {
   for (const listener of listeners) {
-    const server = layer.createQmpServer();
+    const server = layer.createQmpServer({ pretty: listener.pretty });
     if (listener.kind === 'stdio') {
       server.serveStreams(process.stdin, process.stdout);
       continue;

@@ -16,14 +16,16 @@ import { QmpSession, type QmpVersion } from './qmp-session.js';
 
 export type QmpAddress = { type: 'unix'; path: string } | { type: 'inet'; host: string; port: number };
 
-export interface QmpServerLimits {
+export interface QmpServerOptions {
+  /** Multi-line, indented JSON (a monitor's `pretty=on`). */
+  pretty: boolean;
   /** Unsent bytes a client may accumulate before it is disconnected. */
   maxOutputBacklog: number;
   /** How long a closing server waits for clients to read what is left and hang up. */
   closeGraceMs: number;
 }
 
-const DEFAULT_LIMITS: QmpServerLimits = { maxOutputBacklog: 64 * 1024 * 1024, closeGraceMs: 1000 };
+const DEFAULT_OPTIONS: QmpServerOptions = { pretty: false, maxOutputBacklog: 64 * 1024 * 1024, closeGraceMs: 1000 };
 
 export class QmpServer {
   private readonly listeners: net.Server[] = [];
@@ -33,13 +35,15 @@ export class QmpServer {
   private readonly streamSessions = new Set<QmpSession>();
   private readonly clientWaiters: (() => void)[] = [];
   private closed = false;
+  private readonly options: QmpServerOptions;
 
   constructor(
     private readonly registry: CommandRegistry,
     private readonly hooks: BlockLayerHooks,
     private readonly version: QmpVersion,
-    private readonly limits: QmpServerLimits = DEFAULT_LIMITS,
+    options: Partial<QmpServerOptions> = {},
   ) {
+    this.options = { ...DEFAULT_OPTIONS, ...options };
     // tapable cannot untap; a closed server's tap simply does nothing.
     this.hooks.event.tap('QmpServer', (event) => {
       if (this.closed) return;
@@ -76,7 +80,7 @@ export class QmpServer {
           socket.once('close', () => resolve());
           socket.end();
           // A peer that never closes its side must not hold the shutdown.
-          setTimeout(() => socket.destroy(), this.limits.closeGraceMs).unref();
+          setTimeout(() => socket.destroy(), this.options.closeGraceMs).unref();
         }),
     );
     await Promise.all(this.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
@@ -94,7 +98,7 @@ export class QmpServer {
   serveStreams(input: Readable, output: Writable): void {
     const session = new QmpSession(this.registry, this.dispatcher, {
       send: (message) => {
-        if (!output.writableEnded) output.write(`${formatQemuJson(message)}\r\n`);
+        if (!output.writableEnded) output.write(this.frame(message));
       },
       setReading: (reading) => {
         if (reading) input.resume();
@@ -110,15 +114,21 @@ export class QmpServer {
     session.greet(this.version);
   }
 
+  /** One message as QEMU's monitor sends it: JSON, CRLF line ends. */
+  private frame(message: Record<string, unknown>): string {
+    const text = formatQemuJson(message, { pretty: this.options.pretty });
+    return `${this.options.pretty ? text.replaceAll('\n', '\r\n') : text}\r\n`;
+  }
+
   private accept(socket: net.Socket): void {
     const session = new QmpSession(this.registry, this.dispatcher, {
       send: (message) => {
         if (socket.destroyed) return;
-        if (socket.writableLength > this.limits.maxOutputBacklog) {
+        if (socket.writableLength > this.options.maxOutputBacklog) {
           socket.destroy(new Error('QMP client does not read its replies'));
           return;
         }
-        socket.write(`${formatQemuJson(message)}\r\n`);
+        socket.write(this.frame(message));
       },
       setReading: (reading) => {
         if (reading) socket.resume();

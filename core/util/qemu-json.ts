@@ -16,15 +16,20 @@
  *
  * Objects keep insertion order (QEMU's own order is its hash table's);
  * members whose value is `undefined` are left out.
+ *
+ * With `pretty` (a monitor's `pretty=on`), containers open a line, members
+ * are indented four spaces a level, and an empty container closes on its own
+ * line too, as QEMU prints them (`{\n    }`). Lines end in `\n`; the
+ * transport makes them CRLF.
  */
 import { isValidCodePoint } from './mod-utf8.js';
 
-export function formatQemuJson(value: unknown): string {
-  return write(value, new Set());
+export function formatQemuJson(value: unknown, options: { pretty?: boolean } = {}): string {
+  return write(value, new Set(), options.pretty ? 0 : undefined);
 }
 
-/** `ancestors` holds the containers being written, to reject cycles. */
-function write(value: unknown, ancestors: Set<object>): string {
+/** `ancestors` holds the containers being written, to reject cycles; `level` is set when pretty-printing. */
+function write(value: unknown, ancestors: Set<object>, level?: number): string {
   switch (typeof value) {
     case 'boolean':
       return value ? 'true' : 'false';
@@ -39,7 +44,7 @@ function write(value: unknown, ancestors: Set<object>): string {
       if (ancestors.has(value)) throw new TypeError('formatQemuJson: cyclic value');
       ancestors.add(value);
       try {
-        return Array.isArray(value) ? writeArray(value, ancestors) : writeObject(value, ancestors);
+        return Array.isArray(value) ? writeArray(value, ancestors, level) : writeObject(value, ancestors, level);
       } finally {
         ancestors.delete(value);
       }
@@ -48,16 +53,25 @@ function write(value: unknown, ancestors: Set<object>): string {
   }
 }
 
-function writeArray(array: readonly unknown[], ancestors: Set<object>): string {
-  return `[${array.map((element) => write(element, ancestors)).join(', ')}]`;
+function writeArray(array: readonly unknown[], ancestors: Set<object>, level?: number): string {
+  const inner = level === undefined ? undefined : level + 1;
+  return container('[', ']', array.map((element) => write(element, ancestors, inner)), level);
 }
 
-function writeObject(object: object, ancestors: Set<object>): string {
+function writeObject(object: object, ancestors: Set<object>, level?: number): string {
+  const inner = level === undefined ? undefined : level + 1;
   const members: string[] = [];
   for (const [key, member] of Object.entries(object)) {
-    if (member !== undefined) members.push(`${quote(key)}: ${write(member, ancestors)}`);
+    if (member !== undefined) members.push(`${quote(key)}: ${write(member, ancestors, inner)}`);
   }
-  return `{${members.join(', ')}}`;
+  return container('{', '}', members, level);
+}
+
+function container(open: string, close: string, items: string[], level?: number): string {
+  if (level === undefined) return `${open}${items.join(', ')}${close}`;
+  const indent = '    '.repeat(level + 1);
+  const body = items.map((item) => `\n${indent}${item}`).join(',');
+  return `${open}${body}\n${'    '.repeat(level)}${close}`;
 }
 
 // Everything except printable ASCII other than '"' and '\'; with "u", one match per code point.

@@ -35,10 +35,10 @@ async function waitForSocket(path: string, child: ChildProcess, errors: () => st
   throw new Error(`daemon did not create ${path}: ${errors()}`);
 }
 
-export async function startDaemon(kind: 'qemu' | 'ours', args: readonly string[]): Promise<RunningDaemon> {
+export async function startDaemon(kind: 'qemu' | 'ours', args: readonly string[], monitorOptions = ''): Promise<RunningDaemon> {
   const dir = await mkdtemp(join(tmpdir(), `blocklayer-${kind}-`));
   const socket = join(dir, 'qmp.sock');
-  const monitor = ['--chardev', `socket,path=${socket},server=on,wait=off,id=mon0`, '--monitor', 'chardev=mon0'];
+  const monitor = ['--chardev', `socket,path=${socket},server=on,wait=off,id=mon0`, '--monitor', `chardev=mon0${monitorOptions}`];
   const [command, argv] = kind === 'qemu' ? ['qemu-storage-daemon', [...args, ...monitor]] : blocklayerCommand(['daemon', ...args, ...monitor]);
   const child = spawn(command, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';

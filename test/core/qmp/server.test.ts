@@ -64,7 +64,7 @@ test('malformed input gets an error and the connection survives', async (t) => {
 
 test('a client that never reads is disconnected once its unsent replies pass the bound', async (t) => {
   const layer = await createTestLayer({ plugins: ['qmp-block-commands'] });
-  const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { maxOutputBacklog: 1 << 20, closeGraceMs: 1000 });
+  const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { maxOutputBacklog: 1 << 20 });
   const dir = await mkdtemp(join(tmpdir(), 'blocklayer-qmp-'));
   const socketPath = join(dir, 'qmp.sock');
   await server.listen({ type: 'unix', path: socketPath });
@@ -87,7 +87,7 @@ test('a client that never reads is disconnected once its unsent replies pass the
 
 test('closing the server does not wait for a client that keeps its side open', async (t) => {
   const layer = await createTestLayer();
-  const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { maxOutputBacklog: 1 << 20, closeGraceMs: 200 });
+  const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { closeGraceMs: 200 });
   const address = await server.listen({ type: 'inet', host: '127.0.0.1', port: 0 });
   const stubborn = net.connect((address as { port: number }).port, '127.0.0.1');
   stubborn.on('end', () => undefined);
