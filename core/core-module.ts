@@ -5,6 +5,7 @@ import { DriverRegistry } from './block/driver-registry.js';
 import { ImageCreator } from './block/image-creator.js';
 import { BlockLayerHooks } from './hooks/block-layer-hooks.js';
 import { EventPublisher } from './hooks/event-publisher.js';
+import { JobManager } from './job/job-manager.js';
 import { JobTypeRegistry } from './job/job-type-registry.js';
 import { Lifecycle } from './lifecycle.js';
 import { CommandRegistry } from './qmp/command-registry.js';
@@ -16,6 +17,7 @@ import { QuitCommand } from './qmp/commands/quit.js';
 import { QapiValidator } from './schema/qapi-validator.js';
 import { TOKENS } from './tokens.js';
 import { TransactionActionRegistry } from './transaction/transaction-action-registry.js';
+import { TransactionRunner } from './transaction/transaction-runner.js';
 
 export const coreModule = new ContainerModule(({ bind }) => {
   bind(TOKENS.BlockLayerHooks).to(BlockLayerHooks).inSingletonScope();
@@ -25,7 +27,9 @@ export const coreModule = new ContainerModule(({ bind }) => {
   bind(TOKENS.ImageCreator).to(ImageCreator).inSingletonScope();
   bind(TOKENS.CommandRegistry).to(CommandRegistry).inSingletonScope();
   bind(TOKENS.JobTypeRegistry).to(JobTypeRegistry).inSingletonScope();
+  bind(TOKENS.JobManager).to(JobManager).inSingletonScope();
   bind(TOKENS.TransactionActionRegistry).to(TransactionActionRegistry).inSingletonScope();
+  bind(TOKENS.TransactionRunner).to(TransactionRunner).inSingletonScope();
   bind(TOKENS.EventPublisher).to(EventPublisher).inSingletonScope();
   bind(TOKENS.Lifecycle).to(Lifecycle).inSingletonScope();
 

@@ -12,7 +12,7 @@ export const TOKENS = {
   JobTypeContribution: Symbol.for('blocklayer.JobTypeContribution'),
   /** TransactionActionContribution: an action usable in QMP `transaction`. */
   TransactionActionContribution: Symbol.for('blocklayer.TransactionActionContribution'),
-  /** QmpCommand: a command of the QMP and API command registry. */
+  /** QmpCommand (or a list of them): commands of the QMP and API command registry. */
   CommandContribution: Symbol.for('blocklayer.CommandContribution'),
   /** HookContribution: taps on the global hooks. */
   HookContribution: Symbol.for('blocklayer.HookContribution'),
@@ -27,10 +27,14 @@ export const TOKENS = {
   ImageCreator: Symbol.for('blocklayer.ImageCreator'),
   /** CommandRegistry: commands by name; validates and runs them. */
   CommandRegistry: Symbol.for('blocklayer.CommandRegistry'),
+  /** JobManager: the jobs of the layer. */
+  JobManager: Symbol.for('blocklayer.JobManager'),
   /** JobTypeRegistry: job types by name. */
   JobTypeRegistry: Symbol.for('blocklayer.JobTypeRegistry'),
   /** TransactionActionRegistry: transaction actions by QMP type name. */
   TransactionActionRegistry: Symbol.for('blocklayer.TransactionActionRegistry'),
+  /** TransactionRunner: runs QMP transactions (and the single-action commands built on them). */
+  TransactionRunner: Symbol.for('blocklayer.TransactionRunner'),
   /** QapiValidator: schema validation with QEMU's messages. */
   QapiValidator: Symbol.for('blocklayer.QapiValidator'),
   /** EventPublisher: stamps and publishes QMP events through the `event` hook. */

@@ -57,10 +57,67 @@ export class BlockGraph {
     return this.openTree(valid, options as Record<string, unknown>, false);
   }
 
-  /** Opens a node tree for internal use (a job's target, a test); the root is named if no name is given. */
+  /**
+   * Opens a node tree for internal use (drive-backup's target, a test). A
+   * root without a name is named like a nested node and, as one, goes away
+   * with `closeIfUnused` once its users are gone.
+   */
   async open(options: BlockdevOptionsValue, readOnly = false): Promise<BlockNode> {
     const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, options) as BlockdevOptionsValue;
-    return this.openTree(valid, options, readOnly);
+    return this.openTree(valid, options, readOnly, valid['node-name'] === undefined);
+  }
+
+  /** Closes a node nobody named and nobody uses any more (an internal open's root). */
+  async closeIfUnused(node: BlockNode): Promise<void> {
+    if (node.implicit && node.parents.size === 0 && this.nodes.get(node.nodeName) === node) await this.remove(node);
+  }
+
+  /**
+   * Opens a filter node of `driver` on top of `child` (a job's filter, such as
+   * backup's copy-before-write; the driver need not be registered). Its
+   * users are moved onto it separately, with `replace`.
+   */
+  async openFilter(driver: BlockDriverDefinition, child: BlockNode, nodeName?: string): Promise<BlockNode> {
+    if (nodeName !== undefined) {
+      checkNodeName(nodeName);
+      if (this.nodes.has(nodeName) || this.reserved.has(nodeName) || this.backends.has(nodeName)) {
+        throw new BlockLayerError(`Duplicate nodes with node-name='${nodeName}'`);
+      }
+      this.reserved.add(nodeName);
+    }
+    const name = nodeName ?? this.reserveImplicitName();
+    const settings = nodeSettings({}, {}, child.readOnly);
+    const node = new BlockNode(name, driver, { options: {}, given: {}, settings, implicit: nodeName === undefined });
+    try {
+      node.children.set('file', this.attach(node, child, 'file'));
+      node.activate(
+        await driver.open({
+          options: {},
+          givenOptions: {},
+          nodeName: name,
+          readOnly: settings.readOnly,
+          autoReadOnly: false,
+          fallBackToReadOnly: () => undefined,
+          children: node.children,
+          openChild: () => Promise.reject(new BlockLayerError(`Filter '${driver.name}' cannot open children`)),
+        }),
+      );
+    } catch (error) {
+      for (const edge of node.children.values()) this.detach(edge);
+      throw error;
+    } finally {
+      this.reserved.delete(name);
+    }
+    this.nodes.set(name, node);
+    this.hooks.nodeAdded.call(node);
+    return node;
+  }
+
+  /** Takes a filter out: its users go back to the node under it, and it closes. */
+  async dropFilter(filter: BlockNode): Promise<void> {
+    const below = filter.children.get('file')!.node;
+    this.replace(filter, below);
+    await this.remove(filter);
   }
 
   /** blockdev-del, with QEMU's checks and messages. Implicit children that nothing else uses go too. */
@@ -89,15 +146,24 @@ export class BlockGraph {
     return [...this.nodes.values()];
   }
 
-  /** Adds an edge from `parent` (a job, an export …) to `node`, making the node in use. */
+  /**
+   * Adds an edge from `parent` (a node, a job, an export …) to `node`, making
+   * the node in use. A parent attached to a drained node is drained too
+   * until the section ends.
+   */
   attach(parent: NodeParent, node: BlockNode, role: string): NodeEdge {
     const edge = new NodeEdge(parent, node, role);
     node.parents.add(edge);
+    for (const section of node.drainSections) {
+      if (parent instanceof BlockNode) section.addNode(parent);
+      else section.addUser(parent);
+    }
     return edge;
   }
 
   detach(edge: NodeEdge): void {
     edge.node.parents.delete(edge);
+    for (const section of edge.node.drainSections) section.userDetached(edge.parent);
   }
 
   /** Creates the device `name` on `node`: the named backend an application does its I/O through. */
@@ -145,6 +211,8 @@ export class BlockGraph {
       edge.retarget(to);
       to.parents.add(edge);
     }
+    // What was above a drained node stays drained; the new node in between is drained with it.
+    for (const section of from.drainSections) section.addNode(to);
     this.hooks.nodeReplaced.call(from, to);
   }
 
@@ -162,11 +230,16 @@ export class BlockGraph {
     }
   }
 
-  private async openTree(options: BlockdevOptionsValue, given: Record<string, unknown>, readOnly: boolean): Promise<BlockNode> {
+  private async openTree(
+    options: BlockdevOptionsValue,
+    given: Record<string, unknown>,
+    readOnly: boolean,
+    implicit = false,
+  ): Promise<BlockNode> {
     const names = this.reserveNames(options);
     const opened: BlockNode[] = [];
     try {
-      const root = await this.openNode({ options, given, path: '', implicit: false, inheritReadOnly: readOnly }, opened);
+      const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly }, opened);
       for (const node of opened) this.hooks.nodeAdded.call(node);
       return root;
     } catch (error) {

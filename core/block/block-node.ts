@@ -9,6 +9,7 @@ import { BlockIoError, toBlockIoError } from '../errors.js';
 import { alignDown, alignUp, coveringRange, isAligned } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
 import type { BlockDriverDefinition, DriverCapabilities, DriverLimits } from './driver.js';
+import { DrainSection } from './drain-section.js';
 import { DriverIo } from './driver-io.js';
 import type { NodeEdge, NodeParent } from './node-edge.js';
 import { RequestTracker, type TrackedRequest } from './request-tracker.js';
@@ -28,6 +29,7 @@ const defaultCapabilities: DriverCapabilities = {
   canZero: false,
   canDiscard: false,
   canFua: false,
+  canCompress: false,
   concurrency: 'parallel',
 };
 export type NodeStatus = 'opening' | 'open' | 'closing' | 'closed';
@@ -61,6 +63,7 @@ export class BlockNode implements NodeParent {
   /** Set once open: how requests reach the driver. */
   private io: DriverIo | undefined;
   private readonly tracker = new RequestTracker();
+  private readonly sections = new Set<DrainSection>();
   readonly capabilities: DriverCapabilities;
 
   /** Driver options with defaults applied; child members as given. */
@@ -146,6 +149,9 @@ export class BlockNode implements NodeParent {
 
   async write(offset: number, buf: Buffer, flags: WriteFlags = {}, options: RequestOptions = {}): Promise<void> {
     this.checkRequest('write', offset, buf.length);
+    if (flags.compressed && !this.capabilities.canCompress) {
+      throw new BlockIoError('ENOTSUP', `Driver '${this.driver.name}' of node '${this.nodeName}' cannot write compressed data`);
+    }
     if (buf.length === 0) return;
     await this.writeRequest('write', offset, buf.length, flags, options, buf, () => this.io!.write(offset, buf, flags));
   }
@@ -210,31 +216,50 @@ export class BlockNode implements NodeParent {
     }
   }
 
-  /** Holds new requests from outside on this node and every node above it, then waits for in-flight ones. */
-  async drainedBegin(): Promise<void> {
-    const above = this.selfAndAncestors();
-    for (const node of above) {
-      node.tracker.quiesce();
-      node.hooks.drainBegin.call(node);
-    }
-    await Promise.all(above.map((node) => node.tracker.whenIdle()));
+  /** Drained sections this node is in. */
+  get drainSections(): ReadonlySet<DrainSection> {
+    return this.sections;
   }
 
-  drainedEnd(): void {
-    for (const node of this.selfAndAncestors().reverse()) {
-      node.tracker.unquiesce();
-      node.hooks.drainEnd.call(node);
-    }
+  /**
+   * Starts a drained section on this node: requests from outside the graph
+   * to it and to every node above it are held, jobs above it pause, and the
+   * promise resolves once nothing is in flight. End it with `section.end()`.
+   */
+  async drain(): Promise<DrainSection> {
+    const section = new DrainSection();
+    section.addNode(this);
+    await section.settle();
+    return section;
   }
 
   /** Runs `section` with this node drained (graph changes, job start, transactions). */
-  async drained<T>(section: () => Promise<T>): Promise<T> {
-    await this.drainedBegin();
+  async drained<T>(body: () => Promise<T>): Promise<T> {
+    const section = await this.drain();
     try {
-      return await section();
+      return await body();
     } finally {
-      this.drainedEnd();
+      section.end();
     }
+  }
+
+  /** Resolves when no request is in flight on this node. */
+  whenIdle(): Promise<void> {
+    return this.tracker.whenIdle();
+  }
+
+  /** Called by a DrainSection as it takes this node in. */
+  enterSection(section: DrainSection): void {
+    this.sections.add(section);
+    this.tracker.quiesce();
+    this.hooks.drainBegin.call(this);
+  }
+
+  /** Called by a DrainSection as it ends. */
+  leaveSection(section: DrainSection): void {
+    if (!this.sections.delete(section)) return;
+    this.tracker.unquiesce();
+    this.hooks.drainEnd.call(this);
   }
 
   /** Waits for in-flight requests and closes the driver. Children are closed by the graph. */

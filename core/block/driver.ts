@@ -40,6 +40,8 @@ export interface DriverCapabilities {
   canDiscard: boolean;
   /** `write` honours `fua` itself (otherwise the core flushes after a FUA write). */
   canFua: boolean;
+  /** `write` can store data compressed (`compressed` flag). */
+  canCompress: boolean;
   /** 'parallel': requests may overlap in time; 'serialize': the core runs one at a time. */
   concurrency: 'parallel' | 'serialize';
 }

@@ -15,6 +15,12 @@ export interface NodeParent {
   readonly parentKind: 'node' | 'backend' | 'job' | 'export' | 'other';
   /** Why the node may not be deleted while this user holds it, e.g. 'block device is in use by block job: backup'. */
   readonly blocker?: string;
+  /** A node under this user is being drained: stop issuing requests (a job pauses). */
+  drainedBegin?(): void;
+  /** Resolves once the user issues no more requests (a job parked at a pause point). */
+  drainedPoll?(): Promise<void>;
+  /** The drained section is over. */
+  drainedEnd?(): void;
 }
 
 /** A driver's view of one of its children: the I/O it may do on it. */
@@ -33,7 +39,11 @@ export interface NodeChild {
 }
 
 export class NodeEdge implements NodeChild {
-  /** Requests through an edge from a parent node are nested in the parent's own requests. */
+  /**
+   * Requests from a parent node are nested in the parent's own requests, and
+   * a job pauses itself when drained: neither is held by a drained node, as
+   * QEMU does not queue its jobs' requests. Backends and exports are held.
+   */
   private readonly requestOptions: { nested: boolean };
 
   constructor(
@@ -41,7 +51,7 @@ export class NodeEdge implements NodeChild {
     private current: BlockNode,
     readonly role: string,
   ) {
-    this.requestOptions = { nested: parent.parentKind === 'node' };
+    this.requestOptions = { nested: parent.parentKind === 'node' || parent.parentKind === 'job' };
   }
 
   get node(): BlockNode {

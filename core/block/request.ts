@@ -4,6 +4,8 @@ import type { BlockNode } from './block-node.js';
 export interface WriteFlags {
   /** Force unit access: the data is on stable storage when the request completes. */
   fua?: boolean;
+  /** Store the data compressed (drivers with `canCompress`; backup's `compress`). */
+  compressed?: boolean;
 }
 
 export interface ZeroFlags extends WriteFlags {

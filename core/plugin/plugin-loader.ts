@@ -123,7 +123,7 @@ export class PluginLoader {
       const own = <T>(token: symbol): T[] => this.container.getAll<T>(this.ownToken(name, token));
       try {
         for (const d of own<BlockDriverDefinition>(TOKENS.BlockDriverContribution)) drivers.register(d, name);
-        for (const c of own<QmpCommand>(TOKENS.CommandContribution)) commands.register(c, name);
+        for (const c of own<QmpCommand | QmpCommand[]>(TOKENS.CommandContribution).flat()) commands.register(c, name);
         for (const j of own<JobTypeContribution>(TOKENS.JobTypeContribution)) jobTypes.register(j, name);
         for (const a of own<TransactionActionContribution>(TOKENS.TransactionActionContribution)) actions.register(a, name);
         for (const h of own<HookContribution>(TOKENS.HookContribution)) h.apply(hooks);

@@ -1,0 +1,189 @@
+/**
+ * The copy engine backup, mirror and stream share (QEMU's block-copy.c):
+ * copies clusters marked in a bitmap from a source to a target. Each
+ * cluster is copied once: a copy claims its clusters (clearing their bits)
+ * and registers them as in flight; copy-before-write waits for a cluster
+ * another copy is moving and copies the rest itself, cluster by cluster.
+ * Ranges that read as zeroes become write-zeroes on the target, or nothing
+ * where the target already reads as zeroes; with `skipUnallocated` (sync
+ * top) ranges the source's top layer does not allocate are left out.
+ */
+import type { NodeChild } from '../block/node-edge.js';
+import type { ClusterBitmap } from '../bitmap/cluster-bitmap.js';
+import { type BlockIoError, toBlockIoError } from '../errors.js';
+
+/** A copy failed reading the source or writing the target; its clusters are marked again. */
+export class CopyError extends Error {
+  constructor(
+    readonly operation: 'read' | 'write',
+    readonly ioError: BlockIoError,
+  ) {
+    super(ioError.message);
+    this.name = 'CopyError';
+  }
+}
+
+export interface BlockCopyOptions {
+  source: NodeChild;
+  target: NodeChild;
+  /** Clusters still to copy. */
+  bitmap: ClusterBitmap;
+  /** Largest background copy, in bytes (a multiple of the cluster size). */
+  maxChunk: number;
+  /** Leave out ranges not allocated in the source's top layer (sync=top). */
+  skipUnallocated?: boolean;
+  /** Write data compressed (the target must support it). */
+  compress?: boolean;
+  /** Bytes copied, by the background loop or copy-before-write. */
+  onProgress?: (bytes: number) => void;
+  /** Bytes found unallocated and left out. */
+  onSkip?: (bytes: number) => void;
+}
+
+/** Clusters `[first, end)` claimed by one copy. */
+export interface ClaimedRange {
+  first: number;
+  end: number;
+}
+
+export class BlockCopy {
+  private readonly inFlight = new Map<number, Promise<void>>();
+  private readonly spareBuffers: Buffer[] = [];
+
+  constructor(private readonly options: BlockCopyOptions) {}
+
+  get bitmap(): ClusterBitmap {
+    return this.options.bitmap;
+  }
+
+  /** Clusters being copied right now. */
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
+
+  /** Resolves when no copy is in flight (copy-before-write ones included). */
+  async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all(new Set(this.inFlight.values()));
+  }
+
+  /** Claims the first run of marked clusters at or after `from`, at most `maxChunk` long. */
+  claimNext(from: number): ClaimedRange | undefined {
+    const { bitmap, maxChunk } = this.options;
+    const first = bitmap.nextSet(from);
+    if (first < 0) return undefined;
+    const limit = Math.max(1, Math.floor(maxChunk / bitmap.clusterSize));
+    let end = first + 1;
+    while (end < bitmap.clusters && end - first < limit && bitmap.has(end)) end++;
+    for (let c = first; c < end; c++) bitmap.clear(c);
+    return { first, end };
+  }
+
+  /** Gives back a claim that will not be copied now. */
+  unclaim(range: ClaimedRange): void {
+    for (let c = range.first; c < range.end; c++) this.options.bitmap.set(c);
+  }
+
+  /** Bytes a claim covers. */
+  bytesOf(range: ClaimedRange): number {
+    return this.options.bitmap.range(range.first, range.end).bytes;
+  }
+
+  /** Copies a claimed range; on failure its clusters are marked again and a CopyError is thrown. */
+  copy(range: ClaimedRange): Promise<void> {
+    const done = this.copyRange(range).catch((error: unknown) => {
+      this.unclaim(range);
+      throw error instanceof CopyError ? error : new CopyError('read', toBlockIoError(error));
+    });
+    const settled = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    for (let c = range.first; c < range.end; c++) this.inFlight.set(c, settled);
+    return done.finally(() => {
+      for (let c = range.first; c < range.end; c++) {
+        if (this.inFlight.get(c) === settled) this.inFlight.delete(c);
+      }
+    });
+  }
+
+  /**
+   * Copy-before-write: resolves once every cluster of `[offset, offset +
+   * bytes)` has its current data on the target, waiting for clusters other
+   * copies are moving and copying the others itself, each cluster on its
+   * own. Rejects with the CopyError of a cluster it could not copy.
+   */
+  async copyBeforeWrite(offset: number, bytes: number): Promise<void> {
+    const { bitmap } = this.options;
+    const { first, end } = bitmap.clustersOf(offset, bytes);
+    for (;;) {
+      const waits: Promise<void>[] = [];
+      const copies: Promise<void>[] = [];
+      for (let c = first; c < end && c < bitmap.clusters; c++) {
+        const moving = this.inFlight.get(c);
+        if (moving !== undefined) waits.push(moving);
+        else if (bitmap.has(c)) {
+          bitmap.clear(c);
+          copies.push(this.copy({ first: c, end: c + 1 }));
+        }
+      }
+      if (waits.length === 0 && copies.length === 0) return;
+      const results = await Promise.allSettled([...copies, ...waits]);
+      const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failure !== undefined) throw failure.reason;
+    }
+  }
+
+  private async copyRange(range: ClaimedRange): Promise<void> {
+    const { source, skipUnallocated, onProgress, onSkip } = this.options;
+    const { offset, bytes } = this.options.bitmap.range(range.first, range.end);
+    const extents = await source.blockStatus(offset, bytes).catch((error: unknown) => {
+      throw new CopyError('read', toBlockIoError(error));
+    });
+    let copied = 0;
+    let skipped = 0;
+    for (const extent of extents) {
+      if (skipUnallocated && !extent.allocated) skipped += extent.length;
+      else {
+        if (extent.zero) await this.zero(extent.offset, extent.length);
+        else await this.copyData(extent.offset, extent.length);
+        copied += extent.length;
+      }
+    }
+    if (copied > 0) onProgress?.(copied);
+    if (skipped > 0) onSkip?.(skipped);
+  }
+
+  private async copyData(offset: number, length: number): Promise<void> {
+    const { source, target, compress, maxChunk } = this.options;
+    const buffer = this.spareBuffers.pop() ?? Buffer.allocUnsafe(maxChunk);
+    try {
+      for (let done = 0; done < length; done += maxChunk) {
+        const part = buffer.subarray(0, Math.min(maxChunk, length - done));
+        await source.read(offset + done, part).catch((error: unknown) => {
+          throw new CopyError('read', toBlockIoError(error));
+        });
+        await target.write(offset + done, part, compress ? { compressed: true } : {}).catch((error: unknown) => {
+          throw new CopyError('write', toBlockIoError(error));
+        });
+      }
+    } finally {
+      this.spareBuffers.push(buffer);
+    }
+  }
+
+  private async zero(offset: number, length: number): Promise<void> {
+    const { target } = this.options;
+    if (await this.targetReadsZero(offset, length)) return;
+    await target.writeZeroes(offset, length, { mayUnmap: true }).catch((error: unknown) => {
+      throw new CopyError('write', toBlockIoError(error));
+    });
+  }
+
+  /** The target already reads as zeroes there (and no backing file could show through instead). */
+  private async targetReadsZero(offset: number, length: number): Promise<boolean> {
+    const { target } = this.options;
+    if (target.node.children.has('backing')) return false;
+    const extents = await target.blockStatus(offset, length).catch(() => []);
+    return extents.length > 0 && extents.every((e) => e.zero);
+  }
+}

@@ -1,0 +1,367 @@
+/**
+ * A job: QEMU's state machine (job-states.ts) around a JobDriver. It owns
+ * the status and its events, progress, speed, pausing (by the user, by
+ * drained nodes, by a `stop` error policy), cancellation, and the user
+ * verbs with QEMU's checks and messages. How a finished job concludes with
+ * the others of its group is job-txn.ts.
+ */
+import { BlockLayerError } from '../errors.js';
+import type { NodeEdge, NodeParent } from '../block/node-edge.js';
+import { deferred, type Deferred } from '../util/deferred.js';
+import type { JobDriver } from './job-driver.js';
+import type { JobHandle, JobStatus, JobType } from './job-handle.js';
+import { type JobVerb, transitionAllowed, verbAllowed } from './job-states.js';
+import type { JobTxn } from './job-txn.js';
+import { RateLimiter } from './rate-limiter.js';
+
+/** Thrown from `pausePoint`/`sleep` once the job is cancelled, to unwind `run`. */
+export class JobCancelled extends Error {
+  constructor() {
+    super('Operation canceled');
+    this.name = 'JobCancelled';
+  }
+}
+
+export type IoStatus = 'ok' | 'failed' | 'nospace';
+
+/** What a job needs from its manager. */
+export interface JobHost {
+  statusChanged(job: Job, previous: JobStatus): void;
+  publish(event: string, data: Record<string, unknown>): void;
+  dismissed(job: Job): void;
+}
+
+export interface JobOptions {
+  id: string;
+  type: JobType;
+  /** Makes the job's driver, once the job exists (the driver may attach the job to nodes). */
+  driver: (job: Job) => JobDriver;
+  txn: JobTxn;
+  autoFinalize?: boolean;
+  autoDismiss?: boolean;
+  /** Bytes per second, 0 = unlimited. */
+  speed?: number;
+}
+
+export class Job implements JobHandle, NodeParent {
+  readonly parentKind = 'job';
+  readonly id: string;
+  readonly type: JobType;
+  readonly driver: JobDriver;
+  readonly txn: JobTxn;
+  readonly autoFinalize: boolean;
+  readonly autoDismiss: boolean;
+  readonly limiter = new RateLimiter();
+
+  /** Progress in bytes: done so far, and to do in total (which may move both ways). */
+  currentProgress = 0;
+  totalProgress = 0;
+  ioStatus: IoStatus = 'ok';
+  /** Set once the job failed or was cancelled: what query-jobs reports as `error`. */
+  error: string | undefined;
+
+  private currentStatus: JobStatus = 'undefined';
+  private currentSpeed = 0;
+  private pauseCount = 0;
+  private pausedByUser = false;
+  private cancelRequested = false;
+  private started = false;
+  private working = false;
+  private parked: Deferred | undefined;
+  private resumed: Deferred | undefined;
+  private sleeper: { timer: NodeJS.Timeout | undefined; wake: () => void } | undefined;
+  private runEnded = deferred();
+  private readonly edges: NodeEdge[] = [];
+
+  constructor(
+    options: JobOptions,
+    private readonly host: JobHost,
+  ) {
+    this.id = options.id;
+    this.type = options.type;
+    this.txn = options.txn;
+    this.autoFinalize = options.autoFinalize ?? true;
+    this.autoDismiss = options.autoDismiss ?? true;
+    this.setSpeedValue(options.speed ?? 0);
+    this.driver = options.driver(this);
+  }
+
+  get parentName(): string {
+    return this.id;
+  }
+
+  /** Why a node this job holds cannot be deleted. */
+  get blocker(): string {
+    return `block device is in use by block job: ${this.type}`;
+  }
+
+  get status(): JobStatus {
+    return this.currentStatus;
+  }
+
+  get speed(): number {
+    return this.currentSpeed;
+  }
+
+  get isCancelled(): boolean {
+    return this.cancelRequested;
+  }
+
+  /** The pause counter is above zero (query-block-jobs `paused`). */
+  get paused(): boolean {
+    return this.pauseCount > 0;
+  }
+
+  /** Doing work right now, not sleeping or parked (query-block-jobs `busy`). */
+  get busy(): boolean {
+    return this.working;
+  }
+
+  get hasStarted(): boolean {
+    return this.started;
+  }
+
+  /** Resolves when `run` has returned or thrown. */
+  get whenRunEnded(): Promise<void> {
+    return this.runEnded.promise;
+  }
+
+  /** Status changes go through here: checked against the table, announced unless unchanged. */
+  transition(to: JobStatus): void {
+    const from = this.currentStatus;
+    if (!transitionAllowed(from, to)) throw new Error(`job '${this.id}': illegal transition ${from} -> ${to}`);
+    if (from === to) return;
+    this.currentStatus = to;
+    this.host.statusChanged(this, from);
+  }
+
+  /** Holds `node` for the job's lifetime (released at clean); drains of the node pause the job. */
+  hold(edge: NodeEdge): void {
+    this.edges.push(edge);
+  }
+
+  get heldEdges(): readonly NodeEdge[] {
+    return this.edges;
+  }
+
+  /** Moves created → running and starts the driver. */
+  start(): void {
+    this.started = true;
+    this.transition('running');
+    void this.runDriver();
+  }
+
+  /** Called by the driver between units of work. Parks while paused; throws once cancelled. */
+  async pausePoint(): Promise<void> {
+    if (this.cancelRequested) throw new JobCancelled();
+    if (this.pauseCount > 0) {
+      this.transition(this.currentStatus === 'ready' ? 'standby' : 'paused');
+      this.working = false;
+      this.parked?.resolve();
+      this.parked = undefined;
+      while (this.pauseCount > 0 && !this.cancelRequested) {
+        this.resumed = deferred();
+        await this.resumed.promise;
+      }
+      // Usually done by releasePause already; a cancelled job leaves its pause here.
+      if (this.currentStatus === 'paused') this.transition('running');
+      else if (this.currentStatus === 'standby') this.transition('ready');
+      this.working = true;
+    }
+    if (this.cancelRequested) throw new JobCancelled();
+  }
+
+  /**
+   * Sleeps (rate limiting; Infinity: until something happens), woken early
+   * by pause, cancel or a new speed; then a pause point.
+   */
+  async sleep(ns: number): Promise<void> {
+    if (ns > 0 && !this.cancelRequested && this.pauseCount === 0) {
+      this.working = false;
+      await new Promise<void>((resolve) => {
+        const wake = (): void => {
+          clearTimeout(this.sleeper?.timer);
+          this.sleeper = undefined;
+          resolve();
+        };
+        const timer = Number.isFinite(ns) ? setTimeout(wake, ns / 1e6) : undefined;
+        this.sleeper = { timer, wake };
+      });
+      this.working = true;
+    }
+    await this.pausePoint();
+  }
+
+  /** Marks work as done; progress never goes backwards. */
+  progress(bytes: number): void {
+    this.currentProgress += bytes;
+  }
+
+  /**
+   * Asks the job to pause (user verb, drain, `stop` policy). Resolves once it
+   * is parked, or at once if it is busy doing I/O (it parks at its next
+   * pause point) or not running.
+   */
+  async requestPause(byUser: boolean): Promise<void> {
+    this.pauseCount++;
+    if (byUser) this.pausedByUser = true;
+    if (this.sleeper !== undefined) {
+      this.parked ??= deferred();
+      const parked = this.parked.promise;
+      this.sleeper.wake();
+      await parked;
+    }
+  }
+
+  /** Undoes one pause; the job runs again when none is left. */
+  releasePause(byUser: boolean): void {
+    if (byUser) {
+      this.pausedByUser = false;
+      this.ioStatus = 'ok';
+    }
+    if (this.pauseCount === 0) return;
+    if (--this.pauseCount > 0) return;
+    // The job is parked: announce the resumption now, as QEMU re-enters it at once.
+    if (this.currentStatus === 'paused') this.transition('running');
+    else if (this.currentStatus === 'standby') this.transition('ready');
+    this.resumed?.resolve();
+  }
+
+  /** Resolves when the job is not doing work (parked, sleeping, or not running): drain waits for this. */
+  async quiescent(): Promise<void> {
+    if (!this.working || !this.started) return;
+    this.parked ??= deferred();
+    await Promise.race([this.parked.promise, this.runEnded.promise]);
+  }
+
+  // --- drained nodes pause the job (NodeParent) ---------------------------------------------
+
+  drainedBegin(): void {
+    void this.requestPause(false);
+  }
+
+  drainedPoll(): Promise<void> {
+    return this.quiescent();
+  }
+
+  drainedEnd(): void {
+    this.releasePause(false);
+  }
+
+  /** The `stop` error policy: pause as if the user had, with the io-status set. */
+  async stopOnError(status: Exclude<IoStatus, 'ok'>): Promise<void> {
+    this.ioStatus = status;
+    this.pauseCount++;
+    this.pausedByUser = true;
+    await this.pausePoint();
+  }
+
+  // --- user verbs (QMP job-* / block-job-*) -------------------------------------------------
+
+  private checkVerb(verb: JobVerb): void {
+    if (!verbAllowed(verb, this.currentStatus)) {
+      throw new BlockLayerError(`Job '${this.id}' in state '${this.currentStatus}' cannot accept command verb '${verb}'`);
+    }
+  }
+
+  get isUserPaused(): boolean {
+    return this.pausedByUser;
+  }
+
+  async userPause(): Promise<void> {
+    this.checkVerb('pause');
+    if (this.pausedByUser) throw new BlockLayerError('Job is already paused');
+    await this.requestPause(true);
+  }
+
+  userResume(): void {
+    if (!this.pausedByUser) throw new BlockLayerError("Can't resume a job that was not paused");
+    this.checkVerb('resume');
+    this.releasePause(true);
+  }
+
+  userSetSpeed(speed: number): void {
+    this.checkVerb('set-speed');
+    if (speed < 0) throw new BlockLayerError("Parameter 'speed' expects a non-negative value");
+    this.setSpeedValue(speed);
+    this.sleeper?.wake();
+  }
+
+  userComplete(): void {
+    this.checkVerb('complete');
+    if (this.cancelRequested || this.driver.complete === undefined) {
+      throw new BlockLayerError(`The active block job '${this.id}' cannot be completed`);
+    }
+    this.driver.complete(this);
+  }
+
+  /** Verb check only; the group's finalisation is job-txn's. */
+  checkFinalize(): void {
+    this.checkVerb('finalize');
+  }
+
+  /** Removes a concluded job. */
+  userDismiss(): void {
+    this.checkVerb('dismiss');
+    this.dismiss();
+  }
+
+  checkCancel(): void {
+    this.checkVerb('cancel');
+  }
+
+  /**
+   * Requests cancellation: a user-paused job is resumed first (as QEMU does,
+   * so it can stop), then woken so its next pause point throws JobCancelled.
+   */
+  requestCancel(force: boolean): void {
+    if (this.pausedByUser) this.releasePause(true);
+    if (this.cancelRequested) return;
+    this.cancelRequested = true;
+    this.driver.cancel?.(this, force);
+    this.sleeper?.wake();
+    this.resumed?.resolve();
+  }
+
+  dismiss(): void {
+    this.transition('null');
+    this.host.dismissed(this);
+  }
+
+  /** Announces an event about this job (BLOCK_JOB_* events). */
+  publish(event: string, data: Record<string, unknown>): void {
+    this.host.publish(event, data);
+  }
+
+  /** The members BLOCK_JOB_COMPLETED, _CANCELLED and _READY share. */
+  eventData(): Record<string, unknown> {
+    return { type: this.type, device: this.id, len: this.totalProgress, offset: this.currentProgress, speed: this.currentSpeed };
+  }
+
+  /** Releases the nodes the job held. */
+  releaseNodes(): void {
+    for (const edge of this.edges.splice(0)) edge.node.parents.delete(edge);
+  }
+
+  private setSpeedValue(speed: number): void {
+    this.currentSpeed = speed;
+    this.limiter.setSpeed(speed);
+  }
+
+  private async runDriver(): Promise<void> {
+    this.working = true;
+    try {
+      await this.pausePoint();
+      await this.driver.run(this);
+    } catch (error) {
+      if (!(error instanceof JobCancelled) || !this.cancelRequested) {
+        this.error ??= error instanceof Error ? error.message : String(error);
+      }
+    } finally {
+      this.working = false;
+      this.parked?.resolve();
+      this.runEnded.resolve();
+    }
+    await this.txn.jobCompleted(this);
+  }
+}
