@@ -6,6 +6,7 @@
  * on-source-error / on-target-error policies; the clusters of a failed
  * copy stay marked and a later pass retries them.
  */
+import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { type BlockCopy, CopyError } from '../../core/copy/block-copy.js';
 import { type BlockdevOnErrorValue, handleJobError } from '../../core/job/error-policy.js';
 import type { Job } from '../../core/job/job.js';
@@ -72,6 +73,8 @@ export class BackupJob implements JobDriver {
           })
           .finally(() => running.delete(task));
         running.add(task);
+        // Let a copy that fails at once stop the pass before more start, as QEMU's task pool does.
+        await setImmediatePromise();
         if (running.size >= this.settings.maxWorkers) await Promise.race(running);
       }
     } finally {
