@@ -2,6 +2,7 @@
 /** The blocklayer command line: parses argv and hands over to the core API. */
 import { Command } from 'commander';
 import { BLOCKLAYER_VERSION } from '../core/version.js';
+import { backupCommand } from './commands/backup.js';
 import { daemonCommand } from './commands/daemon.js';
 import { qmpCommand } from './commands/qmp.js';
 
@@ -10,6 +11,7 @@ const program = new Command('blocklayer')
   .version(BLOCKLAYER_VERSION);
 daemonCommand(program);
 qmpCommand(program);
+backupCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   process.stderr.write(`blocklayer: ${error instanceof Error ? error.message : String(error)}\n`);

@@ -3,6 +3,7 @@
  * JobManager, the state and verb tables) builds on these names; they are
  * QEMU's JobType and JobStatus.
  */
+/** QEMU's job types; a plugin may contribute a type of its own name. */
 export type JobType =
   | 'commit'
   | 'stream'
@@ -12,7 +13,8 @@ export type JobType =
   | 'amend'
   | 'snapshot-load'
   | 'snapshot-save'
-  | 'snapshot-delete';
+  | 'snapshot-delete'
+  | (string & {});
 
 export type JobStatus =
   | 'undefined'

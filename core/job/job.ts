@@ -155,12 +155,14 @@ export class Job implements JobHandle, NodeParent {
   async pausePoint(): Promise<void> {
     if (this.cancelRequested) throw new JobCancelled();
     if (this.pauseCount > 0) {
-      this.transition(this.currentStatus === 'ready' ? 'standby' : 'paused');
+      if (this.currentStatus !== 'paused' && this.currentStatus !== 'standby') {
+        this.transition(this.currentStatus === 'ready' ? 'standby' : 'paused');
+      }
       this.working = false;
       this.parked?.resolve();
       this.parked = undefined;
       while (this.pauseCount > 0 && !this.cancelRequested) {
-        this.resumed = deferred();
+        this.resumed ??= deferred();
         await this.resumed.promise;
       }
       // Usually done by releasePause already; a cancelled job leaves its pause here.
@@ -190,6 +192,12 @@ export class Job implements JobHandle, NodeParent {
       this.working = true;
     }
     await this.pausePoint();
+  }
+
+  /** The job can be completed by the user now (mirror): running → ready, with BLOCK_JOB_READY. */
+  markReady(): void {
+    this.transition('ready');
+    this.publish('BLOCK_JOB_READY', this.eventData());
   }
 
   /** Marks work as done; progress never goes backwards. */
@@ -224,7 +232,12 @@ export class Job implements JobHandle, NodeParent {
     // The job is parked: announce the resumption now, as QEMU re-enters it at once.
     if (this.currentStatus === 'paused') this.transition('running');
     else if (this.currentStatus === 'standby') this.transition('ready');
+    this.wakeParked();
+  }
+
+  private wakeParked(): void {
     this.resumed?.resolve();
+    this.resumed = undefined;
   }
 
   /** Resolves when the job is not doing work (parked, sleeping, or not running): drain waits for this. */
@@ -320,7 +333,7 @@ export class Job implements JobHandle, NodeParent {
     this.cancelRequested = true;
     this.driver.cancel?.(this, force);
     this.sleeper?.wake();
-    this.resumed?.resolve();
+    this.wakeParked();
   }
 
   dismiss(): void {
@@ -358,6 +371,9 @@ export class Job implements JobHandle, NodeParent {
         this.error ??= error instanceof Error ? error.message : String(error);
       }
     } finally {
+      // A driver that returns with a pause still pending leaves it here.
+      if (this.currentStatus === 'paused') this.transition('running');
+      else if (this.currentStatus === 'standby') this.transition('ready');
       this.working = false;
       this.parked?.resolve();
       this.runEnded.resolve();
