@@ -24,16 +24,13 @@ export function parseSpeed(text: string): number {
 /** `backup of SRC to TARGET: 1073741824 bytes copied in 3.2 s (335 MiB/s)` */
 export function summary(source: string, target: string, bytes: number, seconds: number): string {
   const rate = seconds > 0 ? bytes / 2 ** 20 / seconds : 0;
-  return `backup of ${source} to ${target}: ${bytes} bytes copied in ${seconds.toFixed(1)} s (${rate.toFixed(0)} MiB/s)`;
+  return `backup of ${source} to ${target}: ${bytes} bytes copied in ${seconds.toFixed(seconds < 1 ? 2 : 1)} s (${rate.toFixed(0)} MiB/s)`;
 }
 
 export function backupCommand(program: Command): void {
   program
     .command('backup')
-    .description(
-      'copy an image to a new (or existing) image file with a backup job (drive-backup), then exit;\n' +
-        'prints one summary line on stdout, errors on stderr (exit code 1)',
-    )
+    .description('back up an image file to a new or existing image file with a backup job (drive-backup), then exit')
     .argument('<source>', 'the image file to back up (opened read-only)')
     .argument('<target>', 'the image file to write: created, unless --mode existing')
     .option('--source-format <format>', "the source's format driver", 'raw')
@@ -50,7 +47,12 @@ export function backupCommand(program: Command): void {
         .default('absolute-paths'),
     )
     .option('--no-progress', 'no progress bar (shown on stderr only when it is a terminal)')
-    .addHelpText('after', '\nCtrl-C cancels the backup (exit code 1); a second Ctrl-C exits at once.')
+    .addHelpText(
+      'after',
+      '\nOn success, one line on stdout: "backup of SOURCE to TARGET: N bytes copied in T s (R MiB/s)", exit code 0.\n' +
+        'On failure, "blocklayer backup: MESSAGE" on stderr, exit code 1.\n' +
+        'Ctrl-C cancels the backup (exit code 1, "cancelled"); a second Ctrl-C exits at once.\n',
+    )
     .action(async (source: string, target: string, options: BackupOptions) => {
       const request: BackupRequest = {
         source,

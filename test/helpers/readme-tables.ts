@@ -11,6 +11,7 @@ import { fileDriver } from '../../drivers/file/driver.js';
 import { memoryDriver } from '../../drivers/memory/driver.js';
 import { nullDriver } from '../../drivers/null/driver.js';
 import { rawDriver } from '../../drivers/raw/driver.js';
+import { BlockdevBackup } from '../../plugins/backup/options.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -27,6 +28,7 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'drivers/raw/README.md', id: 'create-options', schema: rawDriver.createOptions! },
   { readme: 'drivers/memory/README.md', id: 'options', schema: memoryDriver.options },
   { readme: 'drivers/null/README.md', id: 'options', schema: nullDriver.options },
+  { readme: 'plugins/backup/README.md', id: 'options', schema: BlockdevBackup },
 ];
 
 /** The README's text with every table of it regenerated. */
