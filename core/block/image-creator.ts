@@ -1,12 +1,16 @@
 /**
  * Creates images through drivers' `create` (qemu-img create, drive-backup's
  * new target, the daemon's default disk). Options are validated against the
- * driver's create schema first.
+ * driver's create schema first. An image file a node of this layer has open
+ * is refused: creating truncates, and blocklayer takes no file locks that
+ * would stop it the way QEMU's do.
  */
+import { stat } from 'node:fs/promises';
 import { inject, injectable } from 'inversify';
 import { BlockLayerError } from '../errors.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
+import type { BlockGraph } from './block-graph.js';
 import type { DriverRegistry } from './driver-registry.js';
 
 @injectable()
@@ -14,6 +18,7 @@ export class ImageCreator {
   constructor(
     @inject(TOKENS.DriverRegistry) private readonly drivers: DriverRegistry,
     @inject(TOKENS.QapiValidator) private readonly validator: QapiValidator,
+    @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
   ) {}
 
   async create(driverName: string, options: Record<string, unknown>): Promise<void> {
@@ -22,6 +27,20 @@ export class ImageCreator {
       throw new BlockLayerError(`Driver '${driverName}' does not support image creation`);
     }
     const valid = this.validator.validate(driver.createOptions, options);
+    if (typeof valid.filename === 'string') await this.checkNotOpen(valid.filename);
     await driver.create({ options: valid, createWith: (name, more) => this.create(name, more) });
+  }
+
+  private async checkNotOpen(filename: string): Promise<void> {
+    const existing = await stat(filename).catch(() => undefined);
+    if (existing === undefined) return;
+    for (const node of this.graph.list()) {
+      if (node.driver.kind !== 'protocol' || !node.isOpen) continue;
+      const path = (await node.driver.describe?.(node.driverState))?.filename;
+      const open = path === undefined ? undefined : await stat(path).catch(() => undefined);
+      if (open !== undefined && open.dev === existing.dev && open.ino === existing.ino) {
+        throw new BlockLayerError(`Could not create '${filename}': the image is open as node '${node.nodeName}'`);
+      }
+    }
   }
 }

@@ -40,6 +40,8 @@ test('npm start serves the default disk over QMP, created on first run and reuse
     t.is(disk?.drv, 'raw');
     t.is(disk?.image['virtual-size'], 1 << 30);
     t.is(disk?.image.filename, join(dataDir, 'disk0.raw'));
+    const file = nodes.find((n) => n.drv === 'file');
+    t.deepEqual(file?.image['format-specific'], { type: 'file', data: { 'sparse-ops': 'native' } }, 'the compiled build finds the addon');
     await run(process.execPath, [compiledCli, 'qmp', socket, 'quit']);
     t.is(await exited, 0, output);
   }

@@ -29,22 +29,28 @@ export interface FileNativeOps {
 
 export type FileNativeLoad = { ops: FileNativeOps } | { ops: undefined; reason: string };
 
-/** The directory holding package.json, from this file in the sources or in build/. */
-function packageRoot(): string {
+const ADDON = join('drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
+
+/**
+ * Where the built addon is: the build lives in the source tree, so from the
+ * compiled copy under build/ (which has a package.json of its own) the
+ * search goes on upwards until a directory holds it.
+ */
+function addonPath(): string | undefined {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
+  for (;;) {
+    if (existsSync(join(dir, ADDON))) return join(dir, ADDON);
     const up = dirname(dir);
-    if (up === dir) throw new Error('blocklayer package.json not found above the file driver');
+    if (up === dir) return undefined;
     dir = up;
   }
-  return dir;
 }
 
 /** The addon, or why the portable fallback is used. Reads BLOCKLAYER_NO_NATIVE at each call. */
 export function loadFileNativeOps(): FileNativeLoad {
   if (process.env.BLOCKLAYER_NO_NATIVE === '1') return { ops: undefined, reason: 'disabled by BLOCKLAYER_NO_NATIVE=1' };
-  const path = join(packageRoot(), 'drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
-  if (!existsSync(path)) return { ops: undefined, reason: `${path} is not built (run node drivers/file/native/build.mjs)` };
+  const path = addonPath();
+  if (path === undefined) return { ops: undefined, reason: `${ADDON} is not built (run node drivers/file/native/build.mjs)` };
   try {
     return { ops: createRequire(import.meta.url)(path) as FileNativeOps };
   } catch (error) {

@@ -95,3 +95,16 @@ test('raw images are created as files of the given size', async (t) => {
   t.is((await stat(join(dir, 'a.raw'))).size, 10 << 20);
   await t.throwsAsync(creator.create('raw', { filename: join(dir, 'b.raw') }), { message: "Parameter 'size' is missing" });
 });
+
+test('creating an image over a file a node has open is refused (it would truncate it)', async (t) => {
+  const layer = await createTestLayer({ plugins: ['raw', 'file'] });
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-raw-'));
+  const creator = layer.container.get<ImageCreator>(TOKENS.ImageCreator);
+  const path = join(dir, 'in-use.raw');
+  await creator.create('raw', { filename: path, size: 1 << 20 });
+  await layer.graph.add({ driver: 'raw', 'node-name': 'disk', file: { driver: 'file', filename: path } });
+  await t.throwsAsync(creator.create('raw', { filename: path, size: 4096 }), {
+    message: `Could not create '${path}': the image is open as node '#block001'`,
+  });
+  t.is((await stat(path)).size, 1 << 20);
+});
