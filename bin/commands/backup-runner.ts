@@ -3,6 +3,7 @@
  * source as a node, drive-backup, then the job followed by its events
  * (hooks.event) and its progress (query-jobs) until it concludes.
  */
+import { stat } from 'node:fs/promises';
 import { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
@@ -81,6 +82,7 @@ class ProgressBar {
  * source.
  */
 export async function runBackup(request: BackupRequest): Promise<BackupResult> {
+  await checkDistinct(request.source, request.target);
   const layer = await BlockLayer.create();
   const ended = deferred<BlockLayerEvent>();
   let jobExists = false;
@@ -142,6 +144,18 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     await ending;
     await layer.close();
     process.off('SIGINT', onSigint);
+  }
+}
+
+/**
+ * The layer has no image locking (README: differences from QEMU), so
+ * nothing else stops drive-backup from creating the target over the source
+ * and truncating it; QEMU refuses through its lock.
+ */
+async function checkDistinct(source: string, target: string): Promise<void> {
+  const [a, b] = await Promise.all([stat(source).catch(() => undefined), stat(target).catch(() => undefined)]);
+  if (a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino) {
+    throw new BackupFailed(`'${target}' is the source image itself`);
   }
 }
 

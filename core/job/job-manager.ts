@@ -4,6 +4,8 @@
  * status events, and cancelling everything on quit.
  */
 import { inject, injectable } from 'inversify';
+import type { BlockGraph } from '../block/block-graph.js';
+import { DrainSection } from '../block/drain-section.js';
 import { isWellFormedId } from '../block/node-names.js';
 import { BlockLayerError } from '../errors.js';
 import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
@@ -26,6 +28,7 @@ export class JobManager {
     @inject(TOKENS.EventPublisher) private readonly events: EventPublisher,
     @inject(TOKENS.BlockLayerHooks) private readonly hooks: BlockLayerHooks,
     @inject(TOKENS.JobTypeRegistry) private readonly types: JobTypeRegistry,
+    @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
     @inject(TOKENS.Lifecycle) lifecycle: Lifecycle,
   ) {
     this.host = {
@@ -101,11 +104,21 @@ export class JobManager {
     await job.txn.finalize();
   }
 
-  /** On quit: cancel every job that can be cancelled and wait for each to conclude (iotest 185). */
+  /**
+   * On quit, as qemu-storage-daemon: drain every node (jobs pause), then
+   * cancel every job that can be and wait for each to conclude (iotest 185).
+   */
   private async cancelAll(): Promise<void> {
     const cancellable: JobStatus[] = ['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending'];
-    for (const job of [...this.jobs]) {
-      if (cancellable.includes(job.status)) await this.cancel(job, true);
+    const section = new DrainSection();
+    for (const node of this.graph.list()) section.addNode(node);
+    await section.settle();
+    try {
+      for (const job of [...this.jobs]) {
+        if (cancellable.includes(job.status)) await this.cancel(job, true);
+      }
+    } finally {
+      section.end();
     }
   }
 }

@@ -178,6 +178,16 @@ export class Job implements JobHandle, NodeParent {
    * by pause, cancel or a new speed; then a pause point.
    */
   async sleep(ns: number): Promise<void> {
+    await this.nap(ns);
+    await this.pausePoint();
+  }
+
+  /**
+   * Sleeps like `sleep` but without the pause point, for a driver that must
+   * finish work in flight before it parks (so progress stands still while
+   * paused): it checks `paused`/`isCancelled` itself afterwards.
+   */
+  async nap(ns: number): Promise<void> {
     if (ns > 0 && !this.cancelRequested && this.pauseCount === 0) {
       this.working = false;
       await new Promise<void>((resolve) => {
@@ -191,7 +201,6 @@ export class Job implements JobHandle, NodeParent {
       });
       this.working = true;
     }
-    await this.pausePoint();
   }
 
   /** The job can be completed by the user now (mirror): running → ready, with BLOCK_JOB_READY. */
@@ -240,9 +249,13 @@ export class Job implements JobHandle, NodeParent {
     this.resumed = undefined;
   }
 
-  /** Resolves when the job is not doing work (parked, sleeping, or not running): drain waits for this. */
+  /**
+   * Resolves when the job is not doing work (parked, sleeping, or not
+   * running): drain waits for this. A job woken to pause is not quiescent
+   * until it has parked.
+   */
   async quiescent(): Promise<void> {
-    if (!this.working || !this.started) return;
+    if (!this.started || (!this.working && this.parked === undefined)) return;
     this.parked ??= deferred();
     await Promise.race([this.parked.promise, this.runEnded.promise]);
   }

@@ -3,6 +3,8 @@
  * something other than zeroes, so memory use is bounded by what was written
  * and never exceeds the disk size.
  */
+import { isZeroBuffer } from '../../core/block/alignment.js';
+
 export const PAGE_SIZE = 64 * 1024;
 
 export class SparsePages {
@@ -36,11 +38,13 @@ export class SparsePages {
     });
   }
 
-  /** Zeroes a range: whole pages are dropped, partial ones cleared. */
+  /** Zeroes a range: whole pages are dropped, partial ones cleared (and dropped once all zero). */
   zero(offset: number, length: number): void {
     this.forEachPart(offset, length, (index, within, part) => {
-      if (part === PAGE_SIZE) this.pages.delete(index);
-      else this.pages.get(index)?.fill(0, within, within + part);
+      const page = this.pages.get(index);
+      if (page === undefined) return;
+      if (part < PAGE_SIZE) page.fill(0, within, within + part);
+      if (part === PAGE_SIZE || isZeroBuffer(page)) this.pages.delete(index);
     });
   }
 

@@ -6,7 +6,6 @@
  * on-source-error / on-target-error policies; the clusters of a failed
  * copy stay marked and a later pass retries them.
  */
-import { setImmediate as setImmediatePromise } from 'node:timers/promises';
 import { type BlockCopy, CopyError } from '../../core/copy/block-copy.js';
 import { type BlockdevOnErrorValue, handleJobError } from '../../core/job/error-policy.js';
 import type { Job } from '../../core/job/job.js';
@@ -62,7 +61,8 @@ export class BackupJob implements JobDriver {
         const wait = job.limiter.delay(this.copy.bytesOf(claim));
         if (wait > 0) {
           this.copy.unclaim(claim);
-          await job.sleep(wait);
+          // Not job.sleep: copies in flight must finish before the job parks, so progress stands still while paused.
+          await job.nap(wait);
           continue;
         }
         next = claim.end;
@@ -73,8 +73,6 @@ export class BackupJob implements JobDriver {
           })
           .finally(() => running.delete(task));
         running.add(task);
-        // Let a copy that fails at once stop the pass before more start, as QEMU's task pool does.
-        await setImmediatePromise();
         if (running.size >= this.settings.maxWorkers) await Promise.race(running);
       }
     } finally {
