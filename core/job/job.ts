@@ -196,7 +196,8 @@ export class Job implements JobHandle, NodeParent {
           this.sleeper = undefined;
           resolve();
         };
-        const timer = Number.isFinite(ns) ? setTimeout(wake, ns / 1e6) : undefined;
+        // setTimeout takes at most 2^31-1 ms; waking early is harmless (the caller asks the limiter again).
+        const timer = Number.isFinite(ns) ? setTimeout(wake, Math.min(ns / 1e6, 2 ** 31 - 1)) : undefined;
         this.sleeper = { timer, wake };
       });
       this.working = true;

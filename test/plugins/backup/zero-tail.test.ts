@@ -3,12 +3,11 @@
  * in the short last cluster of a disk whose size is not a multiple of the
  * cluster size, where the target held stale data.
  *
- * Known failure (found by point-in-time.test.ts, which leaves this one case
- * out): the copy engine correctly sends write-zeroes for the tail, but the
- * memory driver only drops pages a write-zeroes covers whole
- * (drivers/memory/sparse-pages.ts `zero`), and the page behind the last
- * cluster is never covered whole, so it stays allocated and block status
- * keeps calling it data.
+ * Regression test: point-in-time.test.ts found that the copy engine's
+ * write-zeroes over that cluster left it reading as data, because the memory
+ * driver dropped only pages a write-zeroes covered whole and the page behind
+ * the last cluster never is (fixed in drivers/memory/sparse-pages.ts `zero`:
+ * a page that becomes all zero is dropped).
  */
 import test from 'ava';
 import { backupFixture, CLUSTER, JOB, randomBytes, readAll, zeroClusters } from './backup-fixture.js';
