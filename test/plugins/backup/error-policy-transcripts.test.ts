@@ -8,6 +8,8 @@
  * 15728640 when the one failed 1 MiB copy is missing) and the data of the
  * backups that succeed are compared.
  */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import test from 'ava';
 import { Replay, readSection } from '../../helpers/job-transcripts.js';
 import { SOURCE_DATA, SharedSession, assertIdentical, havePeers, type NodeSpec } from './transcript-daemon.js';
@@ -30,12 +32,16 @@ const s4 = new SharedSession([
 ]);
 test.after.always(() => s4.close());
 
+const digest = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
+
 for (const c of cases) {
   test.serial(`s4 ${c.section}`, async (t) => {
     if (!havePeers(t)) return;
     const { client, image } = await s4.get();
+    const before = digest(image('src'));
     await new Replay(t, client, readSection('s4.txt', c.section)).run();
     if (c.succeeds) assertIdentical(t, image('src'), image(c.target));
+    t.is(digest(image('src')), before, 'the error never altered the source');
   });
 }
 
