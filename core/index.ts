@@ -17,7 +17,9 @@ export type { NodeChild, NodeParent, NodeEdge } from './block/node-edge.js';
 export {
   defineBlockDriver,
   type BlockDriverDefinition,
+  type CheckRepair,
   type ChildSpec,
+  type ImageCheckResult,
   type DriverCapabilities,
   type DriverCreateContext,
   type DriverKind,

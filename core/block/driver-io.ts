@@ -16,6 +16,13 @@ import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
 /** Largest buffer used when zeroes have to be written as data. */
 const ZERO_CHUNK = 1 << 20;
 
+/** `extent` (whose host offset at its clipped start is `hostOffset`) extends `last` seamlessly. */
+function continues(last: BlockStatusExtent, extent: BlockStatusExtent, hostOffset: number | undefined): boolean {
+  if (last.data !== extent.data || last.zero !== extent.zero || last.allocated !== extent.allocated) return false;
+  if (last.hostOffset === undefined || hostOffset === undefined) return last.hostOffset === hostOffset;
+  return last.hostOffset + last.length === hostOffset;
+}
+
 export class DriverIo {
   /** The node's size in bytes; changes with truncate. */
   length: number;
@@ -175,11 +182,14 @@ export class DriverIo {
         const to = Math.min(extent.offset + extent.length, end);
         if (extent.offset > position || extent.length <= 0) break;
         if (to <= from) continue;
+        const hostOffset = extent.hostOffset === undefined ? undefined : extent.hostOffset + (from - extent.offset);
         const last = extents[extents.length - 1];
-        if (last && last.data === extent.data && last.zero === extent.zero && last.allocated === extent.allocated) {
+        if (last !== undefined && continues(last, extent, hostOffset)) {
           last.length += to - from;
         } else {
-          extents.push({ offset: from, length: to - from, data: extent.data, zero: extent.zero, allocated: extent.allocated });
+          const piece: BlockStatusExtent = { offset: from, length: to - from, data: extent.data, zero: extent.zero, allocated: extent.allocated };
+          if (hostOffset !== undefined) piece.hostOffset = hostOffset;
+          extents.push(piece);
         }
         position = to;
         advanced = true;

@@ -137,6 +137,30 @@ export interface BlockDriverDefinition<O = any, S = any, C = any> {
 
   /** Creates a new image (qemu-img create, drive-backup's target). */
   create?(ctx: DriverCreateContext<C>): Promise<void>;
+  /**
+   * Checks the image's metadata, repairing what `repair` allows (qemu-img
+   * check). Called on a node opened for it (read-only unless repairing).
+   * Formats without metadata have none: qemu-img check says so (exit 63).
+   */
+  check?(state: S, repair: CheckRepair): Promise<ImageCheckResult>;
+}
+
+export type CheckRepair = 'none' | 'leaks' | 'all';
+
+/** qemu-img check's findings, in QEMU's ImageCheck terms (only the counts; the CLI adds filename and format). */
+export interface ImageCheckResult {
+  checkErrors: number;
+  corruptions: number;
+  leaks: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  imageEndOffset?: number;
+  totalClusters?: number;
+  allocatedClusters?: number;
+  fragmentedClusters?: number;
+  compressedClusters?: number;
+  /** The lines qemu-img prints to stderr ("Leaked cluster 9 refcount=1 reference=0", "ERROR …"). */
+  messages: string[];
 }
 
 /** Identity helper that keeps the option and state types of a definition. */

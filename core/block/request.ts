@@ -49,6 +49,12 @@ export interface BlockStatusExtent {
   data: boolean;
   zero: boolean;
   allocated: boolean;
+  /**
+   * Where the data of `offset` lies in the node's file child, when it is
+   * stored there as is (qemu-img map's `offset`); absent for compressed
+   * or generated data.
+   */
+  hostOffset?: number;
 }
 
 /** Per-request options used by the graph itself. */

@@ -150,8 +150,9 @@ async function resizeRegular(handle: FileHandle, length: number, prealloc: Preal
   }
 }
 
+/** A file maps its bytes one to one: every extent's host offset is its offset. */
 function extent(offset: number, length: number, data: boolean): BlockStatusExtent {
-  return { offset, length, data, zero: !data, allocated: true };
+  return { offset, length, data, zero: !data, allocated: true, hostOffset: offset };
 }
 
 /** Errors of a read-write open that a read-only open may not have (QEMU's auto-read-only fallback). */

@@ -33,8 +33,8 @@ test('block status reports holes and data as qemu-img map does', async (t) => {
     { offset: MiB, length: 128 * KiB, data: true, zero: false },
   ]);
   t.deepEqual(await node.blockStatus(MiB - 4 * KiB, 8 * KiB), [
-    { offset: MiB - 4 * KiB, length: 4 * KiB, data: false, zero: true, allocated: true },
-    { offset: MiB, length: 4 * KiB, data: true, zero: false, allocated: true },
+    { offset: MiB - 4 * KiB, length: 4 * KiB, data: false, zero: true, allocated: true, hostOffset: MiB - 4 * KiB },
+    { offset: MiB, length: 4 * KiB, data: true, zero: false, allocated: true, hostOffset: MiB },
   ]);
 });
 
