@@ -3,7 +3,14 @@
 import { Command } from 'commander';
 import { BLOCKLAYER_VERSION } from '../core/version.js';
 import { backupCommand } from './commands/backup.js';
+import { benchCommand } from './commands/bench.js';
+import { checkCommand } from './commands/check.js';
+import { compareCommand } from './commands/compare.js';
+import { convertCommand } from './commands/convert.js';
+import { createCommand } from './commands/create.js';
 import { daemonCommand } from './commands/daemon.js';
+import { infoCommand } from './commands/info.js';
+import { mapCommand } from './commands/map.js';
 import { qmpCommand } from './commands/qmp.js';
 
 const program = new Command('blocklayer')
@@ -12,6 +19,14 @@ const program = new Command('blocklayer')
 daemonCommand(program);
 qmpCommand(program);
 backupCommand(program);
+// qemu-img's image tools, over the driver layer.
+createCommand(program);
+infoCommand(program);
+mapCommand(program);
+checkCommand(program);
+compareCommand(program);
+convertCommand(program);
+benchCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   process.stderr.write(`blocklayer: ${error instanceof Error ? error.message : String(error)}\n`);

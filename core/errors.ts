@@ -28,6 +28,7 @@ const errnoMessages = {
   ENOTSUP: 'Operation not supported',
   ENOMEDIUM: 'No medium found',
   EFBIG: 'File too large',
+  EOVERFLOW: 'Value too large for defined data type',
   ENOMEM: 'Cannot allocate memory',
   ESHUTDOWN: 'Cannot send after transport endpoint shutdown',
   ECANCELED: 'Operation canceled',

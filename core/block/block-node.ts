@@ -262,13 +262,18 @@ export class BlockNode implements NodeParent {
     this.hooks.drainEnd.call(this);
   }
 
-  /** Waits for in-flight requests and closes the driver. Children are closed by the graph. */
+  /**
+   * Waits for in-flight requests, flushes a writable node (as QEMU's
+   * bdrv_close does; a failure there cannot be reported to anyone), and
+   * closes the driver. Children are closed by the graph.
+   */
   async close(): Promise<void> {
     if (this.status === 'closed' || this.status === 'closing') return;
     const wasOpen = this.status === 'open';
     this.status = 'closing';
     await this.tracker.whenIdle();
     try {
+      if (wasOpen && !this.readOnly && !this.settings.noFlush) await this.io!.flush().catch(() => undefined);
       if (wasOpen) await this.io!.close();
     } finally {
       this.status = 'closed';

@@ -21,8 +21,9 @@ async function cli(args: string[], cwd = ROOT): Promise<{ code: number; stdout: 
   }
 }
 
+/** Daemons start in a few seconds here, but on a loaded two-core machine it can take far longer. */
 async function waitFor(path: string): Promise<void> {
-  for (let i = 0; i < 200 && !(await stat(path).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 1200 && !(await stat(path).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 50));
 }
 
 test('--qmp and --pidfile: the daemon serves, answers quit, removes its pid file and exits 0', async (t) => {

@@ -27,7 +27,7 @@ export function blocklayerCommand(args: readonly string[]): [string, string[]] {
 }
 
 async function waitForSocket(path: string, child: ChildProcess, errors: () => string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1200; i++) {
     if ((await stat(path).catch(() => undefined))?.isSocket()) return;
     if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}: ${errors()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));

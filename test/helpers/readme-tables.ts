@@ -9,7 +9,9 @@ import type { TObject } from '../../core/schema/qapi.js';
 import { renderOptionsTable, withTable } from '../../core/schema/options-table.js';
 import { fileDriver } from '../../drivers/file/driver.js';
 import { memoryDriver } from '../../drivers/memory/driver.js';
+import { nbdDriver } from '../../drivers/nbd/driver.js';
 import { nullDriver } from '../../drivers/null/driver.js';
+import { qcow2Driver } from '../../drivers/qcow2/driver.js';
 import { rawDriver } from '../../drivers/raw/driver.js';
 import { BlockdevBackup } from '../../plugins/backup/options.js';
 
@@ -28,6 +30,9 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'drivers/raw/README.md', id: 'create-options', schema: rawDriver.createOptions! },
   { readme: 'drivers/memory/README.md', id: 'options', schema: memoryDriver.options },
   { readme: 'drivers/null/README.md', id: 'options', schema: nullDriver.options },
+  { readme: 'drivers/nbd/README.md', id: 'options', schema: nbdDriver.options },
+  { readme: 'drivers/qcow2/README.md', id: 'options', schema: qcow2Driver.options },
+  { readme: 'drivers/qcow2/README.md', id: 'create-options', schema: qcow2Driver.createOptions! },
   { readme: 'plugins/backup/README.md', id: 'options', schema: BlockdevBackup },
 ];
 

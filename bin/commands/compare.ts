@@ -1,0 +1,53 @@
+/** `blocklayer compare -f FMT -F FMT [-s] [-q] IMG1 IMG2`: qemu-img compare. */
+import type { Command } from 'commander';
+import { compareImages } from '../../core/image-tools/compare.js';
+import { requireFormat, withImage } from '../../core/image-tools/image-access.js';
+import { forceShareOption, print, printError, runTool } from './image-tool-cli.js';
+
+interface CompareOptions {
+  f?: string;
+  F?: string;
+  s?: boolean;
+  q?: boolean;
+}
+
+/** Open errors and the like exit with 2 (1 means the images differ). */
+const ERROR_EXIT = 2;
+
+export function compareCommand(program: Command): void {
+  program
+    .command('compare')
+    .description('check whether two images have the same contents (as qemu-img compare)')
+    .argument('<filename1>', 'the first image (opened read-only)')
+    .argument('<filename2>', 'the second image (opened read-only)')
+    .option('-f <fmt>', "the first image's format (required)")
+    .option('-F <fmt>', "the second image's format (required)")
+    .option('-s', 'strict: sizes and allocation must match too')
+    .option('-q', 'quiet: print nothing, only set the exit code')
+    .addOption(forceShareOption())
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 identical, 1 different ("Content mismatch at offset N!"), 2 an image could not be opened\n' +
+        '(or another error), 3 block status failed, 4 a read failed.\n' +
+        'Images of different sizes are identical when the larger one is all zeroes past the smaller one (not with -s).\n',
+    )
+    .action((filename1: string, filename2: string, options: CompareOptions) =>
+      runTool(
+        'compare',
+        async (layer) => {
+          const format1 = requireFormat(options.f, '-f', ERROR_EXIT);
+          const format2 = requireFormat(options.F, '-F', ERROR_EXIT);
+          const open = { readOnly: true, exitCode: ERROR_EXIT };
+          const outcome = await withImage(layer, { filename: filename1, format: format1 }, open, (a) =>
+            withImage(layer, { filename: filename2, format: format2 }, open, (b) =>
+              compareImages({ node: a, filename: filename1 }, { node: b, filename: filename2 }, { strict: options.s ?? false }),
+            ),
+          );
+          if (!options.q) print(outcome.lines.map((line) => `${line}\n`).join(''));
+          if (outcome.error !== undefined) printError('compare', outcome.error);
+          return outcome.exitCode;
+        },
+        ERROR_EXIT,
+      ),
+    );
+}

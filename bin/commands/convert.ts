@@ -1,0 +1,63 @@
+/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] SRC DST`: qemu-img convert. */
+import type { Command } from 'commander';
+import { convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
+import { requireFormat, requireSize } from '../../core/image-tools/image-access.js';
+import { collect, forceShareOption, parseUnsigned, ProgressBar, runTool } from './image-tool-cli.js';
+
+interface ConvertOptions {
+  f?: string;
+  O: string;
+  c?: boolean;
+  p?: boolean;
+  q?: boolean;
+  n?: boolean;
+  o: string[];
+  B?: string;
+  F?: string;
+  S?: string;
+  m?: string;
+  W?: boolean;
+}
+
+export function convertCommand(program: Command): void {
+  program
+    .command('convert')
+    .description('copy an image, flattening its backing chain, into a new image of any format (as qemu-img convert)')
+    .argument('<filename>', 'the source image (opened read-only)')
+    .argument('<output_filename>', 'the image to create (an existing file is overwritten)')
+    .option('-f <fmt>', "the source's format (required: formats are never guessed)")
+    .option('-O <output_fmt>', "the target's format", 'raw')
+    .option('-c', 'write compressed clusters (the target format must support it, e.g. qcow2)')
+    .option('-p', 'show a progress bar on stderr')
+    .option('-q', 'quiet (no progress bar)')
+    .option('-n', 'write into the existing target instead of creating it')
+    .option('-o <options>', "the target's creation options, key=value,...; repeatable", collect, [])
+    .option('-B <backing_file>', 'create the target with this backing file and copy only what the source itself allocates')
+    .option('-F <backing_fmt>', 'format of the -B backing file (required with -B)')
+    .option('-S <sparse_size>', 'shortest run of zeroes left unwritten (default 4k; 0: write everything)')
+    .option('-m <num_coroutines>', 'requests in flight, 1 to 16 (default 8)')
+    .option('-W', 'let writes complete in any order (default: in image order, so clusters are allocated sequentially)')
+    .addOption(forceShareOption())
+    .action((source: string, target: string, options: ConvertOptions) =>
+      runTool('convert', async (layer) => {
+        const request: ConvertRequest = {
+          source: { filename: source, format: requireFormat(options.f) },
+          target: { filename: target, format: options.O },
+          compress: options.c ?? false,
+          options: options.o,
+          skipCreate: options.n ?? false,
+          sparseSize: options.S === undefined ? 4096 : requireSize(options.S, 'Invalid buffer size for sparse output specified'),
+          parallel: parseUnsigned(options.m, 8, 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16'),
+          outOfOrder: options.W ?? false,
+        };
+        if (options.B !== undefined) request.backingFile = options.B;
+        if (options.F !== undefined) request.backingFormat = options.F;
+        const bar = options.p && !options.q ? new ProgressBar('convert') : undefined;
+        try {
+          await convertImage(layer, request, bar === undefined ? undefined : (done, total) => bar.update(done, total));
+        } finally {
+          bar?.stop();
+        }
+      }),
+    );
+}

@@ -1,0 +1,43 @@
+/** `blocklayer create [-f FMT] [-o OPTIONS] [-b BACKING -F FMT] [-u] [-q] IMG [SIZE]`: qemu-img create. */
+import type { Command } from 'commander';
+import { executeCreate, planCreate } from '../../core/image-tools/create.js';
+import { collect, print, runTool } from './image-tool-cli.js';
+
+interface CreateOptions {
+  f?: string;
+  o: string[];
+  b?: string;
+  F?: string;
+  u?: boolean;
+  q?: boolean;
+}
+
+export function createCommand(program: Command): void {
+  program
+    .command('create')
+    .description('create a new image file (as qemu-img create)')
+    .argument('<filename>', 'the image file to create (an existing one is overwritten)')
+    .argument('[size]', "virtual size in bytes; k, M, G, T, P, E suffixes (powers of 1024); default: the backing file's")
+    .option('-f <fmt>', 'image format (a driver that can create images)', 'raw')
+    .option('-o <options>', "creation options, key=value,... with qemu-img's names (e.g. cluster_size=64k); repeatable", collect, [])
+    .option('-b <backing_file>', 'backing file, stored as given (relative names are relative to the new image)')
+    .option('-F <backing_fmt>', 'format of the backing file (required with -b)')
+    .option('-u', 'unsafe: do not open the backing file (then SIZE must be given)')
+    .option('-q', 'quiet: do not print the Formatting line')
+    .addHelpText('after', "\nPrints \"Formatting 'IMG', fmt=FMT size=N ...\" (the options given), then creates the image. Exit code 0, or 1 on error.\n")
+    .action((filename: string, size: string | undefined, options: CreateOptions) =>
+      runTool('create', async (layer) => {
+        const plan = await planCreate(layer, {
+          filename,
+          format: options.f ?? 'raw',
+          ...(size === undefined ? {} : { size }),
+          options: options.o,
+          ...(options.b === undefined ? {} : { backingFile: options.b }),
+          ...(options.F === undefined ? {} : { backingFormat: options.F }),
+          unsafe: options.u ?? false,
+        });
+        if (!options.q) print(`${plan.summary}\n`);
+        await executeCreate(layer, plan);
+      }),
+    );
+}

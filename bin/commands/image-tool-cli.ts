@@ -1,0 +1,99 @@
+/**
+ * What the qemu-img-style commands share on the command line: a layer for
+ * the run, errors as `blocklayer COMMAND: MESSAGE` with the tool's exit
+ * code, --output, numbers as qemu-img reads them, and a progress bar.
+ */
+import { InvalidArgumentError, Option } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { BlockLayer } from '../../core/block-layer.js';
+import { errorText, ImageToolError } from '../../core/image-tools/image-access.js';
+
+export type OutputFormat = 'human' | 'json';
+
+export const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/** `--output=human|json`, with qemu-img's complaint about anything else. */
+export function outputOption(): Option {
+  return new Option('--output <ofmt>', 'output format: human or json')
+    .default('human')
+    .argParser((value: string): OutputFormat => {
+      if (value !== 'human' && value !== 'json') throw new InvalidArgumentError('--output must be used with human or json as argument.');
+      return value;
+    });
+}
+
+/** -U: accepted for qemu-img compatibility; blocklayer takes no image locks. */
+export function forceShareOption(): Option {
+  return new Option('-U, --force-share', 'accepted and ignored: blocklayer takes no image locks');
+}
+
+export function printError(command: string, message: string): void {
+  process.stderr.write(`blocklayer ${command}: ${message}\n`);
+}
+
+export function print(text: string): void {
+  process.stdout.write(text);
+}
+
+/**
+ * Runs one command with a fresh layer (the default plugins). `body` returns
+ * the exit code; a failure is printed and exits with its ImageToolError
+ * code, or `failureCode` for anything else.
+ */
+export async function runTool(command: string, body: (layer: BlockLayer) => Promise<number | void>, failureCode = 1): Promise<void> {
+  let layer: BlockLayer | undefined;
+  try {
+    layer = await BlockLayer.create();
+    process.exitCode = (await body(layer)) ?? 0;
+  } catch (error) {
+    printError(command, errorText(error));
+    process.exitCode = error instanceof ImageToolError ? error.exitCode : failureCode;
+  } finally {
+    await layer?.close().catch(() => undefined);
+  }
+}
+
+/** qemu_strtoul(text, NULL, 0): decimal, 0x hex or 0 octal, at most `max`; else ImageToolError(message). */
+export function parseUnsigned(text: string | undefined, fallback: number, message: string, max = 2 ** 31 - 1): number {
+  if (text === undefined) return fallback;
+  const trimmed = text.trim();
+  let value = NaN;
+  if (/^0[xX][0-9a-fA-F]+$/.test(trimmed)) value = parseInt(trimmed.slice(2), 16);
+  else if (/^0[0-7]*$/.test(trimmed)) value = parseInt(trimmed, 8);
+  else if (/^[1-9]\d*$/.test(trimmed)) value = Number(trimmed);
+  if (!Number.isSafeInteger(value) || value > max) throw new ImageToolError(message);
+  return value;
+}
+
+/** A progress bar on stderr in MiB (also when stderr is not a terminal: then a line every 2 s and at the end). */
+export class ProgressBar {
+  private readonly bar: SingleBar;
+  private started = false;
+
+  constructor(label: string) {
+    this.bar = new SingleBar({
+      stream: process.stderr,
+      format: `${label} |{bar}| {percentage}% | {done}/{all} MiB`,
+      barCompleteChar: '\u2588',
+      barIncompleteChar: '\u2591',
+      hideCursor: true,
+      noTTYOutput: true,
+    });
+  }
+
+  update(done: number, total: number): void {
+    const payload = { done: (done / 2 ** 20).toFixed(0), all: (total / 2 ** 20).toFixed(0) };
+    // An empty image is complete at once.
+    const [value, max] = total === 0 ? [1, 1] : [done, total];
+    if (!this.started) {
+      this.bar.start(max, value, payload);
+      this.started = true;
+    } else {
+      this.bar.update(value, payload);
+    }
+  }
+
+  stop(): void {
+    if (this.started) this.bar.stop();
+  }
+}

@@ -1,0 +1,47 @@
+/** `blocklayer map -f FMT [--output=human|json] [--start-offset=N] [--max-length=N] IMG`: qemu-img map. */
+import type { Command } from 'commander';
+import { requireFormat, requireSize, withImage } from '../../core/image-tools/image-access.js';
+import { formatMapHuman, formatMapJson, mapImage, type MapOptions } from '../../core/image-tools/map.js';
+import { forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
+
+interface MapCliOptions {
+  f?: string;
+  output: OutputFormat;
+  startOffset?: string;
+  maxLength?: string;
+}
+
+export function mapCommand(program: Command): void {
+  program
+    .command('map')
+    .description('show where the data of an image comes from, through its backing chain (as qemu-img map)')
+    .argument('<filename>', 'the image file (opened read-only)')
+    .option('-f <fmt>', 'image format (required: formats are never guessed)')
+    .addOption(outputOption())
+    .option('--start-offset <offset>', 'first byte to map (k, M, G suffixes allowed)')
+    .option('--max-length <length>', 'bytes to map at most')
+    .addOption(forceShareOption())
+    .addHelpText(
+      'after',
+      '\nJSON: [{ "start", "length", "depth", "present", "zero", "data"[, "offset"] }, ...], adjacent entries merged.\n' +
+        'Human: the ranges holding data, with their offset in the file holding them.\n',
+    )
+    .action((filename: string, options: MapCliOptions) =>
+      runTool('map', async (layer) => {
+        const format = requireFormat(options.f);
+        const range: MapOptions = {};
+        if (options.startOffset !== undefined) range.startOffset = requireSize(options.startOffset, 'Invalid start offset specified');
+        if (options.maxLength !== undefined) range.maxLength = requireSize(options.maxLength, 'Invalid max length specified');
+        const entries = await withImage(layer, { filename, format }, { readOnly: true }, (node) => mapImage(node, range));
+        if (options.output === 'json') {
+          print(formatMapJson(entries));
+          return 0;
+        }
+        const human = formatMapHuman(entries);
+        print(human.text);
+        if (human.error === undefined) return 0;
+        printError('map', human.error);
+        return 1;
+      }),
+    );
+}

@@ -1,0 +1,240 @@
+/**
+ * qemu-img convert: copies an image (its whole backing chain, flattened)
+ * into a new image of any format, sized like the source, skipping what
+ * reads as zeroes so that the target stays sparse.
+ *
+ * - Block status decides first: ranges that read as zeroes are skipped on a
+ *   new image (it reads as zeroes already) and written as zeroes otherwise
+ *   (-n, or a target with a backing file).
+ * - Data is read 2 MiB at a time (one cluster with -c) and scanned: runs of
+ *   zeroes at least `sparseSize` long (-S, default 4 KiB) are treated like
+ *   zero ranges; -S 0 writes everything.
+ * - With -B, the target gets that backing file and only what the source's
+ *   top image allocates is copied (the rest is assumed to match the new
+ *   backing file, as qemu-img assumes).
+ * - With -c, every cluster with data is written compressed, whole and
+ *   cluster-aligned (the last one may be short, at the end of the image);
+ *   the target driver must be able to (canCompress).
+ * - Requests run `parallel` at a time (-m, default 8); reads go ahead in
+ *   parallel, writes are issued in image order so that a format allocates
+ *   clusters sequentially, unless `outOfOrder` (-W). The target is flushed
+ *   at the end.
+ */
+import type { BlockLayer } from '../block-layer.js';
+import type { BlockNode } from '../block/block-node.js';
+import { deferred, type Deferred } from '../util/deferred.js';
+import { isAllZero } from './buffers.js';
+import { chainStatus, STATUS_PROBE } from './chain-status.js';
+import { executeCreate, planCreate } from './create.js';
+import { closeImage, type ImageRef, ImageToolError, ioErrorText, openImage } from './image-access.js';
+import { type CopyOp, dataRuns, planOps } from './copy-plan.js';
+
+export interface ConvertRequest {
+  source: ImageRef;
+  /** The output file and format (-O). */
+  target: ImageRef;
+  /** -c: write compressed clusters. */
+  compress?: boolean;
+  /** -o arguments: the target's creation options. */
+  options?: readonly string[];
+  /** -B: the target's backing file (stored as given). */
+  backingFile?: string;
+  /** -F: its format. */
+  backingFormat?: string;
+  /** -n: write into an existing target instead of creating it. */
+  skipCreate?: boolean;
+  /** -S: the shortest run of zeroes not written (default 4096; 0: write everything). */
+  sparseSize?: number;
+  /** -m: requests in flight (default 8). */
+  parallel?: number;
+  /** -W: let writes complete in any order (default: in image order, as qemu-img). */
+  outOfOrder?: boolean;
+}
+
+export interface ConvertResult {
+  /** The image size: the bytes the conversion went over. */
+  bytes: number;
+}
+
+export type ProgressListener = (done: number, total: number) => void;
+
+const BUFFER = 2 * 1024 * 1024;
+
+interface CopyContext {
+  source: BlockNode;
+  target: BlockNode;
+  /** The target reads as zeroes where nothing is written. */
+  zeroInit: boolean;
+  compress: boolean;
+  sparseSize: number;
+  /** Write in image order (allocation stays sequential), reading ahead in parallel. */
+  inOrder: boolean;
+}
+
+/** Statuses of the source, 1 GiB at a time, as copy operations. */
+async function* sourceOps(source: BlockNode, topOnly: boolean): AsyncGenerator<CopyOp> {
+  for (let offset = 0; offset < source.length; ) {
+    const length = Math.min(STATUS_PROBE, source.length - offset);
+    if (topOnly) {
+      for (const e of await source.blockStatus(offset, length)) {
+        yield { kind: !e.allocated ? 'skip' : e.zero ? 'zero' : 'data', offset: e.offset, length: e.length };
+        offset = e.offset + e.length;
+      }
+    } else {
+      for (const e of await chainStatus(source, offset, length)) {
+        yield { kind: e.zero ? 'zero' : 'data', offset: e.offset, length: e.length };
+        offset = e.offset + e.length;
+      }
+    }
+  }
+}
+
+async function writeZeroes(ctx: CopyContext, offset: number, length: number): Promise<void> {
+  if (ctx.zeroInit || length === 0) return;
+  await ctx.target.writeZeroes(offset, length, { mayUnmap: true }).catch((error: unknown) => {
+    throw new ImageToolError(`error while writing at byte ${offset}: ${ioErrorText(error)}`);
+  });
+}
+
+async function write(ctx: CopyContext, offset: number, buf: Buffer): Promise<void> {
+  await ctx.target.write(offset, buf, ctx.compress ? { compressed: true } : {}).catch((error: unknown) => {
+    throw new ImageToolError(`error while writing at byte ${offset}: ${ioErrorText(error)}`);
+  });
+}
+
+/** An operation with its place in the write order: writes wait for `previous` (unless -W). */
+interface Turn {
+  op: CopyOp;
+  previous: Promise<void>;
+  done: Deferred;
+}
+
+/** Hands out the operations in order, chaining each one's write turn to the one before. */
+async function* inTurns(ops: AsyncIterable<CopyOp>): AsyncGenerator<Turn> {
+  let previous: Promise<void> = Promise.resolve();
+  for await (const op of ops) {
+    const done = deferred();
+    yield { op, previous, done };
+    previous = done.promise;
+  }
+}
+
+async function copyOp(ctx: CopyContext, { op, previous }: Turn): Promise<void> {
+  if (op.kind === 'skip') return;
+  if (op.kind === 'zero') {
+    if (ctx.inOrder) await previous;
+    return writeZeroes(ctx, op.offset, op.length);
+  }
+  const buf = Buffer.alloc(op.length);
+  await ctx.source.read(op.offset, buf).catch((error: unknown) => {
+    throw new ImageToolError(`error while reading at byte ${op.offset}: ${ioErrorText(error)}`);
+  });
+  if (ctx.inOrder) await previous;
+  if (ctx.compress) {
+    if (ctx.zeroInit && ctx.sparseSize > 0 && isAllZero(buf)) return;
+    return write(ctx, op.offset, buf);
+  }
+  for (const run of dataRuns(buf, op.offset, ctx.sparseSize)) {
+    const piece = buf.subarray(run.offset - op.offset, run.offset - op.offset + run.length);
+    if (run.zero) await writeZeroes(ctx, run.offset, run.length);
+    else await write(ctx, run.offset, piece);
+  }
+}
+
+/** Creates (unless -n) and opens the target; the caller closes it. */
+async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source: BlockNode): Promise<BlockNode> {
+  const { target } = request;
+  const driver = layer.drivers.get(target.format);
+  if (driver === undefined) throw new ImageToolError(`Unknown file format '${target.format}'`);
+  if (request.compress && driver.capabilities?.canCompress !== true) {
+    throw new ImageToolError('Compression not supported for this file format');
+  }
+  if (request.backingFile !== undefined && request.backingFormat === undefined) {
+    throw new ImageToolError('Use of backing file requires explicit backing format');
+  }
+  if (request.skipCreate !== true) {
+    const plan = await planCreate(layer, {
+      filename: target.filename,
+      format: target.format,
+      size: source.length,
+      options: request.options ?? [],
+      ...(request.backingFile === undefined ? {} : { backingFile: request.backingFile, backingFormat: request.backingFormat, unsafe: true }),
+    });
+    await executeCreate(layer, plan);
+  }
+  const node = await openImage(layer, target, { readOnly: false, unmap: true });
+  if (node.length < source.length) {
+    await closeImage(layer, node);
+    throw new ImageToolError('output file is smaller than input file');
+  }
+  return node;
+}
+
+/** Runs `workers` copies of `work` until `turns` is exhausted; the first error wins once all have stopped. */
+async function runPool(turns: AsyncIterator<Turn>, workers: number, work: (turn: Turn) => Promise<void>): Promise<void> {
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed) {
+      const next = await turns.next();
+      if (next.done === true) return;
+      // The turn passes on even when this one failed, so that no writer waits forever.
+      await work(next.value).finally(() => next.value.done.resolve());
+    }
+  };
+  const results = await Promise.allSettled(
+    Array.from({ length: workers }, () =>
+      worker().catch((error: unknown) => {
+        failed = true;
+        throw error;
+      }),
+    ),
+  );
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (rejected !== undefined) throw rejected.reason;
+}
+
+export async function convertImage(layer: BlockLayer, request: ConvertRequest, onProgress?: ProgressListener): Promise<ConvertResult> {
+  const parallel = request.parallel ?? 8;
+  if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) {
+    throw new ImageToolError('Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
+  }
+  const source = await openImage(layer, request.source, { readOnly: true });
+  try {
+    const target = await prepareTarget(layer, request, source);
+    try {
+      const compress = request.compress ?? false;
+      const clusterSize = target.limits.clusterSize;
+      const align = compress ? clusterSize || 65536 : clusterSize;
+      const ctx: CopyContext = {
+        source,
+        target,
+        zeroInit: request.skipCreate !== true && request.backingFile === undefined,
+        compress,
+        sparseSize: request.sparseSize ?? 4096,
+        inOrder: !(request.outOfOrder ?? false),
+      };
+      const total = source.length;
+      let done = 0;
+      onProgress?.(0, total);
+      const ops = planOps(sourceOps(source, request.backingFile !== undefined), {
+        align,
+        end: total,
+        maxData: compress ? align : Math.max(BUFFER, align),
+        zeroAsData: ctx.sparseSize === 0,
+      });
+      await runPool(inTurns(ops), parallel, async (turn) => {
+        await copyOp(ctx, turn);
+        done += turn.op.length;
+        onProgress?.(done, total);
+      });
+      await target.flush().catch((error: unknown) => {
+        throw new ImageToolError(`error while flushing: ${ioErrorText(error)}`);
+      });
+      return { bytes: total };
+    } finally {
+      await closeImage(layer, target);
+    }
+  } finally {
+    await closeImage(layer, source);
+  }
+}

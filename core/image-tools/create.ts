@@ -1,0 +1,121 @@
+/**
+ * qemu-img create: the driver's creation options from `-o key=value,…`
+ * (qemu-img's option names, typed against the driver's createOptions
+ * schema), the size argument, and -b/-F for a backing file; then the
+ * driver's `create` through the layer's ImageCreator.
+ *
+ * As qemu-img, planning (option and size errors) comes before the
+ * "Formatting …" line, creating (the driver's errors) after it. Without a
+ * size, an image with a backing file takes the backing image's, which is
+ * opened for that (and to check it) unless `unsafe` (-u).
+ */
+import { dirname, isAbsolute, join } from 'node:path';
+import type { BlockLayer } from '../block-layer.js';
+import type { ImageCreator } from '../block/image-creator.js';
+import { parseKeyval, typeKeyval } from '../schema/keyval.js';
+import type { QapiValidator } from '../schema/qapi-validator.js';
+import { TOKENS } from '../tokens.js';
+import { errorText, ImageToolError, parseSize, withImage } from './image-access.js';
+
+export interface CreateRequest {
+  filename: string;
+  /** Default: raw, as qemu-img. */
+  format?: string;
+  /** The size argument as typed (k/M/G/T suffixes), or bytes. */
+  size?: string | number;
+  /** Each -o argument: `key=value,…`. */
+  options?: readonly string[];
+  /** -b: backing file name, stored as given (relative to the new image). */
+  backingFile?: string;
+  /** -F: the backing file's format. */
+  backingFormat?: string;
+  /** -u: do not open the backing file (then the size must be given). */
+  unsafe?: boolean;
+}
+
+export interface CreatePlan {
+  filename: string;
+  format: string;
+  /** The driver's creation options, typed. */
+  options: Record<string, unknown>;
+  /** `Formatting 'IMG', fmt=FMT size=N …`: what qemu-img prints before creating. */
+  summary: string;
+}
+
+const SECTOR = 512;
+
+export const SIZE_ERROR =
+  'Invalid image size specified. You may use k, M, G, T, P or E suffixes for ' +
+  'kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';
+
+/** A creation option's value as qemu_opts_print() shows it. */
+function optionText(value: unknown): string {
+  if (typeof value === 'boolean') return value ? 'on' : 'off';
+  if (typeof value === 'string') return value.replaceAll(',', ',,');
+  return typeof value === 'number' ? String(value) : JSON.stringify(value);
+}
+
+/** Checks and types everything; creates nothing. */
+export async function planCreate(layer: BlockLayer, request: CreateRequest): Promise<CreatePlan> {
+  const { filename } = request;
+  const format = request.format ?? 'raw';
+  const driver = layer.drivers.get(format);
+  if (driver === undefined) throw new ImageToolError(`Unknown file format '${format}'`);
+  const schema = driver.createOptions;
+  if (driver.create === undefined || schema === undefined) {
+    throw new ImageToolError(`Format driver '${format}' does not support image creation`);
+  }
+  const given = parseKeyval((request.options ?? []).filter((o) => o !== '').join(','));
+  for (const key of Object.keys(given)) {
+    if (key === 'filename' || schema.properties[key] === undefined) throw new ImageToolError(`${filename}: Invalid parameter '${key}'`);
+  }
+  let size: number | undefined;
+  if (request.size !== undefined) {
+    size = typeof request.size === 'number' ? request.size : parseSize(request.size);
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0) throw new ImageToolError(SIZE_ERROR);
+    if (given.size !== undefined) throw new ImageToolError(`${filename}: The image size must be specified only once`);
+  }
+  const backingFile = request.backingFile ?? (given.backing_file as string | undefined);
+  const backingFormat = request.backingFormat ?? (given.backing_fmt as string | undefined);
+  if (backingFile !== undefined) {
+    if (schema.properties.backing_file === undefined) {
+      throw new ImageToolError(`${filename}: Backing file not supported for file format '${format}'`);
+    }
+    if (backingFormat === undefined) throw new ImageToolError(`${filename}: Backing file specified without backing format`);
+    given.backing_file = backingFile;
+    given.backing_fmt = backingFormat;
+    if (!request.unsafe) {
+      const path = isAbsolute(backingFile) ? backingFile : join(dirname(filename), backingFile);
+      const backingSize = await withImage(layer, { filename: path, format: backingFormat }, { readOnly: true }, async (node) => node.length)
+        .catch((error: unknown) => {
+          throw new ImageToolError(`${filename}: ${errorText(error)}\nCould not open backing image.`);
+        });
+      if (size === undefined && given.size === undefined) size = backingSize;
+    }
+  }
+  if (size !== undefined) given.size = size;
+  if (given.size === undefined) throw new ImageToolError(`${filename}: Image creation needs a size parameter`);
+  let options: Record<string, unknown>;
+  try {
+    const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
+    options = typeKeyval({ ...given, filename }, schema, validator) as Record<string, unknown>;
+  } catch (error) {
+    throw new ImageToolError(`${filename}: ${errorText(error)}`);
+  }
+  const shown = Object.keys(schema.properties)
+    .filter((key) => key !== 'filename' && options[key] !== undefined)
+    .map((key) => `${key}=${optionText(options[key])}`);
+  // qemu-img's create paths round the size up to whole sectors (the Formatting line shows it as given).
+  if (typeof options.size === 'number') options.size = Math.ceil(options.size / SECTOR) * SECTOR;
+  return { filename, format, options, summary: `Formatting '${filename}', fmt=${format} ${shown.join(' ')}` };
+}
+
+/** Creates the image as planned; driver errors read `IMG: message`, as qemu-img's. */
+export async function executeCreate(layer: BlockLayer, plan: CreatePlan): Promise<void> {
+  const creator = layer.container.get<ImageCreator>(TOKENS.ImageCreator);
+  try {
+    await creator.create(plan.format, plan.options);
+  } catch (error) {
+    throw new ImageToolError(`${plan.filename}: ${errorText(error)}`);
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * What every image tool shares: its error type (a message and qemu-img's
+ * exit code), the explicit format rule, opening an image file as a node of a
+ * layer, and parsing sizes the way qemu-img does.
+ *
+ * Formats are never probed: qemu-img guesses a missing -f from the file's
+ * contents, which lets a guest that writes a qcow2 header into a raw image
+ * make the host open files named in it. Every tool that opens an image
+ * needs its format named (`format must be given with -f`); `create` and
+ * `convert -O` default to raw, as qemu-img does, since nothing is read.
+ */
+import type { BlockLayer } from '../block-layer.js';
+import type { BlockNode } from '../block/block-node.js';
+import { BlockIoError, BlockLayerError, strerror } from '../errors.js';
+import { typeKeyval } from '../schema/keyval.js';
+import { Qapi } from '../schema/qapi.js';
+import { QapiValidator } from '../schema/qapi-validator.js';
+
+/** A failure a tool reports as `MESSAGE` on stderr, exiting with `exitCode`. */
+export class ImageToolError extends BlockLayerError {
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+    this.name = 'ImageToolError';
+  }
+}
+
+/** An image file and its format (a driver name). */
+export interface ImageRef {
+  filename: string;
+  format: string;
+}
+
+/** The format, or the error the tools give when it is missing. */
+export function requireFormat(format: string | undefined, flag = '-f', exitCode = 1): string {
+  if (format === undefined || format === '') throw new ImageToolError(`format must be given with ${flag}`, exitCode);
+  return format;
+}
+
+export interface OpenImageOptions {
+  readOnly: boolean;
+  /** Pass discard requests to the file (targets being written: holes stay holes). */
+  unmap?: boolean;
+  /** Ignore flushes (qemu-img's cache=unsafe). */
+  noFlush?: boolean;
+  /** Exit code of an open failure (qemu-img compare uses 2). */
+  exitCode?: number;
+}
+
+export function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The strerror() text of an I/O failure, as qemu-img prints it (`Input/output error`). */
+export function ioErrorText(error: unknown): string {
+  return error instanceof BlockIoError ? strerror(error.errno) : errorText(error);
+}
+
+/** The node options of an image file: a format over a `file` node, or the file driver itself. */
+export function imageOptions(layer: BlockLayer, image: ImageRef): Record<string, unknown> & { driver: string } {
+  const driver = layer.drivers.get(image.format);
+  const location = driver?.kind === 'protocol' ? { filename: image.filename } : { file: { driver: 'file', filename: image.filename } };
+  return { driver: image.format, ...location };
+}
+
+/**
+ * Opens `image` as an unnamed node of `layer` (its backing chain too, as the
+ * image names it); close it with `closeImage`. Failures read as qemu-img's:
+ * `Could not open 'a.img': Could not open 'a.img': No such file or directory`.
+ */
+export async function openImage(layer: BlockLayer, image: ImageRef, options: OpenImageOptions): Promise<BlockNode> {
+  const fail = (message: string): never => {
+    throw new ImageToolError(`Could not open '${image.filename}': ${message}`, options.exitCode ?? 1);
+  };
+  if (layer.drivers.get(image.format) === undefined) fail(`Unknown driver '${image.format}'`);
+  const node: Record<string, unknown> & { driver: string } = { ...imageOptions(layer, image), 'read-only': options.readOnly };
+  if (options.unmap) node.discard = 'unmap';
+  if (options.noFlush) node.cache = { 'no-flush': true };
+  try {
+    return await layer.graph.open(node, options.readOnly);
+  } catch (error) {
+    return fail(errorText(error));
+  }
+}
+
+/** Closes a node `openImage` opened, with the children it opened. */
+export async function closeImage(layer: BlockLayer, node: BlockNode): Promise<void> {
+  await layer.graph.closeIfUnused(node);
+}
+
+/** Runs `body` on the opened image and closes it afterwards. */
+export async function withImage<T>(
+  layer: BlockLayer,
+  image: ImageRef,
+  options: OpenImageOptions,
+  body: (node: BlockNode) => Promise<T>,
+): Promise<T> {
+  const node = await openImage(layer, image, options);
+  try {
+    return await body(node);
+  } finally {
+    await closeImage(layer, node);
+  }
+}
+
+const SIZE = Qapi.size();
+const validator = new QapiValidator();
+
+/**
+ * A byte count as qemu-img's cvtnum() reads it (qemu_strtosz): an integer
+ * or 0x hex, optionally with a fraction and a k/M/G/T/P/E suffix (powers of
+ * 1024; `b` is bytes). Undefined when the text is not one.
+ */
+export function parseSize(text: string): number | undefined {
+  try {
+    const value = typeKeyval(text, SIZE, validator);
+    return typeof value === 'number' && Number.isSafeInteger(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** parseSize, or an ImageToolError with `message`. */
+export function requireSize(text: string, message: string): number {
+  const value = parseSize(text);
+  if (value === undefined) throw new ImageToolError(message);
+  return value;
+}

@@ -1,0 +1,128 @@
+/**
+ * qemu-img info: QEMU's ImageInfo of an image (and, with --backing-chain,
+ * of every image under it), from the node's own description, as
+ * qemu-img's JSON or its human text.
+ */
+import type { BlockNode } from '../block/block-node.js';
+import type { NodeDescription } from '../block/driver.js';
+import { imageInfo, nodeFilename } from '../block/node-info.js';
+import { qdictOrdered, qemuJsonPretty, sizeToStr } from './qemu-text.js';
+
+/** QEMU's ImageInfo as qemu-img info prints it, members in QAPI order. */
+export interface QemuImageInfo {
+  filename: string;
+  format: string;
+  'dirty-flag'?: boolean;
+  'actual-size'?: number;
+  'virtual-size': number;
+  'cluster-size'?: number;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
+  'format-specific'?: { type: string; data: Record<string, unknown> };
+}
+
+/**
+ * The backing file name as the image stores it, if the driver tells
+ * (a `backingFilename` string in its description; NodeDescription has no
+ * such member yet). Without it, qemu-img's `backing-filename` is shown as
+ * the resolved name, which is what `full-backing-filename` says.
+ */
+function storedBackingName(description: NodeDescription | undefined): string | undefined {
+  const stored: unknown = (description as { backingFilename?: unknown } | undefined)?.backingFilename;
+  return typeof stored === 'string' ? stored : undefined;
+}
+
+/** ImageInfo of one node (`--backing-chain` lists one per image). */
+export async function describeImage(node: BlockNode): Promise<QemuImageInfo> {
+  const description = await node.driver.describe?.(node.driverState);
+  const core = await imageInfo(node, false);
+  // Members are added in QAPI order: qemuJsonPretty relies on it for QEMU's key order.
+  const info = { filename: core.filename, format: core.format } as QemuImageInfo;
+  // QEMU reports the dirty flag for every format whose driver has bdrv_get_info (raw: false).
+  const dirty = description?.dirtyFlag ?? (node.driver.kind === 'format' ? false : undefined);
+  if (dirty !== undefined) info['dirty-flag'] = dirty;
+  if (core['actual-size'] !== undefined) info['actual-size'] = core['actual-size'];
+  info['virtual-size'] = core['virtual-size'];
+  if (core['cluster-size'] !== undefined) info['cluster-size'] = core['cluster-size'];
+  const backing = node.children.get('backing')?.node;
+  if (backing !== undefined) {
+    const full = await nodeFilename(backing);
+    info['backing-filename'] = storedBackingName(description) ?? full;
+    info['full-backing-filename'] = full;
+    info['backing-filename-format'] = backing.driver.name;
+  }
+  if (core['format-specific'] !== undefined) info['format-specific'] = core['format-specific'];
+  return info;
+}
+
+/** The image's info, followed by its backing images' when `backingChain`. */
+export async function imageInfoList(node: BlockNode, backingChain: boolean): Promise<QemuImageInfo[]> {
+  const list = [await describeImage(node)];
+  if (backingChain) {
+    const seen = new Set([node]);
+    for (let next = node.children.get('backing')?.node; next !== undefined && !seen.has(next); next = next.children.get('backing')?.node) {
+      seen.add(next);
+      list.push(await describeImage(next));
+    }
+  }
+  return list;
+}
+
+/** `--output=json`: one ImageInfo object, or with --backing-chain an array of them. */
+export function formatInfoJson(list: readonly QemuImageInfo[], backingChain: boolean): string {
+  return qemuJsonPretty(backingChain ? list : list[0]);
+}
+
+/** QEMU's dump_qobject() for format-specific data: dashes in keys become spaces, four spaces a level. */
+function dumpValue(value: unknown, level: number): string {
+  if (Array.isArray(value)) {
+    return value
+      .map((item, i) => {
+        const composite = typeof item === 'object' && item !== null;
+        return `${'    '.repeat(level)}[${i}]:${composite ? `\n${dumpValue(item, level + 1)}` : ` ${dumpValue(item, level + 1)}\n`}`;
+      })
+      .join('');
+  }
+  if (typeof value === 'object' && value !== null) {
+    return Object.entries(value)
+      .filter(([, member]) => member !== undefined)
+      .map(([key, member]) => {
+        const composite = typeof member === 'object' && member !== null;
+        const name = key.replaceAll('-', ' ');
+        return `${'    '.repeat(level)}${name}:${composite ? `\n${dumpValue(member, level + 1)}` : ` ${dumpValue(member, level + 1)}\n`}`;
+      })
+      .join('');
+  }
+  return String(value);
+}
+
+/** QEMU's bdrv_image_info_dump() of one image. */
+function formatOne(info: QemuImageInfo): string {
+  const actual = info['actual-size'] === undefined ? 'unavailable' : sizeToStr(info['actual-size']);
+  let text =
+    `image: ${info.filename}\n` +
+    `file format: ${info.format}\n` +
+    `virtual size: ${sizeToStr(info['virtual-size'])} (${info['virtual-size']} bytes)\n` +
+    `disk size: ${actual}\n`;
+  if (info['cluster-size'] !== undefined) text += `cluster_size: ${info['cluster-size']}\n`;
+  if (info['dirty-flag'] === true) text += 'cleanly shut down: no\n';
+  const backing = info['backing-filename'];
+  if (backing !== undefined) {
+    const full = info['full-backing-filename'];
+    const note = full === undefined ? ' (cannot determine actual path)' : full !== backing ? ` (actual path: ${full})` : '';
+    text += `backing file: ${backing}${note}\n`;
+    if (info['backing-filename-format'] !== undefined) text += `backing file format: ${info['backing-filename-format']}\n`;
+  }
+  const specific = info['format-specific'];
+  if (specific !== undefined) {
+    text += 'Format specific information:\n';
+    text += dumpValue(qdictOrdered(specific.data), 1);
+  }
+  return text;
+}
+
+/** Human text: each image's block, a blank line between images. */
+export function formatInfoHuman(list: readonly QemuImageInfo[]): string {
+  return list.map(formatOne).join('\n');
+}

@@ -1,0 +1,103 @@
+/**
+ * A socket to an NBD server with a FrameReader on its incoming bytes: the
+ * one place the client does network I/O. Reading pauses the socket while
+ * too much is buffered; EPIPE/ECONNRESET end the reader instead of
+ * escaping as unhandled errors.
+ */
+import { connect, type Socket } from 'node:net';
+import { FrameReader, StreamEndedError } from '../../core/protocols/nbd/frame-reader.js';
+import { NBD_MAX_PAYLOAD } from '../../core/protocols/nbd/constants.js';
+import { BlockLayerError } from '../../core/errors.js';
+import type { NbdServerAddress } from './options.js';
+
+/** The text QEMU prints for a failed connect (strerror), when Node gives a known code. */
+const CONNECT_ERRORS: Record<string, string> = {
+  ENOENT: 'No such file or directory',
+  ECONNREFUSED: 'Connection refused',
+  EACCES: 'Permission denied',
+  ETIMEDOUT: 'Connection timed out',
+  EHOSTUNREACH: 'No route to host',
+  ENOTSOCK: 'Socket operation on non-socket',
+  ENOTFOUND: 'Name or service not known',
+};
+
+export function describeAddress(server: NbdServerAddress): string {
+  return server.type === 'unix' ? server.path : `${server.host}:${server.port}`;
+}
+
+export class NbdChannel {
+  readonly reader: FrameReader;
+  /** Resolves once the socket is fully closed. */
+  readonly closed: Promise<void>;
+
+  private constructor(private readonly socket: Socket) {
+    this.reader = new FrameReader({
+      // A chunk header or an OFFSET_DATA offset may precede a full payload.
+      maxRead: NBD_MAX_PAYLOAD,
+      onFull: () => socket.pause(),
+      onDrained: () => socket.resume(),
+    });
+    socket.on('data', (chunk: Buffer) => this.reader.push(chunk));
+    socket.on('error', (error: NodeJS.ErrnoException) => this.reader.end(new StreamEndedError(`server connection failed: ${error.message}`)));
+    this.closed = new Promise((resolve) =>
+      socket.once('close', () => {
+        this.reader.end();
+        resolve();
+      }),
+    );
+  }
+
+  /** Connects to `server`; a failure is worded as QEMU's: `Failed to connect to '/path': No such file or directory`. */
+  static open(server: NbdServerAddress): Promise<NbdChannel> {
+    return new Promise((resolve, reject) => {
+      let socket: Socket;
+      if (server.type === 'unix') {
+        socket = connect({ path: server.path });
+      } else {
+        const port = Number(server.port);
+        if (!/^\d+$/.test(server.port) || port > 65535) {
+          reject(new BlockLayerError(`Failed to connect to '${describeAddress(server)}': invalid port`));
+          return;
+        }
+        socket = connect({ host: server.host, port, noDelay: true });
+      }
+      const onError = (error: NodeJS.ErrnoException) => {
+        const text = CONNECT_ERRORS[error.code ?? ''] ?? error.message;
+        reject(new BlockLayerError(`Failed to connect to '${describeAddress(server)}': ${text}`));
+      };
+      socket.once('error', onError);
+      socket.once('connect', () => {
+        socket.off('error', onError);
+        resolve(new NbdChannel(socket));
+      });
+    });
+  }
+
+  /** Sends buffers back to back, as one write where possible. */
+  send(...buffers: Buffer[]): void {
+    if (this.socket.destroyed) return;
+    this.socket.cork();
+    for (const buf of buffers) this.socket.write(buf);
+    this.socket.uncork();
+  }
+
+  /** Sends `last` (if any), half-closes, and waits up to `graceMs` for the server to close before dropping the socket. */
+  async end(last?: Buffer, graceMs = 1000): Promise<void> {
+    if (!this.socket.destroyed) {
+      if (last === undefined) this.socket.end();
+      else this.socket.end(last);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const grace = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, graceMs);
+    });
+    await Promise.race([this.closed, grace]);
+    clearTimeout(timer);
+    this.destroy();
+    await this.closed;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * qcow2: QEMU's copy-on-write image format (block/qcow2*.c), versions 2
+ * and 3, over any protocol node. Guest clusters map through L1 and L2
+ * tables to host clusters; refcounts track what is allocated; unallocated
+ * clusters read from the backing node. See README.md for what is supported
+ * and refused, and qcow2-*.ts for each part of the format.
+ */
+import { defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
+import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
+import { createImage } from './qcow2-create.js';
+import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2-format.js';
+import type { Qcow2Image } from './qcow2-image.js';
+import { openImage } from './qcow2-open.js';
+import { readGuest } from './qcow2-read.js';
+import { statusExtents } from './qcow2-status.js';
+import { closeImage, syncMetadata } from './qcow2-sync.js';
+import { resizeGuest } from './qcow2-truncate.js';
+import { writeCompressedGuest, writeGuest } from './qcow2-write.js';
+import { discardGuest, zeroGuest } from './qcow2-zero.js';
+import { type Qcow2CreateOptions, qcow2CreateOptions, type Qcow2Options, qcow2Options } from './options.js';
+
+/** Writes the cached metadata back and clears the dirty bit set for lazy refcounts. */
+async function qcow2Close(image: Qcow2Image): Promise<void> {
+  await closeImage(image);
+}
+
+/** Requests of any alignment (partial clusters are handled here); the cluster is the allocation unit. */
+function qcow2Limits(image: Qcow2Image): Partial<DriverLimits> {
+  return { clusterSize: image.g.clusterSize };
+}
+
+/** The virtual size. */
+function qcow2GetLength(image: Qcow2Image): number {
+  return image.size;
+}
+
+/** Reads guest data. */
+async function qcow2Read(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  await readGuest(image, offset, buf);
+}
+
+/** Writes guest data, compressed when asked. */
+async function qcow2Write(image: Qcow2Image, offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+  if (flags.compressed) await writeCompressedGuest(image, offset, buf);
+  else await writeGuest(image, offset, buf);
+}
+
+/** Zero clusters where possible, zeroes as data elsewhere. */
+async function qcow2WriteZeroes(image: Qcow2Image, offset: number, length: number, flags: ZeroFlags): Promise<void> {
+  await zeroGuest(image, offset, length, flags);
+}
+
+/** Frees whole clusters (v3: they read as zeroes; v2: the backing file shows through). */
+async function qcow2Discard(image: Qcow2Image, offset: number, length: number): Promise<void> {
+  await discardGuest(image, offset, length);
+}
+
+/** Writes the cached metadata back in crash-safe order; the node then flushes the file. */
+async function qcow2Flush(image: Qcow2Image): Promise<void> {
+  if (image.writable) await image.lock.run(() => syncMetadata(image));
+}
+
+/** Grows the image. */
+async function qcow2Truncate(image: Qcow2Image, length: number): Promise<void> {
+  await resizeGuest(image, length);
+}
+
+/** Data, zero and allocation status, with host offsets of normal clusters. */
+async function qcow2BlockStatus(image: Qcow2Image, offset: number, length: number): Promise<BlockStatusExtent[]> {
+  return statusExtents(image, offset, length);
+}
+
+/** qemu-img info's format-specific data and dirty flag; the file's name unless `backing` was given explicitly. */
+async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
+  const refcountBits = image.g.refcountBits;
+  const data: Record<string, unknown> =
+    image.version >= 3
+      ? {
+          compat: '1.1',
+          'compression-type': 'zlib',
+          'lazy-refcounts': (image.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n,
+          'refcount-bits': refcountBits,
+          corrupt: (image.incompatible & INCOMPAT_CORRUPT) !== 0n,
+          'extended-l2': false,
+        }
+      : { compat: '0.10', 'compression-type': 'zlib', 'refcount-bits': refcountBits };
+  const description: NodeDescription = {
+    formatSpecific: { type: 'qcow2', data },
+    dirtyFlag: (image.incompatible & INCOMPAT_DIRTY) !== 0n,
+  };
+  if (!image.explicitBacking) description.filename = image.name;
+  return description;
+}
+
+export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2CreateOptions>({
+  name: 'qcow2',
+  kind: 'format',
+  summary: "QEMU's copy-on-write image format (v2 and v3)",
+  options: qcow2Options,
+  children: [
+    { name: 'file', required: true },
+    { name: 'backing', required: false, readOnly: true },
+  ],
+  capabilities: { canZero: true, canDiscard: true, canFua: false, canCompress: true, concurrency: 'parallel' },
+  createOptions: qcow2CreateOptions,
+  open: openImage,
+  close: qcow2Close,
+  limits: qcow2Limits,
+  getLength: qcow2GetLength,
+  read: qcow2Read,
+  write: qcow2Write,
+  writeZeroes: qcow2WriteZeroes,
+  discard: qcow2Discard,
+  flush: qcow2Flush,
+  truncate: qcow2Truncate,
+  blockStatus: qcow2BlockStatus,
+  describe: qcow2Describe,
+  create: createImage,
+});

@@ -1,0 +1,93 @@
+/**
+ * Options of the qcow2 format driver (QEMU's BlockdevOptionsQcow2, members
+ * in QEMU's order; `encrypt` and `data-file` are left out because this
+ * driver refuses encrypted images and external data files) and of image
+ * creation (qemu-img create -f qcow2 -o …, QEMU's option names).
+ */
+import { BlockdevRef, BlockdevRefOrNull } from '../../core/block/blockdev-ref.js';
+import { Qapi, type Static } from '../../core/schema/qapi.js';
+
+export const Qcow2OverlapCheckMode = Qapi.enum('Qcow2OverlapCheckMode', ['none', 'constant', 'cached', 'all']);
+export type OverlapMode = Static<typeof Qcow2OverlapCheckMode>;
+
+export const qcow2Options = Qapi.struct('BlockdevOptionsQcow2', {
+  file: { ...BlockdevRef, description: 'the node holding the image: a node name, or the options of a new node' },
+  backing: Qapi.optional({
+    ...BlockdevRefOrNull,
+    description:
+      "the backing node; default: the header's backing file, opened read-only with the header's backing format; null: none",
+  }),
+  'lazy-refcounts': Qapi.optional(
+    Qapi.bool({
+      description: "postpone refcount updates, with the image marked dirty until closed; default: the image's lazy_refcounts (v3 only)",
+    }),
+  ),
+  'pass-discard-request': Qapi.optional(
+    Qapi.bool({ description: 'discard the clusters a guest discard or unmapping write-zeroes frees in the file too', default: true }),
+  ),
+  'pass-discard-snapshot': Qapi.optional(
+    Qapi.bool({
+      description: 'discard clusters freed by snapshot operations; this driver performs none, so it changes nothing',
+      default: true,
+    }),
+  ),
+  'pass-discard-other': Qapi.optional(
+    Qapi.bool({ description: 'discard other freed clusters (old L1, L2 and refcount tables) in the file too', default: false }),
+  ),
+  'overlap-check': Qapi.optional({
+    ...Qcow2OverlapCheckMode,
+    description: 'which metadata every write is checked against before it reaches the file',
+    default: 'cached',
+  }),
+  'cache-size': Qapi.optional(
+    Qapi.int({ minimum: 0, description: 'combined maximum of the L2 table and refcount block caches, in bytes' }),
+  ),
+  'l2-cache-size': Qapi.optional(
+    Qapi.int({ minimum: 0, description: 'maximum L2 table cache size in bytes; default: enough for the whole image, at most 32 MiB' }),
+  ),
+  'l2-cache-entry-size': Qapi.optional(
+    Qapi.int({
+      minimum: 0,
+      description: 'bytes per L2 cache entry: a power of two from 512 to the cluster size; default: the cluster size, or 4 KiB when the cache cannot hold every table',
+    }),
+  ),
+  'refcount-cache-size': Qapi.optional(
+    Qapi.int({ minimum: 0, description: 'maximum refcount block cache size in bytes; default: 4 clusters' }),
+  ),
+  'cache-clean-interval': Qapi.optional(
+    Qapi.int({ minimum: 0, description: 'seconds after which unused cache entries are dropped; 0: never', default: 600 }),
+  ),
+});
+
+export type Qcow2Options = Static<typeof qcow2Options>;
+
+export const qcow2CreateOptions = Qapi.struct('Qcow2CreateOptions', {
+  filename: Qapi.str({ description: 'the file to create' }),
+  size: Qapi.optional(
+    Qapi.size({ description: 'virtual size in bytes, rounded up to 512; default: the size of the backing file' }),
+  ),
+  compat: Qapi.optional(
+    Qapi.enum('Qcow2CompatLevel', ['0.10', '1.1'], { description: 'qcow2 version: 0.10 is v2, 1.1 is v3', default: '1.1' }),
+  ),
+  backing_file: Qapi.optional(
+    Qapi.str({ description: 'backing file name, stored as given (relative names are relative to the image)' }),
+  ),
+  backing_fmt: Qapi.optional(Qapi.str({ description: 'format of the backing file; required with backing_file' })),
+  cluster_size: Qapi.optional(
+    Qapi.size({ description: 'cluster size: a power of two from 512 to 2 MiB', default: 65536 }),
+  ),
+  preallocation: Qapi.optional(
+    Qapi.enum('Qcow2PreallocMode', ['off', 'metadata'], {
+      description: 'off: allocate nothing; metadata: allocate L2 tables and clusters for the whole image',
+      default: 'off',
+    }),
+  ),
+  lazy_refcounts: Qapi.optional(
+    Qapi.bool({ description: 'set the lazy refcounts feature (compat 1.1 only)', default: false }),
+  ),
+  refcount_bits: Qapi.optional(
+    Qapi.int({ minimum: 0, description: 'refcount width: a power of two up to 64 (other than 16 needs compat 1.1)', default: 16 }),
+  ),
+});
+
+export type Qcow2CreateOptions = Static<typeof qcow2CreateOptions>;

@@ -1,0 +1,175 @@
+/**
+ * The state of one open qcow2 image, shared by every operation, and the
+ * small I/O helpers everything uses: reads that see zeroes past the end of
+ * the file, metadata writes behind the overlap check, flushes, in-place
+ * header field updates, and corruption reporting.
+ *
+ * Concurrency: all metadata (L1, L2 cache, refcounts, header state) is read
+ * and changed only under `lock`; guest data moves outside it. `ranges`
+ * serialises requests that touch the same guest clusters.
+ */
+import type { NodeChild } from '../../core/block/node-edge.js';
+import { BlockIoError } from '../../core/errors.js';
+import { Mutex } from '../../core/util/mutex.js';
+import type { TableCache } from './qcow2-cache.js';
+import { type Geometry, HEADER_INCOMPAT_OFFSET, INCOMPAT_CORRUPT } from './qcow2-format.js';
+import type { OverlapMode } from './options.js';
+import { RangeLock } from './qcow2-range-lock.js';
+import type { SnapshotTable } from './qcow2-snapshots.js';
+
+/** The I/O this driver does on the image file: a node child, or a plain file while creating. */
+export type ImageFile = Pick<
+  NodeChild,
+  'length' | 'read' | 'write' | 'writeZeroes' | 'discard' | 'flush' | 'truncate' | 'blockStatus'
+>;
+
+/** Why clusters are freed; `pass-discard-*` decide which reach the file (QEMU's Qcow2DiscardType). */
+export type DiscardType = 'never' | 'request' | 'snapshot' | 'other';
+
+export interface PendingFree {
+  /** First and last host cluster whose refcount drops by one. */
+  first: number;
+  last: number;
+  type: DiscardType;
+}
+
+export type MetadataKind = 'l2' | 'refblock';
+
+export interface Qcow2Image {
+  /** How messages name the image (the file name). */
+  readonly name: string;
+  readonly file: ImageFile;
+  backing: NodeChild | undefined;
+  /** The backing node came from the `backing` option rather than the header. */
+  explicitBacking: boolean;
+  readonly g: Geometry;
+  readonly version: number;
+  /** Virtual size in bytes (a multiple of 512). */
+  size: number;
+  readonly writable: boolean;
+  incompatible: bigint;
+  readonly compatible: bigint;
+  autoclear: bigint;
+
+  /** The active L1 table, as on disk (big-endian entries). */
+  l1: Buffer;
+  l1Offset: number;
+  l1Size: number;
+  /** Entries changed in memory but not yet written: [from, to). */
+  l1Dirty: { from: number; to: number } | undefined;
+
+  reftable: Buffer;
+  reftableOffset: number;
+  reftableClusters: number;
+
+  snapshotsOffset: number;
+  snapshots: SnapshotTable;
+  bitmapDirectory: { offset: number; size: number } | undefined;
+
+  readonly l2Cache: TableCache;
+  readonly refcountCache: TableCache;
+  /** L2 entries per cache entry (l2-cache-entry-size / 8). */
+  readonly l2SliceEntries: number;
+
+  readonly lock: Mutex;
+  readonly ranges: RangeLock;
+  /** Lowest cluster that may be free (QEMU's free_cluster_index). */
+  freeClusterIndex: number;
+  /** Where the next compressed cluster may be packed (0: start a new cluster). */
+  freeByteOffset: number;
+  /** Refcount decrements that wait until the pointers that were removed are on disk. */
+  pendingFrees: PendingFree[];
+  /** Something was written to the file since the last flush. */
+  unflushed: boolean;
+
+  readonly lazyRefcounts: boolean;
+  readonly passDiscard: Readonly<Record<DiscardType, boolean>>;
+  readonly overlap: OverlapMode;
+  /** Host clusters holding active L2 tables and refcount blocks (for overlap checks). */
+  readonly metadata: Map<number, MetadataKind>;
+  /** Host clusters of L2 tables of snapshots, read on first need (overlap-check=all). */
+  inactiveL2: Set<number> | undefined;
+
+  /** Set once a fatal inconsistency was found; every later request fails with it. */
+  failure: BlockIoError | undefined;
+  /** Unknown autoclear bits were cleared (done before the first write). */
+  preparedForWrite: boolean;
+  /** Whether normal clusters should be checked for holes in the file (metadata preallocation). */
+  metadataPreallocation: boolean | undefined;
+  /** Bytes of the file the host actually allocated, if the file node can tell (QEMU's detection of preallocation). */
+  readonly fileAllocation: () => Promise<number | undefined>;
+  cleanTimer: ReturnType<typeof setInterval> | undefined;
+}
+
+export function newLocks(): { lock: Mutex; ranges: RangeLock } {
+  return { lock: new Mutex(), ranges: new RangeLock() };
+}
+
+/** Reads `buf` from the file; what lies past its end reads as zeroes (QEMU does the same). */
+export async function readFile(file: ImageFile, offset: number, buf: Buffer): Promise<void> {
+  const inside = Math.max(0, Math.min(buf.length, file.length - offset));
+  if (inside > 0) await file.read(offset, buf.subarray(0, inside));
+  if (inside < buf.length) buf.fill(0, inside);
+}
+
+/** Grows the file so that `[0, end)` exists; it never shrinks. Called with the lock held. */
+export async function growFile(image: Qcow2Image, end: number): Promise<void> {
+  if (end > image.file.length) await image.file.truncate(end);
+}
+
+/** Writes and notes that a flush is due (after the write: a flush that began meanwhile may miss it). */
+export async function writeFile(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  try {
+    await image.file.write(offset, buf);
+  } finally {
+    image.unflushed = true;
+  }
+}
+
+/** Flushes; writes that complete while it runs mark the file unflushed again. */
+export async function flushFile(image: Qcow2Image): Promise<void> {
+  image.unflushed = false;
+  await image.file.flush();
+}
+
+/** Fails if the image was marked corrupt while open. */
+export function checkUsable(image: Qcow2Image): void {
+  if (image.failure !== undefined) throw image.failure;
+}
+
+/**
+ * Reports an inconsistency found in the metadata, as qcow2_signal_corruption:
+ * a writable image is marked corrupt (incompatible bit 1) and refuses all
+ * further requests; a read-only one just fails this request.
+ */
+export async function signalCorruption(image: Qcow2Image, message: string): Promise<never> {
+  if (!image.writable) throw new BlockIoError('EIO', `qcow2: Image is corrupt: ${message}`);
+  if (image.failure === undefined) {
+    image.failure = new BlockIoError(
+      'EIO',
+      `qcow2: Marking image as corrupt: ${message}; further corruption events will be suppressed`,
+    );
+    image.incompatible |= INCOMPAT_CORRUPT;
+    if (image.version >= 3) {
+      const field = Buffer.alloc(8);
+      field.writeBigUInt64BE(image.incompatible);
+      // Best effort: the request fails with the corruption whether or not the bit reached the disk.
+      await writeFile(image, HEADER_INCOMPAT_OFFSET, field).then(() => flushFile(image)).catch(() => undefined);
+    }
+  }
+  throw image.failure;
+}
+
+/** Writes a header field in place and flushes (the small header updates QEMU does with pwrite_sync). */
+export async function writeHeaderField(image: Qcow2Image, offset: number, field: Buffer): Promise<void> {
+  await writeFile(image, offset, field);
+  await flushFile(image);
+}
+
+/** Writes the incompatible-features field in place (dirty and corrupt bits). */
+export async function writeIncompatible(image: Qcow2Image, value: bigint): Promise<void> {
+  const field = Buffer.alloc(8);
+  field.writeBigUInt64BE(value);
+  await writeHeaderField(image, HEADER_INCOMPAT_OFFSET, field);
+  image.incompatible = value;
+}

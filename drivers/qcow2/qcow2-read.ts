@@ -1,0 +1,92 @@
+/**
+ * Reading: the guest range is mapped to extents under the metadata lock,
+ * then the bytes come from the file (normal clusters), zeroes (zero
+ * clusters), the backing node or zeroes (unallocated clusters), or
+ * inflated compressed clusters, with the lock released.
+ */
+import type { ClusterKind, L2Entry } from './qcow2-format.js';
+import { checkUsable, type Qcow2Image, readFile } from './qcow2-image.js';
+import { decompressCluster } from './qcow2-compress.js';
+import { forEachEntry } from './qcow2-l1-l2.js';
+
+/** A guest range with one kind of content; `host` is where normal data for `offset` lies. */
+export interface Extent {
+  offset: number;
+  length: number;
+  kind: ClusterKind;
+  host: number;
+  /** The L2 entry of the extent's first cluster (compressed extents are one cluster each). */
+  entry: L2Entry;
+}
+
+/** Maps `[offset, offset + length)` to extents (lock held); stops after `maxClusters` clusters. */
+export async function mapExtents(image: Qcow2Image, offset: number, length: number, maxClusters = Infinity): Promise<Extent[]> {
+  const cs = image.g.clusterSize;
+  const end = offset + length;
+  const first = Math.floor(offset / cs);
+  const count = Math.min(Math.ceil(end / cs) - first, maxClusters);
+  const extents: Extent[] = [];
+  await forEachEntry(image, first, count, (cluster, entry, clusters) => {
+    const clusterStart = cluster * cs;
+    const from = Math.max(offset, clusterStart);
+    const to = Math.min(end, clusterStart + clusters * cs);
+    const host = entry.kind === 'normal' ? entry.host + (from - clusterStart) : 0;
+    const last = extents[extents.length - 1];
+    const joins =
+      last !== undefined &&
+      last.kind === entry.kind &&
+      entry.kind !== 'compressed' &&
+      (entry.kind !== 'normal' || last.host + last.length === host);
+    if (joins) last.length += to - from;
+    else extents.push({ offset: from, length: to - from, kind: entry.kind, host, entry });
+  });
+  return extents;
+}
+
+/** Guest bytes from the backing node; past its end (or without one) they are zeroes. */
+export async function readBacking(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  const backing = image.backing;
+  const inside = backing === undefined ? 0 : Math.max(0, Math.min(buf.length, backing.length - offset));
+  if (inside > 0) await backing!.read(offset, buf.subarray(0, inside));
+  if (inside < buf.length) buf.fill(0, inside);
+}
+
+/** The whole guest cluster a compressed entry describes. */
+export async function readCompressed(image: Qcow2Image, entry: L2Entry): Promise<Buffer> {
+  const data = Buffer.alloc(entry.compressedLength);
+  await readFile(image.file, entry.host, data);
+  return decompressCluster(data, image.g.clusterSize);
+}
+
+/** Fills `buf` with the content of `extent` (whose range `buf` is). */
+async function readExtent(image: Qcow2Image, extent: Extent, buf: Buffer): Promise<void> {
+  switch (extent.kind) {
+    case 'normal':
+      return readFile(image.file, extent.host, buf);
+    case 'unallocated':
+      return readBacking(image, extent.offset, buf);
+    case 'compressed': {
+      const cs = image.g.clusterSize;
+      const cluster = await readCompressed(image, extent.entry);
+      cluster.copy(buf, 0, extent.offset % cs, (extent.offset % cs) + extent.length);
+      return;
+    }
+    default:
+      buf.fill(0);
+  }
+}
+
+/** Reads guest bytes, sharing the clusters with other readers while writers wait. */
+export async function readGuest(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  checkUsable(image);
+  const cs = image.g.clusterSize;
+  const release = await image.ranges.acquire(Math.floor(offset / cs), Math.ceil((offset + buf.length) / cs), false);
+  try {
+    const extents = await image.lock.run(() => mapExtents(image, offset, buf.length));
+    await Promise.all(
+      extents.map((e) => readExtent(image, e, buf.subarray(e.offset - offset, e.offset - offset + e.length))),
+    );
+  } finally {
+    release();
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Writing cached metadata back in dependency order, so that a crash at any
+ * point leaves at worst leaked clusters (reference §3.6):
+ *
+ *   1. refcount blocks (increments only) → flush
+ *   2. L2 slices (they point at clusters whose refcounts and data are now on disk) → flush
+ *   3. L1 entries (they point at L2 tables now on disk) → flush
+ *   4. the refcount decrements queued before 1., whose pointers are gone
+ *      from the disk now; only then may those clusters be reused.
+ *
+ * Also the first-write preparations: unknown autoclear bits are cleared,
+ * and with lazy refcounts the dirty bit is set before the first metadata
+ * change and cleared when the image is closed cleanly. With the lock held.
+ */
+import { BlockIoError } from '../../core/errors.js';
+import { HEADER_AUTOCLEAR_OFFSET, INCOMPAT_DIRTY } from './qcow2-format.js';
+import { checkUsable, flushFile, type Qcow2Image, writeHeaderField, writeIncompatible } from './qcow2-image.js';
+import { writeDirtyL1 } from './qcow2-l1-l2.js';
+import { writeMetadata } from './qcow2-overlap.js';
+import { applyFrees, writeDirtyRefblocks } from './qcow2-refcount.js';
+
+/** Frees queued beyond this are made durable (and reusable) without waiting for a guest flush. */
+const MAX_PENDING_FREES = 4096;
+
+/** The L2 cache's eviction of a dirty slice: what it points to goes first (unless refcounts are lazy). */
+export async function writeBackL2Slice(image: Qcow2Image, offset: number, slice: Buffer): Promise<void> {
+  if (!image.lazyRefcounts) await writeDirtyRefblocks(image);
+  if (image.unflushed) await flushFile(image);
+  await writeMetadata(image, offset, slice, 'active L2 table');
+}
+
+async function writeDirtyL2(image: Qcow2Image): Promise<void> {
+  for (const [offset, slice] of image.l2Cache.dirty()) {
+    await writeMetadata(image, offset, slice, 'active L2 table');
+    image.l2Cache.markClean(offset);
+  }
+}
+
+/** Writes all cached metadata in dependency order and applies the frees this makes safe. */
+export async function syncMetadata(image: Qcow2Image): Promise<void> {
+  checkUsable(image);
+  const frees = image.pendingFrees.splice(0);
+  await writeDirtyRefblocks(image);
+  if (image.l2Cache.hasDirty) {
+    if (image.unflushed) await flushFile(image);
+    await writeDirtyL2(image);
+  }
+  if (image.l1Dirty !== undefined) {
+    if (image.unflushed) await flushFile(image);
+    await writeDirtyL1(image);
+  }
+  if (frees.length > 0) {
+    if (image.unflushed) await flushFile(image);
+    await applyFrees(image, frees);
+    await writeDirtyRefblocks(image);
+  }
+}
+
+/** Syncs early when many frees wait, so freed space is reused without a guest flush. */
+export async function syncIfFreesPile(image: Qcow2Image): Promise<void> {
+  if (image.pendingFrees.length >= MAX_PENDING_FREES) await syncMetadata(image);
+}
+
+/** Before the first change to the image: unknown autoclear bits go (this driver maintains none of them). */
+export async function prepareForWrite(image: Qcow2Image): Promise<void> {
+  checkUsable(image);
+  if (!image.writable) throw new BlockIoError('EACCES', `qcow2: image '${image.name}' is read-only`);
+  if (image.preparedForWrite) return;
+  if (image.autoclear !== 0n) {
+    await writeHeaderField(image, HEADER_AUTOCLEAR_OFFSET, Buffer.alloc(8));
+    image.autoclear = 0n;
+  }
+  image.preparedForWrite = true;
+}
+
+/** Before metadata changes: with lazy refcounts, the image is marked dirty first. */
+export async function prepareMetadataChange(image: Qcow2Image): Promise<void> {
+  await prepareForWrite(image);
+  if (image.lazyRefcounts && (image.incompatible & INCOMPAT_DIRTY) === 0n) {
+    await writeIncompatible(image, image.incompatible | INCOMPAT_DIRTY);
+  }
+}
+
+/** A clean close: everything on disk, then the dirty bit cleared. */
+export async function closeImage(image: Qcow2Image): Promise<void> {
+  if (image.cleanTimer !== undefined) clearInterval(image.cleanTimer);
+  if (!image.writable || image.failure !== undefined) return;
+  await image.lock.run(async () => {
+    await syncMetadata(image);
+    if (image.unflushed) await flushFile(image);
+    if (image.lazyRefcounts && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
+      await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
+    }
+  });
+}

@@ -1,0 +1,98 @@
+/** The building blocks on their own: entry and refcount encodings, the table cache, the range lock. */
+import test from 'ava';
+import { TableCache } from '../../../drivers/qcow2/qcow2-cache.js';
+import {
+  geometry,
+  readL2Entry,
+  readRefcount,
+  refcountMax,
+  sizeToL1,
+  writeCompressedEntry,
+  writeL2Entry,
+  writeRefcount,
+} from '../../../drivers/qcow2/qcow2-format.js';
+import { RangeLock } from '../../../drivers/qcow2/qcow2-range-lock.js';
+
+test('refcounts narrower than a byte are packed least significant bit first; wider ones are big-endian', (t) => {
+  const block = Buffer.alloc(16);
+  writeRefcount(block, 0, 1, 1);
+  writeRefcount(block, 1, 1, 1);
+  writeRefcount(block, 2, 1, 1);
+  writeRefcount(block, 3, 1, 1);
+  t.is(block[0], 0x55, '2-bit refcounts: byte 0x55 is clusters 0..3 = 1');
+  block.fill(0);
+  writeRefcount(block, 0, 2, 1);
+  writeRefcount(block, 1, 2, 1);
+  t.is(block[0], 0x11, '4-bit refcounts: low nibble first');
+  for (let order = 0; order <= 6; order++) {
+    const b = Buffer.alloc(64);
+    const max = refcountMax(order);
+    for (let i = 0; i < 8; i++) writeRefcount(b, i, order, (i * 7) % (max + 1));
+    for (let i = 0; i < 8; i++) t.is(readRefcount(b, i, order), (i * 7) % (max + 1), `order ${order}, entry ${i}`);
+  }
+  const wide = Buffer.alloc(16);
+  writeRefcount(wide, 1, 6, 2 ** 40 + 3);
+  t.is(wide.readBigUInt64BE(8), 2n ** 40n + 3n);
+});
+
+test('L2 entries: standard, zero and compressed descriptors decode as QEMU classifies them', (t) => {
+  const g = geometry(16, 4);
+  const buf = Buffer.alloc(8);
+  writeL2Entry(buf, 0, 0x50000, true, false);
+  t.is(buf.readBigUInt64BE(0), 0x8000000000050000n);
+  t.like(readL2Entry(buf, 0, g, 3), { kind: 'normal', host: 0x50000, copied: true, invalid: false });
+  writeL2Entry(buf, 0, 0x10000, true, true);
+  t.like(readL2Entry(buf, 0, g, 3), { kind: 'zero-alloc', host: 0x10000 });
+  writeL2Entry(buf, 0, 0, false, true);
+  t.is(buf.readBigUInt64BE(0), 1n);
+  t.like(readL2Entry(buf, 0, g, 3), { kind: 'zero-plain' });
+  t.like(readL2Entry(buf, 0, g, 2), { kind: 'unallocated', invalid: true }, 'v2 has no zero flag');
+  writeCompressedEntry(buf, 0, 0x500ce, 300, g);
+  t.like(readL2Entry(buf, 0, g, 3), { kind: 'compressed', host: 0x500ce, copied: false, compressedLength: 512 - 0xce });
+  writeCompressedEntry(buf, 0, 0x501f0, 300, g);
+  t.like(readL2Entry(buf, 0, g, 3), { kind: 'compressed', host: 0x501f0, compressedLength: 1024 - 0x1f0 });
+  t.is(sizeToL1(2n ** 30n, 16), 2n);
+  t.is(sizeToL1(64n * 2n ** 20n, 9), 2048n);
+});
+
+test('the table cache evicts the least recently used entry, writing it back first when dirty', async (t) => {
+  const written: number[] = [];
+  const cache = new TableCache(2, 8, {
+    load: async (offset, buf) => void buf.fill(offset & 0xff),
+    writeBack: async (offset) => void written.push(offset),
+  });
+  await cache.get(1);
+  await cache.get(2);
+  (await cache.get(1))[0] = 9;
+  cache.markDirty(1);
+  await cache.get(3);
+  t.deepEqual(written, [], 'entry 2 was the least recently used, and clean');
+  await cache.get(4);
+  t.deepEqual(written, [1]);
+  t.is(cache.size, 2);
+  cache.cleanUnused();
+  (await cache.get(4))[1] = 1;
+  cache.markDirty(4);
+  cache.cleanUnused();
+  t.deepEqual(cache.dirty().map(([o]) => o), [4], 'dirty entries are never dropped');
+});
+
+test('the range lock lets readers share, and writers wait for earlier overlapping holders only', async (t) => {
+  const lock = new RangeLock();
+  const order: string[] = [];
+  const r1 = await lock.acquire(0, 10, false);
+  const r2 = await lock.acquire(5, 15, false);
+  const w = lock.acquire(8, 9, true).then((release) => {
+    order.push('w');
+    return release;
+  });
+  const other = await lock.acquire(20, 30, true);
+  order.push('other');
+  r1();
+  await new Promise((resolve) => setImmediate(resolve));
+  t.deepEqual(order, ['other']);
+  r2();
+  (await w)();
+  other();
+  t.deepEqual(order, ['other', 'w']);
+});
