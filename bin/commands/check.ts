@@ -37,7 +37,7 @@ export function checkCommand(program: Command): void {
       runTool('check', async (layer) => {
         const format = requireFormat(options.f);
         const repair = repairMode(options.r);
-        const outcome = await withImage(layer, { filename, format }, { readOnly: repair === 'none' }, (node) =>
+        const outcome = await withImage(layer, { filename, format }, { readOnly: repair === 'none', check: true }, (node) =>
           checkImage(node, filename, repair),
         );
         for (const line of outcome.messages) process.stderr.write(`${line}\n`);

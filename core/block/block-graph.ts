@@ -29,6 +29,8 @@ interface OpenRequest {
   implicit: boolean;
   /** Read-only unless the options say otherwise (children inherit from their parent). */
   inheritReadOnly: boolean;
+  /** Opened to be checked (and maybe repaired): the driver tolerates what it would otherwise refuse. */
+  check?: boolean;
 }
 
 @injectable()
@@ -62,9 +64,9 @@ export class BlockGraph {
    * root without a name is named like a nested node and, as one, goes away
    * with `closeIfUnused` once its users are gone.
    */
-  async open(options: BlockdevOptionsValue, readOnly = false): Promise<BlockNode> {
+  async open(options: BlockdevOptionsValue, how: { readOnly?: boolean; check?: boolean } = {}): Promise<BlockNode> {
     const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, options) as BlockdevOptionsValue;
-    return this.openTree(valid, options, readOnly, valid['node-name'] === undefined);
+    return this.openTree(valid, options, how.readOnly ?? false, valid['node-name'] === undefined, how.check ?? false);
   }
 
   /** Closes a node nobody named and nobody uses any more (an internal open's root). */
@@ -97,6 +99,7 @@ export class BlockGraph {
           nodeName: name,
           readOnly: settings.readOnly,
           autoReadOnly: false,
+          check: false,
           fallBackToReadOnly: () => undefined,
           children: node.children,
           openChild: () => Promise.reject(new BlockLayerError(`Filter '${driver.name}' cannot open children`)),
@@ -235,11 +238,12 @@ export class BlockGraph {
     given: Record<string, unknown>,
     readOnly: boolean,
     implicit = false,
+    check = false,
   ): Promise<BlockNode> {
     const names = this.reserveNames(options);
     const opened: BlockNode[] = [];
     try {
-      const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly }, opened);
+      const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly, check }, opened);
       for (const node of opened) this.hooks.nodeAdded.call(node);
       return root;
     } catch (error) {
@@ -324,6 +328,7 @@ export class BlockGraph {
         nodeName,
         readOnly: settings.readOnly,
         autoReadOnly: settings.autoReadOnly,
+        check: request.check ?? false,
         fallBackToReadOnly: () => node.fallBackToReadOnly(),
         children: node.children,
         openChild: async (role, childOptions, childReadOnly) => {

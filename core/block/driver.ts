@@ -68,6 +68,11 @@ export interface DriverOpenContext<O> {
   readonly readOnly: boolean;
   /** The user allows opening read-only when read-write is refused (`auto-read-only`). */
   readonly autoReadOnly: boolean;
+  /**
+   * Opened to be checked or repaired (qemu-img check, QEMU's BDRV_O_CHECK):
+   * open what is damaged or dirty as far as a check needs, instead of refusing.
+   */
+  readonly check: boolean;
   /** Records that the driver opened the image read-only under `autoReadOnly`. */
   fallBackToReadOnly(): void;
   /** Children named in the options, by member name. */
@@ -94,6 +99,10 @@ export interface NodeDescription {
   formatSpecific?: { type: string; data: Record<string, unknown> };
   /** Whether the image was not closed cleanly (formats with a dirty bit). */
   dirtyFlag?: boolean;
+  /** The backing file name exactly as the image stores it (qemu-img info's backing-filename). */
+  backingFilename?: string;
+  /** The backing format the image records. */
+  backingFormat?: string;
 }
 
 export interface BlockDriverDefinition<O = any, S = any, C = any> {

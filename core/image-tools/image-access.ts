@@ -47,6 +47,8 @@ export interface OpenImageOptions {
   noFlush?: boolean;
   /** Exit code of an open failure (qemu-img compare uses 2). */
   exitCode?: number;
+  /** Opened for qemu-img check: the driver opens damaged or dirty images as far as checking needs. */
+  check?: boolean;
 }
 
 export function errorText(error: unknown): string {
@@ -79,7 +81,7 @@ export async function openImage(layer: BlockLayer, image: ImageRef, options: Ope
   if (options.unmap) node.discard = 'unmap';
   if (options.noFlush) node.cache = { 'no-flush': true };
   try {
-    return await layer.graph.open(node, options.readOnly);
+    return await layer.graph.open(node, { readOnly: options.readOnly, check: options.check ?? false });
   } catch (error) {
     return fail(errorText(error));
   }

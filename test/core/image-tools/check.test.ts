@@ -94,7 +94,7 @@ test('repairs: the image is opened read-write, checked again, and the fixed coun
 test('a check that throws is "Check failed: …", exit code 1', async (t) => {
   const { layer, image, state } = await setup(t);
   delete state.check;
-  const node = await layer.graph.open({ driver: 'cow', file: { driver: 'file', filename: image } }, true);
+  const node = await layer.graph.open({ driver: 'cow', file: { driver: 'file', filename: image } }, { readOnly: true });
   const failing = { ...node.driver, check: () => Promise.reject(new Error('Input/output error')) };
   Object.defineProperty(node, 'driver', { value: failing });
   const error = await t.throwsAsync(checkImage(node, image, 'none'), { instanceOf: ImageToolError, message: 'Check failed: Input/output error' });
