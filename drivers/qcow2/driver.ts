@@ -7,6 +7,7 @@
  */
 import { defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
+import { checkQcow2 } from './qcow2-check.js';
 import { createImage } from './qcow2-create.js';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2-format.js';
 import type { Qcow2Image } from './qcow2-image.js';
@@ -116,4 +117,5 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   blockStatus: qcow2BlockStatus,
   describe: qcow2Describe,
   create: createImage,
+  check: checkQcow2,
 });

@@ -83,6 +83,11 @@ export interface Qcow2Image {
   unflushed: boolean;
 
   readonly lazyRefcounts: boolean;
+  /**
+   * The image was opened dirty for a check (its refcounts are not to be
+   * trusted): closing keeps the dirty bit until a repair clears it.
+   */
+  keepDirty: boolean;
   readonly passDiscard: Readonly<Record<DiscardType, boolean>>;
   readonly overlap: OverlapMode;
   /** Host clusters holding active L2 tables and refcount blocks (for overlap checks). */

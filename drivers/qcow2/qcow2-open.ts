@@ -12,7 +12,7 @@ import { BlockLayerError } from '../../core/errors.js';
 import { openBacking } from './qcow2-backing.js';
 import { TableCache } from './qcow2-cache.js';
 import { cacheSizes } from './qcow2-cache-sizes.js';
-import { repairDirtyImage } from './qcow2-dirty.js';
+import { repairDirtyRefcounts } from './qcow2-check.js';
 import {
   geometry,
   INCOMPAT_CORRUPT,
@@ -57,10 +57,10 @@ function validateTable(offset: bigint, entries: number, entryLength: number, max
   }
 }
 
-/** The checks between the feature bits and reading the L1 table, in QEMU's order. */
-function checkLayout(header: Qcow2Header, writable: boolean): void {
+/** The checks between the feature bits and reading the L1 table, in QEMU's order; `repairing`: opened read-write for a check. */
+function checkLayout(header: Qcow2Header, writable: boolean, repairing: boolean): void {
   const cs = 2 ** header.clusterBits;
-  if ((header.incompatible & INCOMPAT_CORRUPT) !== 0n && writable) {
+  if ((header.incompatible & INCOMPAT_CORRUPT) !== 0n && writable && !repairing) {
     throw new BlockLayerError('qcow2: Image is corrupt; cannot be opened read/write');
   }
   if (header.refcountOrder > 6) throw new BlockLayerError('Reference count entry width too large; may not exceed 64 bits');
@@ -164,6 +164,7 @@ export function buildImage(p: ImageParams): Qcow2Image {
     pendingFrees: [],
     unflushed: false,
     lazyRefcounts: lazy,
+    keepDirty: false,
     passDiscard: {
       never: false,
       request: p.options['pass-discard-request'] ?? true,
@@ -212,7 +213,7 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
   await readFile(file, 0, cluster0);
   checkCompressionType(header);
   if ((header.incompatible & ~INCOMPAT_KNOWN) !== 0n) throw new BlockLayerError(unsupportedFeatures(cluster0, header));
-  checkLayout(header, writable);
+  checkLayout(header, writable, ctx.check);
   const ext = readExtensions(cluster0, header);
   refuseUnsupported(header, ext, name);
   const backingName = readBackingName(cluster0, header);
@@ -238,8 +239,10 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
     fileAllocation: fileAllocation(file),
   });
   try {
-    if (writable && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
-      await repairDirtyImage(image);
+    // As QEMU: a dirty image is repaired when opened read-write, except for a check, which reports (and repairs) it itself.
+    if ((image.incompatible & INCOMPAT_DIRTY) !== 0n && ctx.check) image.keepDirty = true;
+    else if (writable && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
+      await repairDirtyRefcounts(image);
       await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
     }
     const imagePath = typeof file.node.options.filename === 'string' ? file.node.options.filename : name;

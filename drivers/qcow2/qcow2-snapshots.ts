@@ -11,6 +11,9 @@ export interface SnapshotL1 {
   offset: number;
   /** Entries. */
   size: number;
+  /** The snapshot's id and name (for qemu-img check's messages). */
+  id: string;
+  name: string;
 }
 
 export interface SnapshotTable {
@@ -38,7 +41,7 @@ class WindowReader {
   }
 }
 
-/** Reads the table's entry headers; ids, names and extra data are skipped. */
+/** Reads the table's entry headers, ids and names; extra data is skipped. */
 export async function readSnapshotTable(readAt: ReadAt, tableOffset: number, count: number): Promise<SnapshotTable> {
   const reader = new WindowReader(readAt);
   const l1Tables: SnapshotL1[] = [];
@@ -51,10 +54,18 @@ export async function readSnapshotTable(readAt: ReadAt, tableOffset: number, cou
     if (extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
       throw new BlockLayerError(`Too much extra metadata in snapshot table entry ${i}`);
     }
-    offset += extraDataSize + entry.readUInt16BE(12) + entry.readUInt16BE(14);
-    if (offset - tableOffset > MAX_SNAPSHOT_TABLE_BYTES) throw new BlockLayerError('Snapshot table is too big');
+    const idLength = entry.readUInt16BE(12);
+    const nameLength = entry.readUInt16BE(14);
     const l1Offset = entry.readBigUInt64BE(0);
-    if (l1Offset < BigInt(Number.MAX_SAFE_INTEGER)) l1Tables.push({ offset: Number(l1Offset), size: entry.readUInt32BE(8) });
+    const l1Size = entry.readUInt32BE(8);
+    offset += extraDataSize;
+    const strings = await reader.read(offset, idLength + nameLength);
+    offset += idLength + nameLength;
+    if (offset - tableOffset > MAX_SNAPSHOT_TABLE_BYTES) throw new BlockLayerError('Snapshot table is too big');
+    if (l1Offset < BigInt(Number.MAX_SAFE_INTEGER)) {
+      const id = strings.toString('utf8', 0, idLength);
+      l1Tables.push({ offset: Number(l1Offset), size: l1Size, id, name: strings.toString('utf8', idLength) });
+    }
   }
   return { byteSize: offset - tableOffset, l1Tables };
 }

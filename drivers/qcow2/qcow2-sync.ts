@@ -88,7 +88,7 @@ export async function closeImage(image: Qcow2Image): Promise<void> {
   await image.lock.run(async () => {
     await syncMetadata(image);
     if (image.unflushed) await flushFile(image);
-    if (image.lazyRefcounts && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
+    if (image.lazyRefcounts && !image.keepDirty && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
       await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
     }
   });

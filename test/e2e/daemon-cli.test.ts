@@ -1,12 +1,12 @@
 /** The daemon and qmp subcommands, run as a user runs them. */
-import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { QmpClient } from '../../core/qmp/qmp-client.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const run = promisify(execFile);
 
@@ -26,14 +26,28 @@ async function waitFor(path: string): Promise<void> {
   for (let i = 0; i < 1200 && !(await stat(path).catch(() => undefined)); i++) await new Promise((r) => setTimeout(r, 50));
 }
 
+/**
+ * Stops a daemon a failed test left running. Registered after tempDir's
+ * teardown, so it runs first: the daemon is gone before its directory is.
+ */
+function reap(t: ExecutionContext, child: ChildProcess): void {
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  });
+}
+
 test('--qmp and --pidfile: the daemon serves, answers quit, removes its pid file and exits 0', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const dir = await tempDir(t, 'blocklayer-e2e-');
   const socket = join(dir, 'qmp.sock');
   const pidfile = join(dir, 'daemon.pid');
   const [command, argv] = blocklayerCommand([
     'daemon', '--blockdev', 'memory,node-name=m0,size=1M', '--qmp', socket, '--pidfile', pidfile,
   ]);
   const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore' });
+  reap(t, child);
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
   await waitFor(socket);
   await waitFor(pidfile);
@@ -64,13 +78,22 @@ test('startup errors name the option, the value and the cause; exit code 1', asy
 });
 
 test('--daemonize returns once the daemon serves, and the daemon keeps running', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const dir = await tempDir(t, 'blocklayer-e2e-');
   const socket = join(dir, 'qmp.sock');
   const pidfile = join(dir, 'pid');
   const result = await cli(['daemon', '--daemonize', '--qmp', socket, '--pidfile', pidfile, '--blockdev', 'null-co,node-name=n0']);
   t.is(result.code, 0, result.stderr);
   t.truthy(await stat(socket), 'the socket exists when the command returns');
   const pid = Number((await readFile(pidfile, 'utf8')).trim());
+  let gone = false;
+  t.teardown(() => {
+    if (gone || !(pid > 0)) return;
+    try {
+      process.kill(pid, 'SIGKILL'); // the test failed with the daemon still running
+    } catch {
+      // it exited meanwhile
+    }
+  });
   const client = await QmpClient.connect(socket, { negotiate: true });
   t.deepEqual(await client.execute('quit'), { return: {} });
   await client.close();
@@ -79,6 +102,7 @@ test('--daemonize returns once the daemon serves, and the daemon keeps running',
       process.kill(pid, 0);
       await new Promise((r) => setTimeout(r, 50));
     } catch {
+      gone = true;
       t.pass('the daemon exited after quit');
       return;
     }
@@ -93,10 +117,11 @@ test('--daemonize reports a startup failure with exit code 1', async (t) => {
 });
 
 test('qmp prints errors and exits 1; --wait-event gives up after --timeout', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const dir = await tempDir(t, 'blocklayer-e2e-');
   const socket = join(dir, 'qmp.sock');
   const [command, argv] = blocklayerCommand(['daemon', '--qmp', socket]);
   const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore' });
+  reap(t, child);
   await waitFor(socket);
   const failed = await cli(['qmp', socket, 'blockdev-del', '{"node-name": "nope"}']);
   t.is(failed.code, 1);
@@ -124,7 +149,7 @@ test('every subcommand has --help', async (t) => {
 });
 
 test('a bad manifest stops the daemon with an error naming it', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const dir = await tempDir(t, 'blocklayer-e2e-');
   const manifest = join(dir, 'plugins.json');
   await writeFile(manifest, '{"plugins": [{"name": "qcow9", "module": "./nowhere"}]}');
   const result = await cli(['daemon', '--manifest', manifest]);
@@ -133,13 +158,14 @@ test('a bad manifest stops the daemon with an error naming it', async (t) => {
 });
 
 test('query-named-block-nodes says whether the file driver uses its native sparse operations', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-e2e-'));
+  const dir = await tempDir(t, 'blocklayer-e2e-');
   const image = join(dir, 'disk.raw');
   await writeFile(image, Buffer.alloc(65536));
   for (const [env, expected] of [[{}, 'native'], [{ BLOCKLAYER_NO_NATIVE: '1' }, 'fallback']] as const) {
     const socket = join(dir, `qmp-${expected}.sock`);
     const [command, argv] = blocklayerCommand(['daemon', '--blockdev', `driver=file,node-name=f,filename=${image}`, '--qmp', socket]);
     const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore', env: { ...process.env, ...env } });
+    reap(t, child);
     await waitFor(socket);
     const client = await QmpClient.connect(socket, { negotiate: true });
     const reply = (await client.execute('query-named-block-nodes')) as { return: { image: Record<string, unknown> }[] };

@@ -5,12 +5,12 @@
  * a temporary data directory so the checkout stays clean.
  */
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import { ROOT } from '../helpers/daemons.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const run = promisify(execFile);
 const compiledCli = join(ROOT, 'build/bin/blocklayer.js');
@@ -23,7 +23,7 @@ async function waitFor(path: string, exited: () => boolean): Promise<void> {
 }
 
 test('npm start serves the default disk over QMP, created on first run and reused after', async (t) => {
-  const dataDir = await mkdtemp(join(tmpdir(), 'blocklayer-start-'));
+  const dataDir = await tempDir(t, 'blocklayer-start-');
   for (const run_ of ['first', 'second']) {
     const child = spawn('npm', ['start', '--', '--data-dir', dataDir], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -31,6 +31,13 @@ test('npm start serves the default disk over QMP, created on first run and reuse
     child.stderr.on('data', (c: Buffer) => (output += c.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
     const socket = join(dataDir, 'qmp.sock');
+    // If the test fails with the daemon up, quit it over QMP (a signal to npm may
+    // not reach it) before tempDir's earlier-registered teardown removes the dir.
+    t.teardown(async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      await run(process.execPath, [compiledCli, 'qmp', socket, 'quit']).catch(() => child.kill('SIGTERM'));
+      await exited;
+    });
     await waitFor(socket, () => child.exitCode !== null);
     t.regex(output, run_ === 'first' ? /disk 'disk0' is .*disk0\.raw \(raw, created now\)/ : /disk 'disk0' is .*disk0\.raw \(raw\)/);
     t.regex(output, /try {2}npx blocklayer qmp .*qmp\.sock query-named-block-nodes/);

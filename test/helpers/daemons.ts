@@ -44,19 +44,20 @@ export async function startDaemon(kind: 'qemu' | 'ours', args: readonly string[]
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   child.stdout!.resume();
-  await waitForSocket(socket, child, () => stderr);
-  return {
-    socket,
-    dir,
-    process: child,
-    stderr: () => stderr,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once('exit', resolve));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
   };
+  try {
+    await waitForSocket(socket, child, () => stderr);
+  } catch (error) {
+    // No caller gets a handle to stop, so stop the daemon and remove its directory here.
+    await stop();
+    throw error;
+  }
+  return { socket, dir, process: child, stderr: () => stderr, stop };
 }

@@ -6,13 +6,12 @@
  * same way.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { QmpClient, type QmpMessage } from '../../core/qmp/qmp-client.js';
 import { startDaemon } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 type Step = { execute: string; arguments?: Record<string, unknown>; normalise?: (reply: QmpMessage) => unknown };
 
@@ -108,19 +107,18 @@ async function converse(socket: string, steps: Step[]): Promise<unknown[]> {
 
 test('blockdev-add, blockdev-del and query-named-block-nodes answer as qemu-storage-daemon does', async (t) => {
   if (!requirePeer(t, 'qemu-storage-daemon') || !requirePeer(t, 'qemu-img')) return;
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-parity-'));
+  const dir = await tempDir(t, 'blocklayer-parity-');
   const image = join(dir, 'disk.raw');
   execFileSync('qemu-img', ['create', '-f', 'raw', image, '16M']);
   const args = ['--blockdev', `driver=file,node-name=f0,filename=${image}`, '--blockdev', '{"driver":"raw","node-name":"disk0","file":"f0"}'];
   const steps = script(image);
+  // Registered after tempDir's, so these run first: both daemons have exited before the image is removed.
   const qemu = await startDaemon('qemu', args);
+  t.teardown(() => qemu.stop());
   const ours = await startDaemon('ours', args);
-  try {
-    const [expected, actual] = await Promise.all([converse(qemu.socket, steps), converse(ours.socket, steps)]);
-    for (const [i, step] of steps.entries()) {
-      t.deepEqual(actual[i], expected[i], `${step.execute} ${JSON.stringify(step.arguments ?? {})}`);
-    }
-  } finally {
-    await Promise.all([qemu.stop(), ours.stop()]);
+  t.teardown(() => ours.stop());
+  const [expected, actual] = await Promise.all([converse(qemu.socket, steps), converse(ours.socket, steps)]);
+  for (const [i, step] of steps.entries()) {
+    t.deepEqual(actual[i], expected[i], `${step.execute} ${JSON.stringify(step.arguments ?? {})}`);
   }
 });

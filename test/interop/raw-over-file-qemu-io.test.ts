@@ -4,18 +4,17 @@
  * verifies in qemu-io.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { BlockLayer } from '../../core/block-layer.js';
 import { requirePeer } from '../helpers/peers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const run = promisify(execFile);
 
-async function image(size: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-interop-'));
+async function image(t: ExecutionContext, size: string): Promise<string> {
+  const dir = await tempDir(t, 'blocklayer-interop-');
   const path = join(dir, 'disk.raw');
   await run('qemu-img', ['create', '-f', 'raw', path, size]);
   return path;
@@ -23,7 +22,7 @@ async function image(size: string): Promise<string> {
 
 test('a pattern written by qemu-io reads back through blockdev-add file+raw', async (t) => {
   if (!requirePeer(t, 'qemu-io') || !requirePeer(t, 'qemu-img')) return;
-  const path = await image('16M');
+  const path = await image(t, '16M');
   await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 0 64k', '-c', 'write -P 0x5a 8M 4k', path]);
   const layer = await BlockLayer.create();
   await layer.execute('blockdev-add', { driver: 'raw', 'node-name': 'disk0', file: { driver: 'file', filename: path } });
@@ -40,7 +39,7 @@ test('a pattern written by qemu-io reads back through blockdev-add file+raw', as
 
 test('data written through the API is read back by qemu-io -r', async (t) => {
   if (!requirePeer(t, 'qemu-io') || !requirePeer(t, 'qemu-img')) return;
-  const path = await image('16M');
+  const path = await image(t, '16M');
   const layer = await BlockLayer.create();
   await layer.execute('blockdev-add', { driver: 'file', 'node-name': 'proto', filename: path });
   await layer.execute('blockdev-add', { driver: 'raw', 'node-name': 'disk0', file: 'proto' });

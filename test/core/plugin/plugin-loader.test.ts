@@ -1,17 +1,17 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { BlockLayer } from '../../../core/block-layer.js';
 import type { PluginManifest } from '../../../core/plugin/plugin-manifest.js';
 import { fixturePlugin } from '../../fixtures/plugins/fixture-plugin.js';
+import { tempDir } from '../../helpers/temp-dir.js';
 
 const fixtures = fileURLToPath(new URL('../../fixtures/', import.meta.url));
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
-async function manifestFile(content: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-manifest-'));
+async function manifestFile(t: ExecutionContext, content: string): Promise<string> {
+  const dir = await tempDir(t, 'blocklayer-manifest-');
   const path = join(dir, 'plugin-manifest.json');
   await writeFile(path, content);
   return path;
@@ -44,7 +44,7 @@ test('manifest errors name the manifest and the problem', async (t) => {
     ],
   ];
   for (const [content, message] of cases) {
-    await t.throwsAsync(BlockLayer.create({ manifest: await manifestFile(content) }), { message }, content);
+    await t.throwsAsync(BlockLayer.create({ manifest: await manifestFile(t, content) }), { message }, content);
   }
   await t.throwsAsync(BlockLayer.create({ manifest: '/nonexistent/manifest.json' }), {
     message: /^Cannot read plugin manifest \/nonexistent\/manifest\.json: /,

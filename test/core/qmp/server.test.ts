@@ -1,13 +1,12 @@
 /** The QMP server's transports and its limits against misbehaving clients. */
-import { mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { QmpClient } from '../../../core/qmp/qmp-client.js';
 import { QmpServer } from '../../../core/qmp/qmp-server.js';
 import { QMP_VERSION } from '../../../core/version.js';
 import { connectQmp, createTestLayer } from '../../../core/testing/index.js';
+import { tempDir } from '../../helpers/temp-dir.js';
 
 test('QMP over TCP, several clients at once, each with its own negotiation', async (t) => {
   const layer = await createTestLayer({ plugins: ['qmp-block-commands'] });
@@ -65,7 +64,7 @@ test('malformed input gets an error and the connection survives', async (t) => {
 test('a client that never reads is disconnected once its unsent replies pass the bound', async (t) => {
   const layer = await createTestLayer({ plugins: ['qmp-block-commands'] });
   const server = new QmpServer(layer.commands, layer.hooks, QMP_VERSION, { maxOutputBacklog: 1 << 20 });
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-qmp-'));
+  const dir = await tempDir(t, 'blocklayer-qmp-');
   const socketPath = join(dir, 'qmp.sock');
   await server.listen({ type: 'unix', path: socketPath });
   const greedy = net.connect(socketPath);

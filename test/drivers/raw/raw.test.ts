@@ -1,10 +1,10 @@
-import { mkdtemp, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import type { ImageCreator } from '../../../core/block/image-creator.js';
 import { createTestLayer } from '../../../core/testing/index.js';
 import { TOKENS } from '../../../core/tokens.js';
+import { tempDir } from '../../helpers/temp-dir.js';
 
 async function withBase(size = 1 << 20) {
   const layer = await createTestLayer({ plugins: ['raw'] });
@@ -89,7 +89,7 @@ test('write-zeroes and discard pass through to the file', async (t) => {
 
 test('raw images are created as files of the given size', async (t) => {
   const layer = await createTestLayer({ plugins: ['raw', 'file'] });
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-raw-'));
+  const dir = await tempDir(t, 'blocklayer-raw-');
   const creator = layer.container.get<ImageCreator>(TOKENS.ImageCreator);
   await creator.create('raw', { filename: join(dir, 'a.raw'), size: 10 << 20 });
   t.is((await stat(join(dir, 'a.raw'))).size, 10 << 20);
@@ -98,7 +98,7 @@ test('raw images are created as files of the given size', async (t) => {
 
 test('creating an image over a file a node has open is refused (it would truncate it)', async (t) => {
   const layer = await createTestLayer({ plugins: ['raw', 'file'] });
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-raw-'));
+  const dir = await tempDir(t, 'blocklayer-raw-');
   const creator = layer.container.get<ImageCreator>(TOKENS.ImageCreator);
   const path = join(dir, 'in-use.raw');
   await creator.create('raw', { filename: path, size: 1 << 20 });

@@ -1,0 +1,349 @@
+/**
+ * The counting half of qemu-img check for qcow2 (QEMU 7.2's
+ * calculate_refcounts): every reference to a host cluster is counted in
+ * memory by walking the header, the active L1 and L2 tables, each
+ * snapshot's tables and the snapshot table, the refcount table and blocks,
+ * and the bitmap directory, tables and data. Entries are checked on the
+ * way, with qemu-img's messages. Tables are read from the file (the caches
+ * were written back first), as QEMU reads them.
+ */
+import { BlockIoError } from '../../core/errors.js';
+import { MAX_L1_BYTES, readL1Entry, readL2Entry, readReftableEntry, refcountMax } from './qcow2-format.js';
+import { flushFile, growFile, type Qcow2Image, readFile } from './qcow2-image.js';
+import { writeMetadata } from './qcow2-overlap.js';
+
+/** What may be repaired (QEMU's BDRV_FIX_LEAKS and BDRV_FIX_ERRORS). */
+export interface Fix {
+  leaks: boolean;
+  errors: boolean;
+}
+
+export const NO_FIX: Fix = { leaks: false, errors: false };
+
+/** QEMU's BdrvCheckResult: the counts, and the fragmentation info of the active tables. */
+export interface CheckCounts {
+  corruptions: number;
+  leaks: number;
+  checkErrors: number;
+  corruptionsFixed: number;
+  leaksFixed: number;
+  allocated: number;
+  fragmented: number;
+  compressed: number;
+}
+
+export function noCounts(): CheckCounts {
+  return { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, allocated: 0, fragmented: 0, compressed: 0 };
+}
+
+/** Computed refcounts, one per host cluster (QEMU's in-memory refcount table). */
+export class RefTable {
+  private counts: Uint32Array;
+
+  constructor(public size: number) {
+    this.counts = new Uint32Array(Math.max(size, 1));
+  }
+
+  get(cluster: number): number {
+    return cluster < this.size ? this.counts[cluster]! : 0;
+  }
+
+  set(cluster: number, value: number): void {
+    this.grow(cluster + 1);
+    this.counts[cluster] = value;
+  }
+
+  /** Covers at least `size` clusters; the new ones count 0. */
+  grow(size: number): void {
+    if (size <= this.size) return;
+    if (size > this.counts.length) {
+      const counts = new Uint32Array(Math.max(size, this.counts.length * 2));
+      counts.set(this.counts);
+      this.counts = counts;
+    }
+    this.size = size;
+  }
+
+  clear(): void {
+    this.counts.fill(0);
+  }
+}
+
+/** One check pass over an image. */
+export interface CheckRun {
+  readonly image: Qcow2Image;
+  counts: CheckCounts;
+  /** qemu-img's stderr lines, in order. */
+  readonly messages: string[];
+  table: RefTable;
+  /** The refcount structure must be rebuilt to repair the image. */
+  rebuild: boolean;
+  /** An unaligned refcount block was reported (QEMU reports one corruption event). */
+  signalled: boolean;
+}
+
+/** Hex without a prefix, as QEMU's PRIx64. */
+export const x = (value: number): string => value.toString(16);
+
+/** A raw 64-bit table entry in hex. */
+export const rawEntry = (buf: Buffer, at: number): string => buf.readBigUInt64BE(at).toString(16);
+
+/**
+ * Counts one reference to every cluster of `[offset, offset + size)`
+ * (qcow2_inc_refcounts_imrt): ranges a cluster or more past the end of the
+ * file are corruptions and not counted, so the table stays bounded.
+ */
+export function countReference(run: CheckRun, offset: number, size: number): void {
+  if (size <= 0) return;
+  const { image, table } = run;
+  const cs = image.g.clusterSize;
+  if (offset + size - image.file.length >= cs) {
+    run.messages.push(
+      'ERROR: counting reference for region exceeding the end of the file by one cluster or more: ' +
+        `offset 0x${x(offset)} size 0x${x(size)}`,
+    );
+    run.counts.corruptions++;
+    return;
+  }
+  const max = Math.min(refcountMax(image.g.refcountOrder), 0xffffffff);
+  const last = Math.floor((offset + size - 1) / cs);
+  table.grow(last + 1);
+  for (let cluster = Math.floor(offset / cs); cluster <= last; cluster++) {
+    const count = table.get(cluster);
+    if (count >= max) {
+      run.messages.push(
+        `ERROR: overflow cluster offset=0x${x(cluster * cs)}`,
+        'Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy ' +
+          'if the image cannot be opened for writing',
+      );
+      run.counts.corruptions++;
+      continue;
+    }
+    table.set(cluster, count + 1);
+  }
+}
+
+/** Makes entry `index` of the L2 table at `l2Offset` a plain zero cluster, on disk (fix_l2_entry_by_zero). */
+async function zeroEntry(run: CheckRun, l2Offset: number, table: Buffer, index: number, active: boolean): Promise<void> {
+  const { image } = run;
+  const at = index * 8;
+  table.writeUInt32BE(0, at);
+  table.writeUInt32BE(1, at + 4);
+  await writeMetadata(image, l2Offset + at, table.subarray(at, at + 8), active ? 'active L2 table' : 'inactive L2 table');
+  await flushFile(image);
+  image.l2Cache.dropRange(l2Offset, l2Offset + image.g.clusterSize);
+  run.counts.corruptions--;
+  run.counts.corruptionsFixed++;
+}
+
+/** Counts what an L2 table references and checks its entries (check_refcounts_l2); `stats` for the active tables. */
+async function checkL2(run: CheckRun, l2Offset: number, stats: boolean, fix: Fix, active: boolean): Promise<void> {
+  const { image, counts } = run;
+  const { g } = image;
+  const cs = g.clusterSize;
+  const table = Buffer.alloc(cs);
+  await readFile(image.file, l2Offset, table);
+  let nextContiguous = 0;
+  for (let i = 0; i < g.l2Entries; i++) {
+    const at = i * 8;
+    // QEMU's cluster types ignore the version: a v2 zero flag reads as a zero cluster here.
+    const entry = readL2Entry(table, at, g, 3);
+    if (entry.kind !== 'compressed' && entry.invalid) {
+      run.messages.push(`ERROR found l2 entry with reserved bits set: ${rawEntry(table, at)}`);
+      counts.corruptions++;
+    }
+    if (entry.kind === 'compressed') {
+      if (entry.copied) {
+        run.messages.push(`ERROR: coffset=0x${x(entry.host)}: copied flag must never be set for compressed clusters`);
+        counts.corruptions++;
+      }
+      countReference(run, entry.host, entry.compressedLength);
+      if (stats) {
+        counts.allocated++;
+        counts.compressed++;
+        counts.fragmented++;
+      }
+    } else if (entry.kind === 'normal' || entry.kind === 'zero-alloc') {
+      const offset = entry.host;
+      if (offset % cs !== 0) {
+        counts.corruptions++;
+        if (entry.kind === 'zero-alloc') {
+          run.messages.push(
+            `${fix.errors ? 'Repairing' : 'ERROR'} offset=${x(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.`,
+          );
+          if (fix.errors) {
+            await zeroEntry(run, l2Offset, table, i, active);
+            continue;
+          }
+        } else {
+          run.messages.push(`ERROR offset=${x(offset)}: Data cluster is not properly aligned; L2 entry corrupted.`);
+        }
+      }
+      if (stats) {
+        counts.allocated++;
+        if (nextContiguous !== 0 && offset !== nextContiguous) counts.fragmented++;
+        nextContiguous = offset + cs;
+      }
+      countReference(run, offset, cs);
+    }
+  }
+}
+
+/** Counts an L1 table, its L2 tables and what they reference (check_refcounts_l1); `l1` is given for the active table only. */
+async function checkL1(run: CheckRun, l1Offset: number, l1Size: number, l1: Buffer | undefined, stats: boolean, fix: Fix): Promise<void> {
+  if (l1Size === 0) return;
+  const { image } = run;
+  const cs = image.g.clusterSize;
+  countReference(run, l1Offset, l1Size * 8);
+  let table = l1;
+  if (table === undefined) {
+    table = Buffer.alloc(l1Size * 8);
+    await readFile(image.file, l1Offset, table);
+  }
+  for (let i = 0; i < l1Size; i++) {
+    const at = i * 8;
+    if (table.readUInt32BE(at) === 0 && table.readUInt32BE(at + 4) === 0) continue;
+    const entry = readL1Entry(table, at);
+    if (entry.reserved) {
+      run.messages.push(`ERROR found L1 entry with reserved bits set: ${rawEntry(table, at)}`);
+      run.counts.corruptions++;
+    }
+    countReference(run, entry.offset, cs);
+    if (entry.offset % cs !== 0) {
+      run.messages.push(`ERROR l2_offset=${x(entry.offset)}: Table is not cluster aligned; L1 entry corrupted`);
+      run.counts.corruptions++;
+    }
+    await checkL2(run, entry.offset, stats, fix, l1 !== undefined);
+  }
+}
+
+/** C's %# for hex: 0 stays "0". */
+const alt = (value: number): string => (value === 0 ? '0' : `0x${x(value)}`);
+
+async function countSnapshots(run: CheckRun, fix: Fix): Promise<void> {
+  const { image } = run;
+  for (const sn of image.snapshots.l1Tables) {
+    const where = `ERROR snapshot ${sn.id} (${sn.name})`;
+    if (sn.offset % image.g.clusterSize !== 0) {
+      run.messages.push(`${where} l1_offset=${alt(sn.offset)}: L1 table is not cluster aligned; snapshot table entry corrupted`);
+      run.counts.corruptions++;
+    } else if (sn.size > MAX_L1_BYTES / 8) {
+      run.messages.push(`${where} l1_size=${alt(sn.size)}: L1 table is too large; snapshot table entry corrupted`);
+      run.counts.corruptions++;
+    } else {
+      await checkL1(run, sn.offset, sn.size, undefined, false, fix);
+    }
+  }
+  countReference(run, image.snapshotsOffset, image.snapshots.byteSize);
+}
+
+interface BitmapTable {
+  offset: number;
+  size: number;
+}
+
+/** The bitmap tables a directory lists, or undefined if QEMU would refuse to load it (bitmap_list_load). */
+function parseBitmapDirectory(dir: Buffer, clusterSize: number): BitmapTable[] | undefined {
+  const tables: BitmapTable[] = [];
+  let at = 0;
+  while (at < dir.length) {
+    if (at + 24 > dir.length) return undefined;
+    const tableOffset = Number(dir.readBigUInt64BE(at));
+    const tableSize = dir.readUInt32BE(at + 8);
+    const flags = dir.readUInt32BE(at + 12);
+    const granularity = dir[at + 17]!;
+    const nameSize = dir.readUInt16BE(at + 18);
+    const extraSize = dir.readUInt32BE(at + 20);
+    const next = at + Math.ceil((24 + extraSize + nameSize) / 8) * 8;
+    if (next > dir.length || extraSize !== 0 || dir[at + 16] !== 1 || granularity < 9 || granularity > 31) return undefined;
+    if ((flags & ~3) !== 0 || nameSize === 0 || nameSize > 1023) return undefined;
+    if (tableOffset % clusterSize !== 0 || tableSize === 0 || tableSize > 0x8000000) return undefined;
+    tables.push({ offset: tableOffset, size: tableSize });
+    at = next;
+  }
+  return tables;
+}
+
+/** Bitmap table entries: reserved bits, or an offset that is unaligned or has the all-ones bit (check_table_entry). */
+function badBitmapEntry(table: Buffer, at: number, clusterSize: number): boolean {
+  const h = table.readUInt32BE(at);
+  const l = table.readUInt32BE(at + 4);
+  if ((h & 0xff000000) !== 0 || (l & 0x1fe) !== 0) return true;
+  const offset = readL1Entry(table, at).offset;
+  return offset !== 0 && ((l & 1) !== 0 || offset % clusterSize !== 0);
+}
+
+/** Counts the bitmap directory, tables and data (qcow2_check_bitmaps_refcounts); a broken one fails the check. */
+async function countBitmaps(run: CheckRun): Promise<void> {
+  const { image } = run;
+  const dir = image.bitmapDirectory;
+  if (dir === undefined) return;
+  const cs = image.g.clusterSize;
+  countReference(run, dir.offset, dir.size);
+  const buf = Buffer.alloc(dir.size);
+  await readFile(image.file, dir.offset, buf);
+  const tables = parseBitmapDirectory(buf, cs);
+  if (tables === undefined) {
+    run.counts.corruptions++;
+    throw new BlockIoError('EINVAL');
+  }
+  for (const bitmap of tables) {
+    countReference(run, bitmap.offset, bitmap.size * 8);
+    const table = Buffer.alloc(bitmap.size * 8);
+    await readFile(image.file, bitmap.offset, table);
+    for (let at = 0; at < table.length; at += 8) {
+      if (!badBitmapEntry(table, at, cs)) continue;
+      run.counts.corruptions++;
+      throw new BlockIoError('EINVAL');
+    }
+    for (let at = 0; at < table.length; at += 8) {
+      const offset = readL1Entry(table, at).offset;
+      if (offset !== 0) countReference(run, offset, cs);
+    }
+  }
+}
+
+/** Checks and counts the refcount blocks (check_refblocks); a block past the end of the file is repaired by growing it. */
+async function checkRefblocks(run: CheckRun, fix: Fix): Promise<void> {
+  const { image, table } = run;
+  const cs = image.g.clusterSize;
+  for (let i = 0; i < image.reftable.length / 8; i++) {
+    const { offset, reserved } = readReftableEntry(image.reftable, i * 8);
+    if (reserved) {
+      run.messages.push(`ERROR refcount table entry ${i} has reserved bits set`);
+    } else if (offset % cs !== 0) {
+      run.messages.push(`ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
+    } else if (offset / cs >= table.size) {
+      run.counts.corruptions++;
+      run.messages.push(`${fix.errors ? 'Repairing' : 'ERROR'} refcount block ${i} is outside image`);
+      if (fix.errors) {
+        await growFile(image, offset + cs);
+        table.grow(Math.ceil(image.file.length / cs));
+        run.counts.corruptions--;
+        run.counts.corruptionsFixed++;
+        countReference(run, offset, cs);
+      }
+      continue;
+    } else {
+      if (offset === 0) continue;
+      countReference(run, offset, cs);
+      const count = table.get(offset / cs);
+      if (count === 1) continue;
+      run.messages.push(`ERROR refcount block ${i} refcount=${count}`);
+    }
+    run.counts.corruptions++;
+    run.rebuild = true;
+  }
+}
+
+/** Counts every reference in the image into `run.table` (calculate_refcounts). */
+export async function calculateRefcounts(run: CheckRun, fix: Fix): Promise<void> {
+  const { image } = run;
+  const cs = image.g.clusterSize;
+  countReference(run, 0, cs);
+  await checkL1(run, image.l1Offset, image.l1Size, image.l1, true, fix);
+  await countSnapshots(run, fix);
+  countReference(run, image.reftableOffset, image.reftableClusters * cs);
+  await countBitmaps(run);
+  await checkRefblocks(run, fix);
+}

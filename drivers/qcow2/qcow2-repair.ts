@@ -1,0 +1,199 @@
+/**
+ * What qemu-img check -r changes on disk: stored refcounts read and set
+ * through the refcount block cache, OFLAG_COPIED flags, the corrupt and
+ * dirty bits, and a complete new refcount structure (QEMU 7.2's
+ * rebuild_refcount_structure) when refcounts are too low to be patched.
+ *
+ * Crash safety: setting a refcount to the computed value only lowers a
+ * leak or raises a too-low count, so any subset of those writes is safe.
+ * A rebuild writes the new refcount blocks and table into clusters nothing
+ * references, flushes, and only then switches the header to them; a crash
+ * before the switch leaves the old structure, after it the old one leaks.
+ */
+import { BlockIoError } from '../../core/errors.js';
+import type { CheckRun, RefTable } from './qcow2-check-walk.js';
+import {
+  HEADER_REFTABLE_OFFSET,
+  INCOMPAT_CORRUPT,
+  INCOMPAT_DIRTY,
+  MAX_REFTABLE_BYTES,
+  readRefcount,
+  readReftableEntry,
+  writeRefcount,
+  writeReftableEntry,
+} from './qcow2-format.js';
+import { flushFile, type Qcow2Image, writeHeaderField, writeIncompatible } from './qcow2-image.js';
+import { writeMetadata } from './qcow2-overlap.js';
+import { writeDirtyRefblocks } from './qcow2-refcount.js';
+
+/** The stored refcount block of reftable index `index`: null when there is none, undefined when its offset is unaligned. */
+export async function storedBlock(image: Qcow2Image, index: number): Promise<Buffer | null | undefined> {
+  if (index >= image.reftable.length / 8) return null;
+  const { offset } = readReftableEntry(image.reftable, index * 8);
+  if (offset === 0) return null;
+  if (offset % image.g.clusterSize !== 0) return undefined;
+  return image.refcountCache.get(offset);
+}
+
+/** The refcount the image stores for `cluster`; undefined when it cannot be read (unaligned refcount block). */
+export async function storedRefcount(image: Qcow2Image, cluster: number): Promise<number | undefined> {
+  const { refblockEntries, refcountOrder } = image.g;
+  const block = await storedBlock(image, Math.floor(cluster / refblockEntries));
+  if (block === undefined) return undefined;
+  return block === null ? 0 : readRefcount(block, cluster % refblockEntries, refcountOrder);
+}
+
+/**
+ * Sets the stored refcount of `cluster`, whose refcount block exists, to
+ * `value` in the cache (written back by the caller). A cluster that becomes
+ * free leaves the caches and can be allocated again.
+ */
+export async function setStoredRefcount(image: Qcow2Image, cluster: number, value: number): Promise<void> {
+  const { refblockEntries, refcountOrder, clusterSize } = image.g;
+  const { offset } = readReftableEntry(image.reftable, Math.floor(cluster / refblockEntries) * 8);
+  const block = await image.refcountCache.get(offset);
+  writeRefcount(block, cluster % refblockEntries, refcountOrder, value);
+  image.refcountCache.markDirty(offset);
+  if (value !== 0) return;
+  image.l2Cache.dropRange(cluster * clusterSize, (cluster + 1) * clusterSize);
+  image.metadata.delete(cluster);
+  image.freeClusterIndex = Math.min(image.freeClusterIndex, cluster);
+  if (Math.floor(image.freeByteOffset / clusterSize) === cluster) image.freeByteOffset = 0;
+}
+
+/** Sets or clears OFLAG_COPIED of active L1 entry `index`, on disk. */
+export async function setL1Copied(image: Qcow2Image, index: number, copied: boolean): Promise<void> {
+  const at = index * 8;
+  const high = image.l1.readUInt32BE(at);
+  image.l1.writeUInt32BE((copied ? high | 0x80000000 : high & 0x7fffffff) >>> 0, at);
+  await writeMetadata(image, image.l1Offset + at, image.l1.subarray(at, at + 8), 'active L1 table');
+}
+
+/** Writes back an active L2 table whose OFLAG_COPIED flags were repaired. */
+export async function writeL2Table(image: Qcow2Image, offset: number, table: Buffer): Promise<void> {
+  await writeMetadata(image, offset, table, 'active L2 table');
+  image.l2Cache.dropRange(offset, offset + image.g.clusterSize);
+}
+
+/** The refcount write-back a repair ends with. */
+export async function writeRepairs(image: Qcow2Image): Promise<void> {
+  await writeDirtyRefblocks(image);
+  await flushFile(image);
+}
+
+/** Clears the dirty bit once the refcounts are right (qcow2_mark_clean). */
+export async function markClean(image: Qcow2Image): Promise<void> {
+  if ((image.incompatible & INCOMPAT_DIRTY) === 0n) return;
+  await writeRepairs(image);
+  await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
+  image.keepDirty = false;
+}
+
+/** Clears the corrupt bit (qcow2_mark_consistent). */
+export async function markConsistent(image: Qcow2Image): Promise<void> {
+  if ((image.incompatible & INCOMPAT_CORRUPT) === 0n) return;
+  await writeIncompatible(image, image.incompatible & ~INCOMPAT_CORRUPT);
+}
+
+/**
+ * Takes `count` contiguous free clusters of the computed table from
+ * `from.value` on (QEMU's alloc_clusters_imrt): their count becomes 1, the
+ * table grows if the run reaches its end, and `from` moves to the first
+ * free cluster seen. Returns the first cluster.
+ */
+function allocInTable(table: RefTable, count: number, from: { value: number }): number {
+  let cluster = from.value;
+  let free = 0;
+  let firstGap = true;
+  for (; cluster < table.size && free < count; cluster++) {
+    if (table.get(cluster) !== 0) {
+      free = 0;
+      continue;
+    }
+    free++;
+    if (firstGap) {
+      from.value = cluster;
+      firstGap = false;
+    }
+  }
+  if (free < count) table.grow(cluster + count - free);
+  cluster -= free;
+  for (let i = 0; i < count; i++) table.set(cluster + i, 1);
+  return cluster;
+}
+
+/**
+ * Writes the refcount blocks covering the counted clusters of
+ * `[first, end)` from the computed table, allocating the missing ones (in
+ * their own range when possible) and noting them in `reftable`. Returns
+ * whether the reftable had to grow (rebuild_refcounts_write_refblocks).
+ */
+async function writeRefblocks(run: CheckRun, reftable: number[], first: number, end: number): Promise<boolean> {
+  const { image, table } = run;
+  const { refblockEntries, refcountOrder, clusterSize } = image.g;
+  const from = { value: 0 };
+  let grown = false;
+  for (let cluster = first; cluster < end; cluster++) {
+    if (table.get(cluster) === 0) continue;
+    const index = Math.floor(cluster / refblockEntries);
+    const start = index * refblockEntries;
+    let offset = reftable[index] ?? 0;
+    if (offset === 0) {
+      from.value = Math.max(from.value, start);
+      const at = allocInTable(table, 1, from);
+      offset = at * clusterSize;
+      end = Math.max(end, at + 1);
+      if (reftable.length <= index) {
+        const entries = Math.ceil(((index + 1) * 8) / clusterSize) * (clusterSize / 8);
+        if (entries * 8 > MAX_REFTABLE_BYTES) throw new BlockIoError('EFBIG', 'ERROR allocating reftable: File too large');
+        while (reftable.length < entries) reftable.push(0);
+        grown = true;
+      }
+      reftable[index] = offset;
+    }
+    const block = Buffer.alloc(clusterSize);
+    for (let j = 0; j < refblockEntries; j++) {
+      const count = table.get(start + j);
+      if (count !== 0) writeRefcount(block, j, refcountOrder, count);
+    }
+    await writeMetadata(image, offset, block);
+    cluster = start + refblockEntries - 1;
+  }
+  return grown;
+}
+
+/**
+ * Replaces the refcount table and blocks by new ones holding the computed
+ * refcounts (rebuild_refcount_structure). The new structure counts itself;
+ * the old one is left unreferenced, for the leak repair that follows.
+ */
+export async function rebuildRefcountStructure(run: CheckRun): Promise<void> {
+  const { image, table } = run;
+  const cs = image.g.clusterSize;
+  await writeDirtyRefblocks(image);
+  image.refcountCache.dropRange(0, Number.MAX_SAFE_INTEGER);
+  const reftable: number[] = [];
+  await writeRefblocks(run, reftable, 0, table.size);
+  let start: number;
+  let clusters: number;
+  // The table's own clusters may need refcount blocks, which may need a larger table: repeat until it fits.
+  do {
+    clusters = Math.ceil((reftable.length * 8) / cs);
+    start = allocInTable(table, clusters, { value: 0 });
+  } while (await writeRefblocks(run, reftable, start, start + clusters));
+  const buf = Buffer.alloc(reftable.length * 8);
+  reftable.forEach((offset, i) => writeReftableEntry(buf, i * 8, offset));
+  await writeMetadata(image, start * cs, buf);
+  await flushFile(image);
+  const pointer = Buffer.alloc(12);
+  pointer.writeBigUInt64BE(BigInt(start * cs), 0);
+  pointer.writeUInt32BE(clusters, 8);
+  await writeHeaderField(image, HEADER_REFTABLE_OFFSET, pointer);
+  image.reftable = buf;
+  image.reftableOffset = start * cs;
+  image.reftableClusters = clusters;
+  for (const [cluster, kind] of image.metadata) if (kind === 'refblock') image.metadata.delete(cluster);
+  for (const offset of reftable) if (offset !== 0) image.metadata.set(offset / cs, 'refblock');
+  image.freeClusterIndex = 0;
+  image.freeByteOffset = 0;
+}
