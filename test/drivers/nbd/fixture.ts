@@ -86,6 +86,8 @@ export interface NbdFixture {
   qemuNbd(image: string, args?: string[], name?: string): Promise<NbdServer>;
   /** nbdkit with `args` (plugin, filters, parameters) on a Unix socket. */
   nbdkit(args: string[], name?: string): Promise<NbdServer>;
+  /** nbd-server (the reference implementation) serving `image` as export 'exp', plus export settings such as `readonly = true`. */
+  nbdServer(image: string, settings?: string[], name?: string): Promise<NbdServer>;
 }
 
 export async function nbdFixture(t: ExecutionContext): Promise<NbdFixture> {
@@ -121,6 +123,12 @@ export async function nbdFixture(t: ExecutionContext): Promise<NbdFixture> {
         run('qemu-nbd', ['-f', 'raw', '-x', 'exp', `--socket=${socket}`, '--persistent', '--shared=8', '--fork', `--pid-file=${pidFile}`, ...args, image]),
       ),
     nbdkit: (args, name = 'k') => daemon(name, (socket, pidFile) => run('nbdkit', ['-U', socket, '-P', pidFile, ...args])),
+    nbdServer: (image, settings = [], name = 'n') =>
+      daemon(name, async (socket, pidFile) => {
+        const config = join(dir, `${name}.conf`);
+        await writeFile(config, ['[generic]', `unixsock = ${socket}`, '[exp]', `exportname = ${image}`, ...settings, ''].join('\n'));
+        await run('nbd-server', ['-C', config, '-p', pidFile]);
+      }),
   };
 }
 
