@@ -28,18 +28,11 @@
  * are not counted. The source image is made once with
  * crypto-random data (not a qemu-io pattern), so nothing reads as zero.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseArgs, promisify } from 'node:util';
-import { QmpClient } from '../core/qmp/qmp-client.js';
-
-const run = promisify(execFile);
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const ADDON = join('drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
+import { parseArgs } from 'node:util';
+import { compileOurs, cpuSeconds, median, randomImage, runTool, type Side, startBenchDaemon } from './daemon-runs.js';
 
 const { values } = parseArgs({
   options: {
@@ -55,58 +48,11 @@ const RUNS = Number(values.runs);
 const WARMUP = Number(values.warmup);
 const SIZE = Number(values['size-mib']) * 2 ** 20;
 
-/** Writes `size` bytes of random data, 16 MiB at a time. */
-async function randomImage(path: string, size: number): Promise<void> {
-  const file = await open(path, 'w');
-  const chunk = Buffer.alloc(16 << 20);
-  for (let offset = 0; offset < size; offset += chunk.length) {
-    const piece = chunk.subarray(0, Math.min(chunk.length, size - offset));
-    randomFillSync(piece);
-    await file.write(piece, 0, piece.length, offset);
-  }
-  await file.close();
-}
-
-/** Compiles the sources into `dir`/build, beside a node_modules link, with the native addon where the compiled driver looks. */
-async function compileOurs(dir: string): Promise<string> {
-  const out = join(dir, 'build');
-  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  await run(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out]).catch((error: { stdout?: string }) => {
-    // tsc emits despite type errors elsewhere in the tree; go on if our entry point was written.
-    console.error(`warning: tsc reported errors (compiled anyway):\n${error.stdout ?? ''}`);
-  });
-  await stat(join(out, 'bin', 'blocklayer.js'));
-  if ((await stat(join(ROOT, ADDON)).catch(() => undefined)) !== undefined) {
-    await mkdir(join(out, ADDON, '..'), { recursive: true });
-    await copyFile(join(ROOT, ADDON), join(out, ADDON));
-  }
-  return join(out, 'bin', 'blocklayer.js');
-}
-
-async function waitForSocket(path: string, child: ChildProcess, stderr: () => string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if ((await stat(path).catch(() => undefined))?.isSocket()) return;
-    if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}: ${stderr()}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`daemon did not create ${path}: ${stderr()}`);
-}
-
-type Side = 'ours' | 'qemu';
-
 interface Measurement {
   /** MiB per second of wall time. */
   speed: number;
   /** CPU seconds (user + system, every thread) the daemon spent during the backup; NaN without /proc. */
   cpu: number;
-}
-
-/** User + system CPU seconds of a process so far (Linux /proc; clock ticks of 10 ms). */
-async function cpuSeconds(pid: number | undefined): Promise<number> {
-  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 /** One timed backup: a fresh sparse target, a daemon on src+tgt, blockdev-backup to BLOCK_JOB_COMPLETED. */
@@ -121,47 +67,24 @@ async function backupOnce(side: Side, dir: string, src: string, ourCli: string, 
     '--blockdev', 'driver=raw,node-name=src,file=src-file',
     '--blockdev', `driver=file,node-name=tgt-file,filename=${tgt}`,
     '--blockdev', 'driver=raw,node-name=tgt,file=tgt-file',
-    '--chardev', `socket,path=${socket},server=on,wait=off,id=mon0`,
-    '--monitor', 'chardev=mon0',
   ];
   const profile = values['cpu-prof'] === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', resolve(values['cpu-prof']), '--cpu-prof-name', `ours-${runIndex > 0 ? `run${runIndex}` : `warmup${1 - runIndex}`}.cpuprofile`];
-  const [command, args] =
-    side === 'qemu'
-      ? ['qemu-storage-daemon', blockdevs]
-      : [process.execPath, [...profile, ...(values.tsx ? ['--import', 'tsx', join(ROOT, 'bin', 'blocklayer.ts')] : [ourCli]), 'daemon', ...blockdevs]];
-  const child = spawn(command, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise((r) => child.once('exit', r));
+  const daemon = await startBenchDaemon({ side, blockdevs, socket, ourCli, nodeOptions: profile });
   try {
-    await waitForSocket(socket, child, () => stderr);
-    const client = await QmpClient.connect(socket, { negotiate: true });
-    const cpuBefore = await cpuSeconds(child.pid);
+    const { client } = daemon;
+    const cpuBefore = await cpuSeconds(daemon.pid);
     const start = process.hrtime.bigint();
     const reply = await client.execute('blockdev-backup', { 'job-id': 'bench', device: 'src', target: 'tgt', sync: 'full' });
     if ('error' in reply) throw new Error(`${side}: blockdev-backup: ${JSON.stringify(reply.error)}`);
     const event = await client.waitEvent('BLOCK_JOB_COMPLETED');
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-    const cpu = (await cpuSeconds(child.pid)) - cpuBefore;
+    const cpu = (await cpuSeconds(daemon.pid)) - cpuBefore;
     if (event.data?.error !== undefined || event.data?.offset !== SIZE) throw new Error(`${side}: ${JSON.stringify(event.data)}`);
-    await client.execute('quit');
-    await client.close();
-    await exited;
+    await daemon.quit();
     return { speed: SIZE / 2 ** 20 / seconds, cpu };
   } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
-    await exited;
+    await daemon.kill();
   }
-}
-
-async function runTool(tool: string, args: string[]): Promise<string> {
-  return (await run(tool, args, { maxBuffer: 1 << 20 })).stdout;
-}
-
-function median(list: number[]): number {
-  const sorted = [...list].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const dir = await mkdtemp(join(values.dir, 'blocklayer-bench-'));

@@ -12,6 +12,7 @@ import { coreModule } from './core-module.js';
 import type { BlockLayerHooks } from './hooks/block-layer-hooks.js';
 import type { EventPublisher } from './hooks/event-publisher.js';
 import type { Lifecycle } from './lifecycle.js';
+import type { ObjectRegistry } from './objects/object-registry.js';
 import { defaultManifest } from './plugin/default-manifest.js';
 import type { Plugin } from './plugin/plugin.js';
 import { PluginLoader, type LoadedPlugin } from './plugin/plugin-loader.js';
@@ -109,10 +110,16 @@ export class BlockLayer {
     return { server, address: await server.listen(address) };
   }
 
-  /** Stops serving and closes every node. */
+  get objects(): ObjectRegistry {
+    return this.container.get(TOKENS.ObjectRegistry);
+  }
+
+  /** Stops serving, closes every node, then deletes every object. */
   async close(): Promise<void> {
     await Promise.all(this.servers.splice(0).map((s) => s.close()));
+    await this.lifecycle.hooks.close.promise();
     await this.graph.closeAll();
+    await this.objects.closeAll();
   }
 }
 

@@ -1,5 +1,6 @@
 /** The core's own bindings: services as singletons, and the protocol commands every layer has. */
 import { ContainerModule } from 'inversify';
+import { BitmapStore } from './bitmap/bitmap-store.js';
 import { BlockGraph } from './block/block-graph.js';
 import { DriverRegistry } from './block/driver-registry.js';
 import { ImageCreator } from './block/image-creator.js';
@@ -8,7 +9,10 @@ import { EventPublisher } from './hooks/event-publisher.js';
 import { JobManager } from './job/job-manager.js';
 import { JobTypeRegistry } from './job/job-type-registry.js';
 import { Lifecycle } from './lifecycle.js';
+import { ObjectRegistry } from './objects/object-registry.js';
 import { CommandRegistry } from './qmp/command-registry.js';
+import { ObjectAddCommand } from './qmp/commands/object-add.js';
+import { ObjectDelCommand } from './qmp/commands/object-del.js';
 import { QmpCapabilitiesCommand } from './qmp/commands/qmp-capabilities.js';
 import { QueryCommandsCommand } from './qmp/commands/query-commands.js';
 import { QueryQmpSchemaCommand } from './qmp/commands/query-qmp-schema.js';
@@ -32,10 +36,14 @@ export const coreModule = new ContainerModule(({ bind }) => {
   bind(TOKENS.TransactionRunner).to(TransactionRunner).inSingletonScope();
   bind(TOKENS.EventPublisher).to(EventPublisher).inSingletonScope();
   bind(TOKENS.Lifecycle).to(Lifecycle).inSingletonScope();
+  bind(TOKENS.ObjectRegistry).to(ObjectRegistry).inSingletonScope();
+  bind(TOKENS.BitmapStore).to(BitmapStore).inSingletonScope();
 
   bind(TOKENS.CommandContribution).to(QmpCapabilitiesCommand).inSingletonScope();
   bind(TOKENS.CommandContribution).to(QueryVersionCommand).inSingletonScope();
   bind(TOKENS.CommandContribution).to(QueryCommandsCommand).inSingletonScope();
   bind(TOKENS.CommandContribution).to(QueryQmpSchemaCommand).inSingletonScope();
   bind(TOKENS.CommandContribution).to(QuitCommand).inSingletonScope();
+  bind(TOKENS.CommandContribution).to(ObjectAddCommand).inSingletonScope();
+  bind(TOKENS.CommandContribution).to(ObjectDelCommand).inSingletonScope();
 });

@@ -31,9 +31,24 @@ export type { BlockStatusExtent, WriteFlags, WriteRequest, WriteResult, ZeroFlag
 export { BlockdevRef, BlockdevRefOrNull, type BlockdevOptionsValue } from './block/blockdev-ref.js';
 export type { ImageCreator } from './block/image-creator.js';
 export type { BlockDeviceInfo, ImageInfo } from './block/node-info.js';
+export type { BitmapStore, CreateBitmapOptions } from './bitmap/bitmap-store.js';
+export { defaultBitmapGranularity } from './bitmap/bitmap-store.js';
+export { DirtyBitmap, type BitmapBackup, type BitmapCheck, type DirtyArea } from './bitmap/dirty-bitmap.js';
+export {
+  BlockDirtyBitmap,
+  BlockDirtyBitmapOrStr,
+  BlockDirtyInfo,
+  type BlockDirtyBitmapValue,
+  type BlockDirtyBitmapOrStrValue,
+  type BlockDirtyInfoValue,
+} from './bitmap/bitmap-schema.js';
 
 export type { BlockLayerHooks, BlockLayerEvent, CommandExecution } from './hooks/block-layer-hooks.js';
 export type { HookContribution } from './hooks/hook-contribution.js';
+export type { ObjectRegistry } from './objects/object-registry.js';
+export type { ObjectCreateContext, ObjectTypeContribution } from './objects/object-type-contribution.js';
+export { isTlsCreds, type TlsCreds, type TlsSocketOptions, type UserObject } from './objects/user-object.js';
+export { clientTlsSocket, serverTlsSocket, TlsHandshakeError, type TlsHandshakeOptions } from './protocols/nbd/tls.js';
 export type { JobHandle, JobStatus, JobType } from './job/job-handle.js';
 export type { JobTypeContribution } from './job/job-type-contribution.js';
 export type {

@@ -2,7 +2,8 @@
  * Shutdown of a layer. `quit` asks for it; jobs tap `beforeShutdown` to
  * cancel themselves first (QEMU cancels running jobs on quit); front ends
  * (the daemon) tap `shutdownRequested` to stop serving and close the layer,
- * which happens after the quit reply has been sent.
+ * which happens after the quit reply has been sent. Plugins that serve
+ * (the NBD server) tap `close` to stop before the layer's nodes close.
  */
 import { injectable } from 'inversify';
 import { AsyncSeriesHook, SyncHook } from 'tapable';
@@ -14,6 +15,8 @@ export class Lifecycle {
     beforeShutdown: new AsyncSeriesHook<[string]>(['reason'], 'beforeShutdown'),
     /** Shutdown was requested; runs once, after the current command's reply is out. */
     shutdownRequested: new SyncHook<[string]>(['reason'], 'shutdownRequested'),
+    /** The layer is closing (`layer.close()`): stop serving and drop users of nodes, before the nodes close. */
+    close: new AsyncSeriesHook<[]>([], 'close'),
   });
 
   private requested = false;

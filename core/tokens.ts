@@ -16,6 +16,8 @@ export const TOKENS = {
   CommandContribution: Symbol.for('blocklayer.CommandContribution'),
   /** HookContribution: taps on the global hooks. */
   HookContribution: Symbol.for('blocklayer.HookContribution'),
+  /** ObjectTypeContribution: a user-creatable object type (`object-add`, `--object`: tls-creds-psk …). */
+  ObjectTypeContribution: Symbol.for('blocklayer.ObjectTypeContribution'),
 
   /** BlockLayerHooks: the global hooks. */
   BlockLayerHooks: Symbol.for('blocklayer.BlockLayerHooks'),
@@ -39,6 +41,10 @@ export const TOKENS = {
   QapiValidator: Symbol.for('blocklayer.QapiValidator'),
   /** EventPublisher: stamps and publishes QMP events through the `event` hook. */
   EventPublisher: Symbol.for('blocklayer.EventPublisher'),
+  /** BitmapStore: the named dirty bitmaps of every node; records their writes. */
+  BitmapStore: Symbol.for('blocklayer.BitmapStore'),
+  /** ObjectRegistry: user-creatable objects by id (TLS credentials …), and their types. */
+  ObjectRegistry: Symbol.for('blocklayer.ObjectRegistry'),
   /** Lifecycle: shutdown requests (the `quit` command) and what runs on close. */
   Lifecycle: Symbol.for('blocklayer.Lifecycle'),
   /** PluginOptions: a plugin's validated manifest options, bound by name (`@named(pluginName)`). */

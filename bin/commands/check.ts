@@ -1,7 +1,7 @@
 /** `blocklayer check -f FMT [--output=human|json] [-r leaks|all] [-q] IMG`: qemu-img check. */
 import type { Command } from 'commander';
 import type { CheckRepair } from '../../core/block/driver.js';
-import { CHECK_FAILED, checkImage, formatCheckHuman, formatCheckJson } from '../../core/image-tools/check.js';
+import { CHECK_FAILED, CheckFailedError, checkImage, formatCheckHuman, formatCheckJson } from '../../core/image-tools/check.js';
 import { ImageToolError, requireFormat, withImage } from '../../core/image-tools/image-access.js';
 import { forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
@@ -37,9 +37,16 @@ export function checkCommand(program: Command): void {
       runTool('check', async (layer) => {
         const format = requireFormat(options.f);
         const repair = repairMode(options.r);
-        const outcome = await withImage(layer, { filename, format }, { readOnly: repair === 'none', check: true }, (node) =>
+        const outcome = await withImage(layer, { filename, format }, { readOnly: repair === 'none', unmap: repair !== 'none', check: true }, (node) =>
           checkImage(node, filename, repair),
-        );
+        ).catch((error: unknown) => {
+          // What qemu-img printed before its `Check failed: …` (which runTool prints).
+          if (error instanceof CheckFailedError) {
+            for (const line of error.messages) process.stderr.write(`${line}\n`);
+            for (const line of error.reports) printError('check', line);
+          }
+          throw error;
+        });
         for (const line of outcome.messages) process.stderr.write(`${line}\n`);
         if (!options.q) print(options.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
         if (outcome.exitCode === 1) printError('check', CHECK_FAILED);

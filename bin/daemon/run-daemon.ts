@@ -11,9 +11,11 @@ import type { QapiValidator } from '../../core/schema/qapi-validator.js';
 import { TOKENS } from '../../core/tokens.js';
 import { type DaemonArguments, parseBlockdevs, parseMonitors, type QmpListener } from './daemon-options.js';
 import { prepareEmbeddedDefault } from './embedded-default.js';
+import { type NbdArguments, startNbdFromOptions } from './nbd-options.js';
+import { addObjectsFromOptions, type ObjectArguments } from './object-options.js';
 import { reportReady } from './daemonize.js';
 
-export interface DaemonOptions extends DaemonArguments {
+export interface DaemonOptions extends DaemonArguments, NbdArguments, ObjectArguments {
   manifest?: string;
   pidfile?: string;
   embeddedDefault?: boolean;
@@ -38,6 +40,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       console.log(`blocklayer: disk 'disk0' is ${disk} (raw${embedded.created ? ', created now' : ''}); QMP on ${socket}`);
       console.log(`blocklayer: try  npx blocklayer qmp ${socket} query-named-block-nodes`);
     }
+    // Before the nodes and the NBD server, which may name them (tls-creds).
+    await addObjectsFromOptions(layer, options);
     const blockdevs = options.blockdev ?? [];
     const parsed = blockdevs.map((text) => {
       try {
@@ -51,6 +55,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
         throw optionError('--blockdev', blockdevs[i]!, error);
       });
     }
+    await startNbdFromOptions(layer, options);
     const listeners = parseMonitors({ ...options, qmp }, validator);
     await startMonitors(layer, listeners);
     if (options.pidfile !== undefined) await writeFile(options.pidfile, `${process.pid}\n`);

@@ -1,7 +1,8 @@
 /**
  * One bit per cluster of a disk: the clusters a job still has to copy
- * (QEMU's copy bitmap). Ranges are byte ranges; a partial cluster at the end
- * of the disk counts for its real size.
+ * (QEMU's copy bitmap), and the storage of a named dirty bitmap (one bit
+ * per granule, core/bitmap/dirty-bitmap.ts). Ranges are byte ranges; a
+ * partial cluster at the end of the disk counts for its real size.
  */
 export class ClusterBitmap {
   private readonly bits: Uint8Array;
@@ -45,9 +46,10 @@ export class ClusterBitmap {
     return { first: Math.floor(offset / this.clusterSize), end: Math.ceil((offset + bytes) / this.clusterSize) };
   }
 
-  /** First set cluster at or after `from`, or -1. */
-  nextSet(from: number): number {
-    for (let c = from; c < this.clusters; c++) {
+  /** First set cluster in `[from, end)` (default: to the last cluster), or -1. */
+  nextSet(from: number, end = this.clusters): number {
+    const stop = Math.min(end, this.clusters);
+    for (let c = from; c < stop; c++) {
       if (this.bits[c >> 3] === 0) {
         c |= 7;
         continue;
@@ -55,6 +57,82 @@ export class ClusterBitmap {
       if (this.has(c)) return c;
     }
     return -1;
+  }
+
+  /** First clear cluster in `[from, end)` (default: to the last cluster), or -1. */
+  nextClear(from: number, end = this.clusters): number {
+    const stop = Math.min(end, this.clusters);
+    for (let c = from; c < stop; c++) {
+      if (this.bits[c >> 3] === 0xff) {
+        c |= 7;
+        continue;
+      }
+      if (!this.has(c)) return c;
+    }
+    return -1;
+  }
+
+  /** Sets clusters `[first, end)` (clipped to the disk), a byte at a time where it can. */
+  setRange(first: number, end: number): void {
+    const stop = Math.min(end, this.clusters);
+    let c = Math.max(0, first);
+    for (; c < stop && (c & 7) !== 0; c++) this.set(c);
+    for (; c + 8 <= stop; c += 8) {
+      const byte = this.bits[c >> 3]!;
+      if (byte === 0xff) continue;
+      this.setCount += 8 - popcount8(byte);
+      this.bits[c >> 3] = 0xff;
+    }
+    for (; c < stop; c++) this.set(c);
+  }
+
+  /** Clears clusters `[first, end)` (clipped to the disk). */
+  clearRange(first: number, end: number): void {
+    const stop = Math.min(end, this.clusters);
+    let c = Math.max(0, first);
+    for (; c < stop && (c & 7) !== 0; c++) this.clear(c);
+    for (; c + 8 <= stop; c += 8) {
+      const byte = this.bits[c >> 3]!;
+      if (byte === 0) continue;
+      this.setCount -= popcount8(byte);
+      this.bits[c >> 3] = 0;
+    }
+    for (; c < stop; c++) this.clear(c);
+  }
+
+  /** Clears every cluster. */
+  clearAll(): void {
+    this.bits.fill(0);
+    this.setCount = 0;
+  }
+
+  /**
+   * A copy covering `length` bytes (default: the same): clusters past the
+   * new end are dropped, clusters added at the end are clear.
+   */
+  copy(length = this.length): ClusterBitmap {
+    const copy = new ClusterBitmap(this.clusterSize, length);
+    const keep = Math.min(this.clusters, copy.clusters);
+    const whole = keep >> 3;
+    copy.bits.set(this.bits.subarray(0, whole));
+    copy.setCount = 0;
+    for (let i = 0; i < whole; i++) copy.setCount += popcount8(copy.bits[i]!);
+    for (let c = whole * 8; c < keep; c++) if (this.has(c)) copy.set(c);
+    return copy;
+  }
+
+  /** Sets every cluster set in `other`, which has the same cluster size and length. */
+  union(other: ClusterBitmap): void {
+    if (other.clusterSize !== this.clusterSize || other.clusters !== this.clusters) {
+      throw new Error('ClusterBitmap.union: the bitmaps differ in geometry');
+    }
+    let count = 0;
+    for (let i = 0; i < this.bits.length; i++) {
+      const byte = this.bits[i]! | other.bits[i]!;
+      this.bits[i] = byte;
+      count += popcount8(byte);
+    }
+    this.setCount = count;
   }
 
   get count(): number {
@@ -74,4 +152,10 @@ export class ClusterBitmap {
     const offset = first * this.clusterSize;
     return { offset, bytes: Math.min(end * this.clusterSize, this.length) - offset };
   }
+}
+
+function popcount8(byte: number): number {
+  let b = byte - ((byte >> 1) & 0x55);
+  b = (b & 0x33) + ((b >> 2) & 0x33);
+  return (b + (b >> 4)) & 0x0f;
 }

@@ -50,15 +50,23 @@ export interface NodeSettings {
 }
 
 /**
- * The node's settings; `read-only` not given by the user is inherited from
- * the parent (QEMU opens the children of a read-only node read-only).
+ * The node's settings; `read-only` and `cache.no-flush` not given by the
+ * user are inherited from the parent (QEMU opens the children of a
+ * read-only node read-only, and bdrv_inherited_options passes cache.direct
+ * and cache.no-flush down: a format node with no-flush does not flush its
+ * file either).
  */
-export function nodeSettings(options: BaseNodeOptions, given: BaseNodeOptions, inheritReadOnly: boolean): NodeSettings {
+export function nodeSettings(
+  options: BaseNodeOptions,
+  given: BaseNodeOptions,
+  inheritReadOnly: boolean,
+  inheritNoFlush = false,
+): NodeSettings {
   return {
     readOnly: given['read-only'] ?? inheritReadOnly,
     autoReadOnly: options['auto-read-only'] ?? false,
     discard: options.discard ?? 'ignore',
     detectZeroes: options['detect-zeroes'] ?? 'off',
-    noFlush: options.cache?.['no-flush'] ?? false,
+    noFlush: given.cache?.['no-flush'] ?? (inheritNoFlush || (options.cache?.['no-flush'] ?? false)),
   };
 }

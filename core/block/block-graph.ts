@@ -29,6 +29,8 @@ interface OpenRequest {
   implicit: boolean;
   /** Read-only unless the options say otherwise (children inherit from their parent). */
   inheritReadOnly: boolean;
+  /** cache.no-flush unless the options say otherwise (inherited from the parent, as in QEMU). */
+  inheritNoFlush?: boolean;
   /** Opened to be checked (and maybe repaired): the driver tolerates what it would otherwise refuse. */
   check?: boolean;
 }
@@ -202,14 +204,39 @@ export class BlockGraph {
   }
 
   /**
-   * Makes every user of `from` use `to` instead (QEMU's bdrv_replace_node),
-   * except `to`'s own edges, so a filter inserted above `from` keeps it as
-   * its child. Call inside a drained section of `from`.
+   * QEMU's op blockers, as every job checks the nodes it is asked to use
+   * (bdrv_op_is_blocked): a node a job holds (its blocker, e.g. "block
+   * device is in use by block job: mirror") cannot be taken by another job:
+   * "Node 'x' is busy: …", naming the node by its device name if it has one.
    */
-  replace(from: BlockNode, to: BlockNode): void {
+  checkNotBusy(node: BlockNode): void {
+    const blocker = blockerOf(node);
+    if (blocker === undefined) return;
+    const name = this.deviceName(node) || node.nodeName;
+    throw new BlockLayerError(`Node '${name}' is busy: ${blocker}`);
+  }
+
+  /**
+   * A root node: only backends and exports use it, no parent node and no
+   * job (QEMU's bdrv_is_root_node, which commands such as blockdev-mirror
+   * require of their `device`).
+   */
+  isRoot(node: BlockNode): boolean {
+    return [...node.parents].every((e) => e.parent.parentKind === 'backend' || e.parent.parentKind === 'export');
+  }
+
+  /**
+   * Makes every user of `from` use `to` instead (QEMU's bdrv_replace_node),
+   * except the edges of `to` and of the nodes below it, which would make a
+   * loop: a filter inserted above `from` keeps it as its child. `keep`
+   * leaves further edges where they are. Call inside a drained section of
+   * `from`.
+   */
+  replace(from: BlockNode, to: BlockNode, keep: (edge: NodeEdge) => boolean = () => false): void {
     if (from === to) return;
+    const below = subtree(to);
     for (const edge of [...from.parents]) {
-      if (edge.parent === to) continue;
+      if ((edge.parent instanceof BlockNode && below.has(edge.parent)) || keep(edge)) continue;
       from.parents.delete(edge);
       edge.retarget(to);
       to.parents.add(edge);
@@ -217,6 +244,37 @@ export class BlockGraph {
     // What was above a drained node stays drained; the new node in between is drained with it.
     for (const section of from.drainSections) section.addNode(to);
     this.hooks.nodeReplaced.call(from, to);
+  }
+
+  /**
+   * Points `node`'s backing link at `backing`, or removes it (QEMU's
+   * bdrv_set_backing_hd), for the jobs that rewrite a backing chain
+   * (stream, commit). An existing `backing` edge is re-pointed, so the
+   * node's driver keeps the same child; a removed edge is detached. The node
+   * the link left closes if nobody named it and nothing else uses it (with
+   * the implicit nodes below it). The image is told separately
+   * (`node.changeBackingFile`). Call with `node` drained.
+   */
+  async setBacking(node: BlockNode, backing: BlockNode | undefined): Promise<void> {
+    const edge = node.children.get('backing');
+    if (edge?.node === backing) return;
+    if (backing !== undefined && subtree(backing).has(node)) {
+      throw new BlockLayerError(`Making '${backing.nodeName}' a backing file of '${node.nodeName}' would create a loop`);
+    }
+    if (edge === undefined) {
+      if (backing !== undefined) node.children.set('backing', this.attach(node, backing, 'backing'));
+      return;
+    }
+    const old = edge.node;
+    if (backing === undefined) {
+      node.children.delete('backing');
+      this.detach(edge);
+    } else {
+      old.parents.delete(edge);
+      edge.retarget(backing);
+      backing.parents.add(edge);
+    }
+    await this.closeIfUnused(old);
   }
 
   /** Closes every node, users first. */
@@ -290,7 +348,12 @@ export class BlockGraph {
     const { options } = request;
     const driver = this.drivers.require(options.driver);
     const nodeName = options['node-name'] ?? this.reserveImplicitName();
-    const settings = nodeSettings(options as BaseNodeOptions, request.given as BaseNodeOptions, request.inheritReadOnly);
+    const settings = nodeSettings(
+      options as BaseNodeOptions,
+      request.given as BaseNodeOptions,
+      request.inheritReadOnly,
+      request.inheritNoFlush ?? false,
+    );
     if ((options as BaseNodeOptions)['force-share'] === true && !settings.readOnly) {
       throw new BlockLayerError('force-share=on can only be used with read-only images');
     }
@@ -317,6 +380,7 @@ export class BlockGraph {
                 path: join(request.path, spec.name),
                 implicit: true,
                 inheritReadOnly: childReadOnly,
+                inheritNoFlush: settings.noFlush,
               },
               opened,
             );
@@ -335,7 +399,14 @@ export class BlockGraph {
           const path = join(request.path, role);
           const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, childOptions, path) as BlockdevOptionsValue;
           const names = this.reserveNames(valid);
-          const childRequest = { options: valid, given: childOptions, path, implicit: true, inheritReadOnly: childReadOnly };
+          const childRequest = {
+            options: valid,
+            given: childOptions,
+            path,
+            implicit: true,
+            inheritReadOnly: childReadOnly,
+            inheritNoFlush: settings.noFlush,
+          };
           const child = await this.openNode(childRequest, opened).finally(() => {
             for (const name of names) this.reserved.delete(name);
           });
@@ -370,7 +441,7 @@ export class BlockGraph {
     if (users.some((p) => p.parentKind === 'backend' || p.parentKind === 'export')) {
       throw new BlockLayerError(`Node ${node.nodeName} is in use`);
     }
-    const blocker = users.find((p) => p.blocker !== undefined)?.blocker;
+    const blocker = blockerOf(node);
     if (blocker !== undefined) throw new BlockLayerError(`Node '${node.nodeName}' is busy: ${blocker}`);
     if (node.implicit) throw new BlockLayerError(`Node ${node.nodeName} is not owned by the monitor`);
     if (users.length > 0) throw new BlockLayerError(`Block device ${node.nodeName} is in use`);
@@ -387,6 +458,19 @@ export class BlockGraph {
       if (child.implicit && child.parents.size === 0 && this.nodes.get(child.nodeName) === child) await this.remove(child);
     }
   }
+}
+
+/** `node` and every node below it. */
+function subtree(node: BlockNode): Set<BlockNode> {
+  const found = new Set<BlockNode>([node]);
+  for (const current of found) for (const edge of current.children.values()) found.add(edge.node);
+  return found;
+}
+
+/** Why a user of `node` keeps other jobs off it, if one does (the first such user's blocker). */
+function blockerOf(node: BlockNode): string | undefined {
+  for (const edge of node.parents) if (edge.parent.blocker !== undefined) return edge.parent.blocker;
+  return undefined;
 }
 
 function join(path: string, member: string): string {

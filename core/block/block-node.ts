@@ -216,6 +216,26 @@ export class BlockNode implements NodeParent {
     }
   }
 
+  /**
+   * Records a new backing file in the image after the graph changed the
+   * node's backing edge (QEMU's bdrv_change_backing_file): `name` and
+   * `format`, or none; the driver reads through the node's current `backing`
+   * child from then on. A control operation, not a tracked request: callers
+   * (stream, commit) make it with the node drained.
+   */
+  async changeBackingFile(name: string | undefined, format: string | undefined): Promise<void> {
+    if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
+    // A backing format without a backing file makes no sense (QEMU: EINVAL).
+    if (name === undefined && format !== undefined) throw new BlockIoError('EINVAL');
+    if (this.driver.changeBackingFile === undefined) throw new BlockIoError('ENOTSUP');
+    if (this.readOnly) throw new BlockIoError('EACCES', `Block node '${this.nodeName}' is read-only`);
+    try {
+      await this.driver.changeBackingFile(this.state, { child: this.children.get('backing'), name, format });
+    } catch (error) {
+      throw toBlockIoError(error);
+    }
+  }
+
   /** Drained sections this node is in. */
   get drainSections(): ReadonlySet<DrainSection> {
     return this.sections;

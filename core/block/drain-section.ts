@@ -15,6 +15,13 @@ export class DrainSection {
   private readonly users: NodeParent[] = [];
   private ended = false;
 
+  /**
+   * `owner`: the user that drains its own nodes (a mirror job before it
+   * completes). It is paused like any other user, but not waited for: it is
+   * the one waiting (QEMU's mirror_drained_poll while in its own drain).
+   */
+  constructor(private readonly owner?: NodeParent) {}
+
   /** Quiesces `node` and everything above it. */
   addNode(node: BlockNode): void {
     if (this.ended || this.nodes.includes(node)) return;
@@ -45,7 +52,8 @@ export class DrainSection {
 
   /** Resolves once nothing is in flight on the drained nodes and every paused user is quiescent. */
   async settle(): Promise<void> {
-    await Promise.all([...this.nodes.map((n) => n.whenIdle()), ...this.users.map((u) => u.drainedPoll?.())]);
+    const users = this.users.filter((u) => u !== this.owner);
+    await Promise.all([...this.nodes.map((n) => n.whenIdle()), ...users.map((u) => u.drainedPoll?.())]);
   }
 
   /** Releases the users (newest first, as QEMU walks its parents) and then the nodes. */

@@ -54,13 +54,13 @@ export class DriverIo {
     await this.driver.close?.(this.state);
   }
 
-  async write(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+  /** Not async: it hands on the promise of the path it picks (one promise less per request); BlockNode awaits it. */
+  write(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
     if (this.settings.detectZeroes !== 'off' && isZeroBuffer(buf)) {
       const mayUnmap = this.settings.detectZeroes === 'unmap' && this.settings.discard === 'unmap';
-      await this.writeZeroes(offset, buf.length, { ...flags, mayUnmap });
-      return;
+      return this.writeZeroes(offset, buf.length, { ...flags, mayUnmap });
     }
-    await this.alignedWrite(offset, buf, flags);
+    return this.alignedWrite(offset, buf, flags);
   }
 
   async writeZeroes(offset: number, length: number, flags: ZeroFlags): Promise<void> {
@@ -148,7 +148,13 @@ export class DriverIo {
     return Promise.reject(new BlockIoError('ENOTSUP', `Driver '${driver.name}' cannot read`));
   }
 
-  private async transferWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+  private transferWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+    // The common case: one driver request, nothing to emulate.
+    if (!(flags.fua ?? false) && buf.length <= this.limits.maxTransfer) return this.writePart(offset, buf, flags);
+    return this.splitWrite(offset, buf, flags);
+  }
+
+  private async splitWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
     const emulateFua = (flags.fua ?? false) && !this.capabilities.canFua && this.driver.write !== undefined;
     const driverFlags = emulateFua ? { ...flags, fua: false } : flags;
     if (buf.length <= this.limits.maxTransfer) {

@@ -2,7 +2,9 @@
  * The drivers of this layer, by name. Builds BlockdevOptions, the flat union
  * (tag `driver`) of every driver's options behind the base members, so
  * blockdev-add, `--blockdev` and nested child options are validated by one
- * schema that grows with each driver plugin.
+ * schema that grows with each driver plugin; and BlockdevCreateOptions, the
+ * same for blockdev-create (an empty branch for a driver without it, as in
+ * QEMU's schema).
  */
 import { inject, injectable } from 'inversify';
 import { BlockLayerError } from '../errors.js';
@@ -14,9 +16,12 @@ import { baseNodeMembers } from './base-options.js';
 import { BLOCKDEV_OPTIONS } from './blockdev-ref.js';
 import type { BlockDriverDefinition } from './driver.js';
 
+/** The union blockdev-create's `options` are validated against. */
+export const BLOCKDEV_CREATE_OPTIONS = 'BlockdevCreateOptions';
+
 /** QAPI-style type name for a driver's branch: 'null-co' → 'BlockdevOptionsNullCo'. */
-function branchName(driver: string): string {
-  return `BlockdevOptions${driver
+function branchName(driver: string, prefix = 'BlockdevOptions'): string {
+  return `${prefix}${driver
     .split(/[-_]/)
     .map((w) => w.charAt(0).toUpperCase() + w.slice(1))
     .join('')}`;
@@ -69,8 +74,21 @@ export class DriverRegistry {
     });
   }
 
+  /** The branch of BlockdevCreateOptions for one driver (just `driver` if it has no blockdev-create). */
+  createBranch(definition: BlockDriverDefinition): TObject {
+    return Qapi.struct(branchName(definition.name, 'BlockdevCreateOptions'), {
+      driver: Qapi.literal(definition.name),
+      ...definition.blockdevCreateOptions?.properties,
+    });
+  }
+
   private publishSchema(): void {
     const branches = this.drivers.values().map((d) => this.branch(d));
     this.validator.define({ ...Qapi.flatUnion(BLOCKDEV_OPTIONS, 'driver', branches), $id: BLOCKDEV_OPTIONS });
+    const createBranches = this.drivers.values().map((d) => this.createBranch(d));
+    this.validator.define({
+      ...Qapi.flatUnion(BLOCKDEV_CREATE_OPTIONS, 'driver', createBranches),
+      $id: BLOCKDEV_CREATE_OPTIONS,
+    });
   }
 }

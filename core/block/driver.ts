@@ -18,6 +18,8 @@
  */
 import type { TObject } from '@sinclair/typebox';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
+import type { BlockNode } from './block-node.js';
+import type { BlockdevOptionsValue } from './blockdev-ref.js';
 import type { NodeChild } from './node-edge.js';
 
 export type DriverKind = 'protocol' | 'format' | 'filter';
@@ -89,6 +91,40 @@ export interface DriverCreateContext<C> {
   createWith(driver: string, options: Record<string, unknown>): Promise<void>;
 }
 
+/**
+ * Everything a driver's `blockdevCreate` receives. It runs inside a job of
+ * type `create` (QMP blockdev-create); what it throws becomes the job's
+ * `error`, so messages are QEMU's where QEMU has one.
+ */
+export interface DriverBlockdevCreateContext<B> {
+  /**
+   * The options, validated against `blockdevCreateOptions` and passed as
+   * sent: an absent optional member is absent (QEMU's has_*), defaults are
+   * the driver's to apply.
+   */
+  readonly options: B;
+  /**
+   * The node a BlockdevRef member names (QEMU's bdrv_open_blockdev_ref): an
+   * existing node or device by name, or the options of a node opened for
+   * this creation, which is closed when the job ends. Fails with QEMU's
+   * "Cannot find device='x' nor node-name='x'" or the open's error.
+   */
+  openNode(ref: string | BlockdevOptionsValue): Promise<BlockNode>;
+  /**
+   * Takes `node` for writing and resizing for the rest of the job (QEMU's
+   * blk_new_with_bs with write and resize permissions): the job becomes a
+   * user of the node, and the returned child does its I/O. Fails with
+   * QEMU's messages on a read-only node, or on one a format node above it
+   * uses (which shares neither permission).
+   */
+  writeTo(node: BlockNode, role: string): NodeChild;
+  /**
+   * Refuses to recreate a file that a node of this layer has open (creating
+   * truncates it, and blocklayer takes no file locks that would stop it).
+   */
+  checkNotOpen(filename: string): Promise<void>;
+}
+
 /** Extra facts for query-named-block-nodes, in QEMU's ImageInfo terms. */
 export interface NodeDescription {
   /** Set by protocol drivers: the file name or URI. Format drivers inherit the child's. */
@@ -105,7 +141,7 @@ export interface NodeDescription {
   backingFormat?: string;
 }
 
-export interface BlockDriverDefinition<O = any, S = any, C = any> {
+export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   /** The `driver` value in blockdev-add, as QEMU names it. */
   readonly name: string;
   readonly kind: DriverKind;
@@ -118,6 +154,21 @@ export interface BlockDriverDefinition<O = any, S = any, C = any> {
   readonly capabilities?: Partial<DriverCapabilities>;
   /** Options of `create`, if the driver can create images. */
   readonly createOptions?: TObject;
+  /**
+   * Options of `blockdevCreate` (QEMU's BlockdevCreateOptions<Driver>: the
+   * members after `driver`), if the driver supports QMP blockdev-create. They
+   * become the driver's branch of the BlockdevCreateOptions union.
+   */
+  readonly blockdevCreateOptions?: TObject;
+  /**
+   * URI schemes a protocol driver serves (`nbd+unix`): an image tool's
+   * filename `SCHEME://…` opens this driver with `parseFilename`'s options,
+   * as qemu-img selects a protocol by prefix. A scheme names a protocol,
+   * never a format, so this is not probing.
+   */
+  readonly protocols?: readonly string[];
+  /** The driver's options for a `SCHEME://…` filename (with `protocols`). */
+  parseFilename?(filename: string): Record<string, unknown>;
 
   /** Opens the image and returns the per-node state handed to every other operation. */
   open(ctx: DriverOpenContext<O>): Promise<S>;
@@ -147,11 +198,41 @@ export interface BlockDriverDefinition<O = any, S = any, C = any> {
   /** Creates a new image (qemu-img create, drive-backup's target). */
   create?(ctx: DriverCreateContext<C>): Promise<void>;
   /**
+   * QMP blockdev-create, with QEMU's options for this driver: a protocol
+   * driver creates its file, a format driver formats a node it is given
+   * (`openNode`, `writeTo`). Present exactly when `blockdevCreateOptions` is.
+   * Called once, from the `create` job's run; the nodes it took are let go
+   * when the job ends.
+   */
+  blockdevCreate?(ctx: DriverBlockdevCreateContext<B>): Promise<void>;
+  /**
    * Checks the image's metadata, repairing what `repair` allows (qemu-img
    * check). Called on a node opened for it (read-only unless repairing).
    * Formats without metadata have none: qemu-img check says so (exit 63).
    */
   check?(state: S, repair: CheckRepair): Promise<ImageCheckResult>;
+  /**
+   * The node's backing link changed (QEMU's bdrv_change_backing_file, after
+   * bdrv_set_backing_hd): records the new backing file in the image, so it
+   * opens with it next time, and reads through `change.child` from now on.
+   * Called by jobs that rewrite a backing chain (stream, commit), on a
+   * writable open node, once the graph already points the node's `backing`
+   * edge at the new node (or removed it). Crash-safe: everything written to
+   * the image so far is durable before the image names another backing
+   * file. Optional: without it the node's backing file cannot be changed
+   * (ENOTSUP, as QEMU's drivers without the callback).
+   */
+  changeBackingFile?(state: S, change: BackingFileChange): Promise<void>;
+}
+
+/** What `changeBackingFile` records. */
+export interface BackingFileChange {
+  /** The backing child from now on, or undefined for none. */
+  readonly child: NodeChild | undefined;
+  /** The backing file name to store in the image (as given, relative names stay relative); undefined: none. */
+  readonly name: string | undefined;
+  /** Its format, stored with it (qcow2's backing format extension); undefined: none. */
+  readonly format: string | undefined;
 }
 
 export type CheckRepair = 'none' | 'leaks' | 'all';
@@ -173,8 +254,8 @@ export interface ImageCheckResult {
 }
 
 /** Identity helper that keeps the option and state types of a definition. */
-export function defineBlockDriver<O, S, C = never>(
-  definition: BlockDriverDefinition<O, S, C>,
-): BlockDriverDefinition<O, S, C> {
+export function defineBlockDriver<O, S, C = never, B = never>(
+  definition: BlockDriverDefinition<O, S, C, B>,
+): BlockDriverDefinition<O, S, C, B> {
   return definition;
 }

@@ -31,7 +31,8 @@ export class ImageCreator {
     await driver.create({ options: valid, createWith: (name, more) => this.create(name, more) });
   }
 
-  private async checkNotOpen(filename: string): Promise<void> {
+  /** Refuses an existing file that a protocol node of this layer has open (blockdev-create's check too). */
+  async checkNotOpen(filename: string): Promise<void> {
     const existing = await stat(filename).catch(() => undefined);
     if (existing === undefined) return;
     for (const node of this.graph.list()) {

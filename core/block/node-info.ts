@@ -3,6 +3,7 @@
  * its data lives (the filename, or a json: description when no single file
  * names it), its size, and its backing chain.
  */
+import type { BlockDirtyInfoValue } from '../bitmap/bitmap-schema.js';
 import { formatQemuJson } from '../util/qemu-json.js';
 import type { BlockNode } from './block-node.js';
 
@@ -36,6 +37,8 @@ export interface BlockDeviceInfo {
   image: ImageInfo;
   cache: { writeback: boolean; direct: boolean; 'no-flush': boolean };
   write_threshold: number;
+  /** The node's dirty bitmaps, newest first; absent when it has none. */
+  'dirty-bitmaps'?: BlockDirtyInfoValue[];
 }
 
 /** The options that describe a node in a json: filename: its driver, given options and children. */
@@ -89,7 +92,12 @@ function backingDepth(node: BlockNode): number {
   return depth;
 }
 
-export async function blockDeviceInfo(node: BlockNode, flat: boolean): Promise<BlockDeviceInfo> {
+/** `dirtyBitmaps`: the node's bitmaps as the BitmapStore describes them, if it has any. */
+export async function blockDeviceInfo(
+  node: BlockNode,
+  flat: boolean,
+  dirtyBitmaps?: BlockDirtyInfoValue[],
+): Promise<BlockDeviceInfo> {
   const backing = node.children.get('backing');
   const info: BlockDeviceInfo = {
     file: await nodeFilename(node),
@@ -110,5 +118,6 @@ export async function blockDeviceInfo(node: BlockNode, flat: boolean): Promise<B
     write_threshold: 0,
   };
   if (backing !== undefined) info.backing_file = await nodeFilename(backing.node);
+  if (dirtyBitmaps !== undefined) info['dirty-bitmaps'] = dirtyBitmaps;
   return info;
 }

@@ -7,10 +7,16 @@
  * Ranges that read as zeroes become write-zeroes on the target, or nothing
  * where the target already reads as zeroes; with `skipUnallocated` (sync
  * top) ranges the source's top layer does not allocate are left out.
+ *
+ * Mirror marks clusters again while they are being copied (the guest wrote
+ * there): a claim never takes a cluster another copy is moving, and a
+ * write-blocking guest write `hold`s its clusters while it writes both
+ * sides, so the target sees the writes to a cluster in the source's order.
  */
 import type { NodeChild } from '../block/node-edge.js';
 import type { ClusterBitmap } from '../bitmap/cluster-bitmap.js';
 import { type BlockIoError, toBlockIoError } from '../errors.js';
+import { deferred } from '../util/deferred.js';
 
 /** A copy failed reading the source or writing the target; its clusters are marked again. */
 export class CopyError extends Error {
@@ -34,6 +40,8 @@ export interface BlockCopyOptions {
   skipUnallocated?: boolean;
   /** Write data compressed (the target must support it). */
   compress?: boolean;
+  /** Zeroes may be written by deallocating (BDRV_REQ_MAY_UNMAP; default true). */
+  unmap?: boolean;
   /** Bytes copied, by the background loop or copy-before-write. */
   onProgress?: (bytes: number) => void;
   /** Bytes found unallocated and left out. */
@@ -66,14 +74,23 @@ export class BlockCopy {
     while (this.inFlight.size > 0) await Promise.all(new Set(this.inFlight.values()));
   }
 
-  /** Claims the first run of marked clusters at or after `from`, at most `maxChunk` long. */
-  claimNext(from: number): ClaimedRange | undefined {
-    const { bitmap, maxChunk } = this.options;
-    const first = bitmap.nextSet(from);
+  /** Resolves when one of the copies (or holds) in flight has ended; at once if none is. */
+  async oneSettled(): Promise<void> {
+    if (this.inFlight.size > 0) await Promise.race(new Set(this.inFlight.values()));
+  }
+
+  /**
+   * Claims the first run of marked clusters at or after `from` that no copy
+   * is moving, at most `maxBytes` (default `maxChunk`) long.
+   */
+  claimNext(from: number, maxBytes = this.options.maxChunk): ClaimedRange | undefined {
+    const { bitmap } = this.options;
+    let first = bitmap.nextSet(from);
+    while (first >= 0 && this.inFlight.has(first)) first = bitmap.nextSet(first + 1);
     if (first < 0) return undefined;
-    const limit = Math.max(1, Math.floor(maxChunk / bitmap.clusterSize));
+    const limit = Math.max(1, Math.floor(maxBytes / bitmap.clusterSize));
     let end = first + 1;
-    while (end < bitmap.clusters && end - first < limit && bitmap.has(end)) end++;
+    while (end < bitmap.clusters && end - first < limit && bitmap.has(end) && !this.inFlight.has(end)) end++;
     for (let c = first; c < end; c++) bitmap.clear(c);
     return { first, end };
   }
@@ -104,6 +121,34 @@ export class BlockCopy {
         if (this.inFlight.get(c) === settled) this.inFlight.delete(c);
       }
     });
+  }
+
+  /**
+   * Waits until no copy moves a cluster of `[offset, offset + bytes)`, then
+   * keeps copies off those clusters (claims skip them, copy-before-write and
+   * other holds wait) until the returned function is called.
+   */
+  async hold(offset: number, bytes: number): Promise<() => void> {
+    const { bitmap } = this.options;
+    const { first, end } = bitmap.clustersOf(offset, bytes);
+    const last = Math.min(end, bitmap.clusters);
+    for (;;) {
+      const moving = new Set<Promise<void>>();
+      for (let c = first; c < last; c++) {
+        const copy = this.inFlight.get(c);
+        if (copy !== undefined) moving.add(copy);
+      }
+      if (moving.size === 0) break;
+      await Promise.all(moving);
+    }
+    const held = deferred();
+    for (let c = first; c < last; c++) this.inFlight.set(c, held.promise);
+    return () => {
+      for (let c = first; c < last; c++) {
+        if (this.inFlight.get(c) === held.promise) this.inFlight.delete(c);
+      }
+      held.resolve();
+    };
   }
 
   /**
@@ -174,7 +219,7 @@ export class BlockCopy {
   private async zero(offset: number, length: number): Promise<void> {
     const { target } = this.options;
     if (await this.targetReadsZero(offset, length)) return;
-    await target.writeZeroes(offset, length, { mayUnmap: true }).catch((error: unknown) => {
+    await target.writeZeroes(offset, length, { mayUnmap: this.options.unmap ?? true }).catch((error: unknown) => {
       throw new CopyError('write', toBlockIoError(error));
     });
   }

@@ -35,6 +35,32 @@ export interface CheckOutcome {
   exitCode: 0 | 1 | 2 | 3;
 }
 
+/**
+ * A check that could not complete (exit code 1). qemu-img has printed the
+ * driver's lines as the check went (`messages`), then its error reports
+ * (`reports`, e.g. `ERROR writing refblock: Input/output error`), then this
+ * error's message, `Check failed: <strerror>`.
+ */
+export class CheckFailedError extends ImageToolError {
+  constructor(
+    message: string,
+    readonly messages: readonly string[],
+    readonly reports: readonly string[],
+  ) {
+    super(message);
+    this.name = 'CheckFailedError';
+  }
+}
+
+/** The lines a driver's failed check carries: `messages` printed as they are, `reports` as errors. */
+function failureLines(error: unknown): { messages: string[]; reports: string[] } {
+  const lines = (key: string): string[] => {
+    const value = (error as Record<string, unknown> | null)?.[key];
+    return Array.isArray(value) ? value.filter((line): line is string => typeof line === 'string') : [];
+  };
+  return { messages: lines('messages'), reports: lines('reports') };
+}
+
 /** The exit code of a format without checks. */
 export const NO_CHECK_EXIT = 63;
 
@@ -58,20 +84,25 @@ function report(filename: string, format: string, result: ImageCheckResult): Ima
 /**
  * Checks the image behind `node` (opened read-write when `repair` is not
  * 'none'); `filename` is the name the report shows. Throws ImageToolError
- * with exit code 63 when the format has no check, 1 when the check fails.
+ * with exit code 63 when the format has no check, and CheckFailedError
+ * (exit code 1) when the check fails: a driver's check error may carry
+ * `messages` and `reports` (string arrays), the lines qemu-img would have
+ * printed before its `Check failed`.
  */
 export async function checkImage(node: BlockNode, filename: string, repair: CheckRepair): Promise<CheckOutcome> {
   const { driver } = node;
   if (driver.check === undefined) throw new ImageToolError('This image format does not support checks', NO_CHECK_EXIT);
+  const messages: string[] = [];
   const run = async (mode: CheckRepair): Promise<ImageCheckResult> => {
     try {
       return await driver.check!(node.driverState, mode);
     } catch (error) {
-      throw new ImageToolError(`Check failed: ${errorText(error)}`);
+      const lines = failureLines(error);
+      throw new CheckFailedError(`Check failed: ${errorText(error)}`, [...messages, ...lines.messages], lines.reports);
     }
   };
   let result = await run(repair);
-  const messages = [...result.messages];
+  messages.push(...result.messages);
   let repaired: CheckOutcome['repaired'];
   if (result.leaksFixed > 0 || result.corruptionsFixed > 0) {
     repaired = { leaks: result.leaksFixed, corruptions: result.corruptionsFixed };

@@ -17,8 +17,16 @@
  *   the target driver must be able to (canCompress).
  * - Requests run `parallel` at a time (-m, default 8); reads go ahead in
  *   parallel, writes are issued in image order so that a format allocates
- *   clusters sequentially, unless `outOfOrder` (-W). The target is flushed
- *   at the end.
+ *   clusters sequentially, unless `outOfOrder` (-W). An operation's writes
+ *   are issued once the operation before it has issued its own (its last
+ *   write need not have completed: a format allocates when a write is
+ *   issued, in order, so the image is laid out as qemu-img's in-order
+ *   writes lay it out, while the data transfers overlap). Each request slot
+ *   reuses one buffer.
+ * - The target's cache mode (-t) is qemu-img convert's default, unsafe:
+ *   flushes are ignored, on the target node and the nodes under it (a
+ *   conversion that does not complete leaves no usable image anyway). With
+ *   writeback the target is flushed at the end.
  */
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
@@ -49,6 +57,8 @@ export interface ConvertRequest {
   parallel?: number;
   /** -W: let writes complete in any order (default: in image order, as qemu-img). */
   outOfOrder?: boolean;
+  /** -t: the target's cache mode (default unsafe, as qemu-img convert: no flushes; writeback flushes at the end). */
+  cache?: 'unsafe' | 'writeback';
 }
 
 export interface ConvertResult {
@@ -69,6 +79,9 @@ interface CopyContext {
   sparseSize: number;
   /** Write in image order (allocation stays sequential), reading ahead in parallel. */
   inOrder: boolean;
+  /** Buffers of `bufferSize` bytes not in use: at most one per request in flight is ever made. */
+  buffers: Buffer[];
+  bufferSize: number;
 }
 
 /** Statuses of the source, 1 GiB at a time, as copy operations. */
@@ -102,42 +115,68 @@ async function write(ctx: CopyContext, offset: number, buf: Buffer): Promise<voi
   });
 }
 
-/** An operation with its place in the write order: writes wait for `previous` (unless -W). */
+/** An operation with its place in the write order: its writes wait for `previous` (unless -W). */
 interface Turn {
   op: CopyOp;
+  /** Resolves when the operation before has issued all its writes. */
   previous: Promise<void>;
-  done: Deferred;
+  /** Resolved when this operation has issued all its writes (or failed, or has none). */
+  issued: Deferred;
 }
 
 /** Hands out the operations in order, chaining each one's write turn to the one before. */
 async function* inTurns(ops: AsyncIterable<CopyOp>): AsyncGenerator<Turn> {
   let previous: Promise<void> = Promise.resolve();
   for await (const op of ops) {
-    const done = deferred();
-    yield { op, previous, done };
-    previous = done.promise;
+    const issued = deferred();
+    yield { op, previous, issued };
+    previous = issued.promise;
   }
 }
 
-async function copyOp(ctx: CopyContext, { op, previous }: Turn): Promise<void> {
+async function copyOp(ctx: CopyContext, turn: Turn): Promise<void> {
+  const { op, previous } = turn;
   if (op.kind === 'skip') return;
   if (op.kind === 'zero') {
     if (ctx.inOrder) await previous;
-    return writeZeroes(ctx, op.offset, op.length);
+    const request = writeZeroes(ctx, op.offset, op.length);
+    turn.issued.resolve();
+    return request;
   }
-  const buf = Buffer.alloc(op.length);
+  // Not zeroed: the read fills it all. Data ops are at most bufferSize long (planOps' maxData).
+  const pooled = op.length <= ctx.bufferSize;
+  const whole = (pooled ? ctx.buffers.pop() : undefined) ?? Buffer.allocUnsafeSlow(pooled ? ctx.bufferSize : op.length);
+  try {
+    await copyData(ctx, turn, whole.subarray(0, op.length));
+  } finally {
+    if (pooled) ctx.buffers.push(whole);
+  }
+}
+
+/**
+ * Reads the data, waits for its turn, then writes it run by run: each run
+ * but the last completes before the next is issued (runs may share a
+ * cluster, and a run waiting for its neighbour would be planned after the
+ * next operation), and the turn passes on once the last one is issued.
+ */
+async function copyData(ctx: CopyContext, { op, previous, issued }: Turn, buf: Buffer): Promise<void> {
   await ctx.source.read(op.offset, buf).catch((error: unknown) => {
     throw new ImageToolError(`error while reading at byte ${op.offset}: ${ioErrorText(error)}`);
   });
   if (ctx.inOrder) await previous;
   if (ctx.compress) {
-    if (ctx.zeroInit && ctx.sparseSize > 0 && isAllZero(buf)) return;
-    return write(ctx, op.offset, buf);
+    const request = ctx.zeroInit && ctx.sparseSize > 0 && isAllZero(buf) ? undefined : write(ctx, op.offset, buf);
+    issued.resolve();
+    return request;
   }
-  for (const run of dataRuns(buf, op.offset, ctx.sparseSize)) {
-    const piece = buf.subarray(run.offset - op.offset, run.offset - op.offset + run.length);
-    if (run.zero) await writeZeroes(ctx, run.offset, run.length);
-    else await write(ctx, run.offset, piece);
+  const runs = dataRuns(buf, op.offset, ctx.sparseSize);
+  for (let i = 0; i < runs.length; i++) {
+    const run = runs[i]!;
+    const request = run.zero
+      ? writeZeroes(ctx, run.offset, run.length)
+      : write(ctx, run.offset, buf.subarray(run.offset - op.offset, run.offset - op.offset + run.length));
+    if (i === runs.length - 1) issued.resolve();
+    await request;
   }
 }
 
@@ -162,7 +201,7 @@ async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source:
     });
     await executeCreate(layer, plan);
   }
-  const node = await openImage(layer, target, { readOnly: false, unmap: true });
+  const node = await openImage(layer, target, { readOnly: false, unmap: true, noFlush: (request.cache ?? 'unsafe') === 'unsafe' });
   if (node.length < source.length) {
     await closeImage(layer, node);
     throw new ImageToolError('output file is smaller than input file');
@@ -178,7 +217,7 @@ async function runPool(turns: AsyncIterator<Turn>, workers: number, work: (turn:
       const next = await turns.next();
       if (next.done === true) return;
       // The turn passes on even when this one failed, so that no writer waits forever.
-      await work(next.value).finally(() => next.value.done.resolve());
+      await work(next.value).finally(() => next.value.issued.resolve());
     }
   };
   const results = await Promise.allSettled(
@@ -205,6 +244,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
       const compress = request.compress ?? false;
       const clusterSize = target.limits.clusterSize;
       const align = compress ? clusterSize || 65536 : clusterSize;
+      const maxData = compress ? align : Math.max(BUFFER, align);
       const ctx: CopyContext = {
         source,
         target,
@@ -212,6 +252,8 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         compress,
         sparseSize: request.sparseSize ?? 4096,
         inOrder: !(request.outOfOrder ?? false),
+        buffers: [],
+        bufferSize: maxData,
       };
       const total = source.length;
       let done = 0;
@@ -219,7 +261,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
       const ops = planOps(sourceOps(source, request.backingFile !== undefined), {
         align,
         end: total,
-        maxData: compress ? align : Math.max(BUFFER, align),
+        maxData,
         zeroAsData: ctx.sparseSize === 0,
       });
       await runPool(inTurns(ops), parallel, async (turn) => {

@@ -60,11 +60,22 @@ export function ioErrorText(error: unknown): string {
   return error instanceof BlockIoError ? strerror(error.errno) : errorText(error);
 }
 
-/** The node options of an image file: a format over a `file` node, or the file driver itself. */
+/**
+ * The protocol node under an image: the driver serving the filename's URI
+ * scheme (`nbd+unix:///exp?socket=…`), or a host file.
+ */
+function protocolOptions(layer: BlockLayer, filename: string): Record<string, unknown> {
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(filename)?.[1]?.toLowerCase();
+  const driver = scheme === undefined ? undefined : layer.drivers.list().find((d) => d.protocols?.includes(scheme) === true);
+  if (driver?.parseFilename === undefined) return { driver: 'file', filename };
+  return { driver: driver.name, ...driver.parseFilename(filename) };
+}
+
+/** The node options of an image: a format over its protocol node, or a protocol driver itself. */
 export function imageOptions(layer: BlockLayer, image: ImageRef): Record<string, unknown> & { driver: string } {
   const driver = layer.drivers.get(image.format);
-  const location = driver?.kind === 'protocol' ? { filename: image.filename } : { file: { driver: 'file', filename: image.filename } };
-  return { driver: image.format, ...location };
+  if (driver?.kind === 'protocol') return { driver: image.format, filename: image.filename };
+  return { driver: image.format, file: protocolOptions(layer, image.filename) };
 }
 
 /**
@@ -77,10 +88,14 @@ export async function openImage(layer: BlockLayer, image: ImageRef, options: Ope
     throw new ImageToolError(`Could not open '${image.filename}': ${message}`, options.exitCode ?? 1);
   };
   if (layer.drivers.get(image.format) === undefined) fail(`Unknown driver '${image.format}'`);
-  const node: Record<string, unknown> & { driver: string } = { ...imageOptions(layer, image), 'read-only': options.readOnly };
-  if (options.unmap) node.discard = 'unmap';
-  if (options.noFlush) node.cache = { 'no-flush': true };
   try {
+    const node: Record<string, unknown> & { driver: string } = { ...imageOptions(layer, image), 'read-only': options.readOnly };
+    if (options.unmap) {
+      // As QEMU's inherited options: the protocol child unmaps too, so holes reach the file.
+      node.discard = 'unmap';
+      if (typeof node.file === 'object' && node.file !== null) (node.file as Record<string, unknown>).discard = 'unmap';
+    }
+    if (options.noFlush) node.cache = { 'no-flush': true };
     return await layer.graph.open(node, { readOnly: options.readOnly, check: options.check ?? false });
   } catch (error) {
     return fail(errorText(error));

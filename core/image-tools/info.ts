@@ -4,7 +4,6 @@
  * qemu-img's JSON or its human text.
  */
 import type { BlockNode } from '../block/block-node.js';
-import type { NodeDescription } from '../block/driver.js';
 import { imageInfo, nodeFilename } from '../block/node-info.js';
 import { qdictOrdered, qemuJsonPretty, sizeToStr } from './qemu-text.js';
 
@@ -22,35 +21,26 @@ export interface QemuImageInfo {
   'format-specific'?: { type: string; data: Record<string, unknown> };
 }
 
-/**
- * The backing file name as the image stores it, if the driver tells
- * (a `backingFilename` string in its description; NodeDescription has no
- * such member yet). Without it, qemu-img's `backing-filename` is shown as
- * the resolved name, which is what `full-backing-filename` says.
- */
-function storedBackingName(description: NodeDescription | undefined): string | undefined {
-  const stored: unknown = (description as { backingFilename?: unknown } | undefined)?.backingFilename;
-  return typeof stored === 'string' ? stored : undefined;
-}
-
 /** ImageInfo of one node (`--backing-chain` lists one per image). */
 export async function describeImage(node: BlockNode): Promise<QemuImageInfo> {
   const description = await node.driver.describe?.(node.driverState);
   const core = await imageInfo(node, false);
   // Members are added in QAPI order: qemuJsonPretty relies on it for QEMU's key order.
   const info = { filename: core.filename, format: core.format } as QemuImageInfo;
-  // QEMU reports the dirty flag for every format whose driver has bdrv_get_info (raw: false).
-  const dirty = description?.dirtyFlag ?? (node.driver.kind === 'format' ? false : undefined);
+  // QEMU reports the dirty flag where bdrv_get_info works: qcow2 itself, raw through its file (a host file has it, nbd and null-co have not).
+  const overHostFile = node.driver.kind === 'format' && core['actual-size'] !== undefined;
+  const dirty = description?.dirtyFlag ?? (overHostFile ? false : undefined);
   if (dirty !== undefined) info['dirty-flag'] = dirty;
   if (core['actual-size'] !== undefined) info['actual-size'] = core['actual-size'];
   info['virtual-size'] = core['virtual-size'];
   if (core['cluster-size'] !== undefined) info['cluster-size'] = core['cluster-size'];
   const backing = node.children.get('backing')?.node;
   if (backing !== undefined) {
+    // As the image records them (a relative name stays relative), if the driver tells; else the node's.
     const full = await nodeFilename(backing);
-    info['backing-filename'] = storedBackingName(description) ?? full;
+    info['backing-filename'] = description?.backingFilename ?? full;
     info['full-backing-filename'] = full;
-    info['backing-filename-format'] = backing.driver.name;
+    info['backing-filename-format'] = description?.backingFormat ?? backing.driver.name;
   }
   if (core['format-specific'] !== undefined) info['format-specific'] = core['format-specific'];
   return info;

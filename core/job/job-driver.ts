@@ -15,7 +15,10 @@
  * - `complete` is for jobs that reach ready (mirror): the user asked to
  *   finish. Without it, job-complete fails.
  * - `cancel` is told at once when cancel is requested, to stop in-flight
- *   work early; the job still ends through `run` returning or throwing.
+ *   work early; the job still ends through `run` returning or throwing. It
+ *   returns whether the cancel is forced: `false` makes it a soft cancel
+ *   (a ready mirror finishes its work and ends COMPLETED, QEMU's
+ *   mirror_cancel); no return value means forced.
  */
 import type { Job } from './job.js';
 
@@ -26,5 +29,5 @@ export interface JobDriver {
   abort?(job: Job): Promise<void> | void;
   clean?(job: Job): Promise<void> | void;
   complete?(job: Job): void;
-  cancel?(job: Job, force: boolean): void;
+  cancel?(job: Job, force: boolean): boolean | void;
 }

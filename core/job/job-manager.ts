@@ -23,6 +23,8 @@ export type JobCreateOptions = Omit<JobOptions, 'txn'> & { txn?: JobTxn | undefi
 export class JobManager {
   private readonly jobs: Job[] = [];
   private readonly host: JobHost;
+  /** Cancel commands waiting on a job, woken when it goes pending to wait for job-finalize (a soft-cancelled mirror). */
+  private readonly awaitingFinalize = new Map<Job, () => void>();
 
   constructor(
     @inject(TOKENS.EventPublisher) private readonly events: EventPublisher,
@@ -35,6 +37,7 @@ export class JobManager {
       statusChanged: (job: Job, previous: JobStatus) => {
         this.events.publish('JOB_STATUS_CHANGE', { status: job.status, id: job.id });
         this.hooks.jobStatusChanged.call(job, previous);
+        if (job.status === 'pending' && !job.autoFinalize) this.awaitingFinalize.get(job)?.();
       },
       publish: (event, data) => this.events.publish(event, data),
       dismissed: (job) => this.jobs.splice(this.jobs.indexOf(job), 1),
@@ -56,9 +59,10 @@ export class JobManager {
   /** Creates a job in status `created`. */
   create(options: JobCreateOptions): Job {
     this.checkId(options.id);
-    if (this.types.get(options.type) === undefined) throw new BlockLayerError(`No plugin provides job type '${options.type}'`);
+    const type = this.types.get(options.type);
+    if (type === undefined) throw new BlockLayerError(`No plugin provides job type '${options.type}'`);
     const txn = options.txn ?? this.createTxn();
-    const job = new Job({ ...options, txn }, this.host);
+    const job = new Job({ ...options, txn, blockJob: type.blockJob ?? true }, this.host);
     txn.add(job);
     this.jobs.unshift(job);
     this.hooks.jobCreated.call(job);
@@ -81,21 +85,32 @@ export class JobManager {
     return job;
   }
 
-  /** For block-job-* commands, whose `device` is the job id: DeviceNotActive. */
+  /** For block-job-* commands, whose `device` is the job id: DeviceNotActive (also for a job that is no block job). */
   requireBlockJob(id: string): Job {
     const job = this.find(id);
-    if (job === undefined) throw new BlockLayerError(`Block job '${id}' not found`, 'DeviceNotActive');
+    if (job === undefined || !job.isBlockJob) throw new BlockLayerError(`Block job '${id}' not found`, 'DeviceNotActive');
     return job;
   }
 
-  /** Cancels a job and resolves once it has concluded. */
+  /**
+   * Cancels a job and resolves once it has concluded, or once it waits for
+   * job-finalize (a soft-cancelled ready mirror completes instead, and may
+   * need finalising).
+   */
   async cancel(job: Job, force: boolean): Promise<void> {
     job.checkCancel();
     const concluded = job.txn.whenConcluded(job);
-    job.requestCancel(force);
-    if (!job.hasStarted) await job.txn.jobCompleted(job);
-    else if (['waiting', 'pending'].includes(job.status)) await job.txn.cancelFinished(job);
-    await concluded;
+    // Finalisation has begun (it is atomic in QEMU): the job concludes as it stands.
+    if (job.txn.isFinalizing) return concluded;
+    const pending = new Promise<void>((resolve) => this.awaitingFinalize.set(job, resolve));
+    try {
+      job.requestCancel(force);
+      if (!job.hasStarted) await job.txn.jobCompleted(job);
+      else if (job.isCancelled && ['waiting', 'pending'].includes(job.status)) await job.txn.cancelFinished(job);
+      await Promise.race([concluded, pending]);
+    } finally {
+      this.awaitingFinalize.delete(job);
+    }
   }
 
   /** job-finalize: finalises the job's whole group; resolves once done. */

@@ -6,7 +6,7 @@
  * - Success: a job whose run ended waits; once every member waits, all go
  *   pending (BLOCK_JOB_PENDING for those that need job-finalize), and when
  *   none needs it (or on job-finalize), each is prepared, then each
- *   committed, cleaned, reported (BLOCK_JOB_COMPLETED), concluded.
+ *   committed, cleaned, reported (BLOCK_JOB_COMPLETED, for block jobs), concluded.
  * - Failure or cancel of any member: the others are cancelled, running ones
  *   are waited for, then each is aborted, cleaned, reported (CANCELLED, or
  *   COMPLETED with its error), concluded. A job that never started reports
@@ -30,6 +30,11 @@ export class JobTxn {
 
   get members(): readonly Job[] {
     return this.jobs;
+  }
+
+  /** The group is being finalised: each job will conclude as it stands (QEMU does this in one go). */
+  get isFinalizing(): boolean {
+    return this.finalizing;
   }
 
   /** Resolves when `job` has concluded (or was removed). */
@@ -87,7 +92,7 @@ export class JobTxn {
     if (!this.jobs.every((j) => RUN_OVER.includes(j.status))) return;
     for (const job of this.jobs) {
       job.transition('pending');
-      if (!job.autoFinalize) job.publish('BLOCK_JOB_PENDING', { type: job.type, id: job.id });
+      if (!job.autoFinalize && job.isBlockJob) job.publish('BLOCK_JOB_PENDING', { type: job.type, id: job.id });
     }
     if (this.jobs.every((j) => j.autoFinalize)) await this.finalize();
   }
@@ -109,7 +114,7 @@ export class JobTxn {
     // The job lets go of its nodes first, so clean can close what it no longer needs.
     job.releaseNodes();
     await job.driver.clean?.(job);
-    if (job.hasStarted) {
+    if (job.hasStarted && job.isBlockJob) {
       if (job.isCancelled) job.publish('BLOCK_JOB_CANCELLED', job.eventData());
       else if (job.error !== undefined) job.publish('BLOCK_JOB_COMPLETED', { ...job.eventData(), error: job.error });
       else job.publish('BLOCK_JOB_COMPLETED', job.eventData());

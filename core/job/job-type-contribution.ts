@@ -9,4 +9,11 @@ export interface JobTypeContribution {
   readonly type: JobType;
   /** One line for documentation. */
   readonly summary: string;
+  /**
+   * Whether jobs of this type are block jobs (QEMU's BlockJob; default
+   * true). A plain job (blockdev-create's `create`) sends no BLOCK_JOB_*
+   * events, is not listed by query-block-jobs, and block-job-* commands do
+   * not find it.
+   */
+  readonly blockJob?: boolean;
 }

@@ -14,6 +14,9 @@ import { type JobVerb, transitionAllowed, verbAllowed } from './job-states.js';
 import type { JobTxn } from './job-txn.js';
 import { RateLimiter } from './rate-limiter.js';
 
+/** Statuses after the run ended (QEMU's job_is_completed). */
+const RUN_OVER: readonly JobStatus[] = ['waiting', 'pending', 'aborting', 'concluded', 'null'];
+
 /** Thrown from `pausePoint`/`sleep` once the job is cancelled, to unwind `run`. */
 export class JobCancelled extends Error {
   constructor() {
@@ -41,6 +44,8 @@ export interface JobOptions {
   autoDismiss?: boolean;
   /** Bytes per second, 0 = unlimited. */
   speed?: number;
+  /** A block job (default), or a plain job without BLOCK_JOB_* events (JobTypeContribution.blockJob). */
+  blockJob?: boolean;
 }
 
 export class Job implements JobHandle, NodeParent {
@@ -51,6 +56,8 @@ export class Job implements JobHandle, NodeParent {
   readonly txn: JobTxn;
   readonly autoFinalize: boolean;
   readonly autoDismiss: boolean;
+  /** QEMU's BlockJob: announced with BLOCK_JOB_* events, listed by query-block-jobs. */
+  readonly isBlockJob: boolean;
   readonly limiter = new RateLimiter();
 
   /** Progress in bytes: done so far, and to do in total (which may move both ways). */
@@ -65,6 +72,7 @@ export class Job implements JobHandle, NodeParent {
   private pauseCount = 0;
   private pausedByUser = false;
   private cancelRequested = false;
+  private forceCancel = false;
   private started = false;
   private working = false;
   private parked: Deferred | undefined;
@@ -82,6 +90,7 @@ export class Job implements JobHandle, NodeParent {
     this.txn = options.txn;
     this.autoFinalize = options.autoFinalize ?? true;
     this.autoDismiss = options.autoDismiss ?? true;
+    this.isBlockJob = options.blockJob ?? true;
     this.setSpeedValue(options.speed ?? 0);
     this.driver = options.driver(this);
   }
@@ -103,7 +112,17 @@ export class Job implements JobHandle, NodeParent {
     return this.currentSpeed;
   }
 
+  /**
+   * Cancelled for good (QEMU's job_is_cancelled): the job stops and ends
+   * CANCELLED. A soft cancel the driver accepted (a ready mirror) is only
+   * requested: the job finishes its work and ends COMPLETED.
+   */
   get isCancelled(): boolean {
+    return this.cancelRequested && this.forceCancel;
+  }
+
+  /** Any cancel was asked for, soft ones included (QEMU's job_cancel_requested). */
+  get isCancelRequested(): boolean {
     return this.cancelRequested;
   }
 
@@ -153,7 +172,7 @@ export class Job implements JobHandle, NodeParent {
 
   /** Called by the driver between units of work. Parks while paused; throws once cancelled. */
   async pausePoint(): Promise<void> {
-    if (this.cancelRequested) throw new JobCancelled();
+    if (this.isCancelled) throw new JobCancelled();
     if (this.pauseCount > 0) {
       if (this.currentStatus !== 'paused' && this.currentStatus !== 'standby') {
         this.transition(this.currentStatus === 'ready' ? 'standby' : 'paused');
@@ -161,7 +180,7 @@ export class Job implements JobHandle, NodeParent {
       this.working = false;
       this.parked?.resolve();
       this.parked = undefined;
-      while (this.pauseCount > 0 && !this.cancelRequested) {
+      while (this.pauseCount > 0 && !this.isCancelled) {
         this.resumed ??= deferred();
         await this.resumed.promise;
       }
@@ -170,7 +189,7 @@ export class Job implements JobHandle, NodeParent {
       else if (this.currentStatus === 'standby') this.transition('ready');
       this.working = true;
     }
-    if (this.cancelRequested) throw new JobCancelled();
+    if (this.isCancelled) throw new JobCancelled();
   }
 
   /**
@@ -188,7 +207,7 @@ export class Job implements JobHandle, NodeParent {
    * paused): it checks `paused`/`isCancelled` itself afterwards.
    */
   async nap(ns: number): Promise<void> {
-    if (ns > 0 && !this.cancelRequested && this.pauseCount === 0) {
+    if (ns > 0 && !this.isCancelled && this.pauseCount === 0) {
       this.working = false;
       await new Promise<void>((resolve) => {
         const wake = (): void => {
@@ -202,6 +221,11 @@ export class Job implements JobHandle, NodeParent {
       });
       this.working = true;
     }
+  }
+
+  /** Ends a `sleep` or `nap` early: the driver has work again (mirror: new dirty data, job-complete). */
+  wake(): void {
+    this.sleeper?.wake();
   }
 
   /** The job can be completed by the user now (mirror): running → ready, with BLOCK_JOB_READY. */
@@ -340,12 +364,17 @@ export class Job implements JobHandle, NodeParent {
   /**
    * Requests cancellation: a user-paused job is resumed first (as QEMU does,
    * so it can stop), then woken so its next pause point throws JobCancelled.
+   * The driver's `cancel` says whether the cancel is forced (a driver
+   * without one is always force-cancelled); a soft cancel is ignored once
+   * the run is over (QEMU's job_cancel_async).
    */
   requestCancel(force: boolean): void {
     if (this.pausedByUser) this.releasePause(true);
-    if (this.cancelRequested) return;
+    if (this.isCancelled) return;
+    const forced = this.driver.cancel?.(this, force) ?? true;
+    if (!forced && RUN_OVER.includes(this.currentStatus)) return;
     this.cancelRequested = true;
-    this.driver.cancel?.(this, force);
+    this.forceCancel ||= forced;
     this.sleeper?.wake();
     this.wakeParked();
   }
@@ -381,7 +410,7 @@ export class Job implements JobHandle, NodeParent {
       await this.pausePoint();
       await this.driver.run(this);
     } catch (error) {
-      if (!(error instanceof JobCancelled) || !this.cancelRequested) {
+      if (!(error instanceof JobCancelled) || !this.isCancelled) {
         this.error ??= error instanceof Error ? error.message : String(error);
       }
     } finally {

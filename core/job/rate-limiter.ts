@@ -20,6 +20,26 @@ export class RateLimiter {
     this.quota = (bytesPerSecond * SLICE_NS) / 1e9;
   }
 
+  /**
+   * Counts `bytes` as started now, whatever the quota says, and returns the
+   * nanoseconds to wait before the next start (QEMU's
+   * ratelimit_calculate_delay, for jobs that account work once they know
+   * how much of it counts, as mirror does).
+   */
+  account(bytes: number): number {
+    if (this.quota === 0) return 0;
+    const now = this.now();
+    if (this.sliceEnd < now) {
+      this.sliceStart = now;
+      this.sliceEnd = now + SLICE_NS;
+      this.dispatched = 0;
+    }
+    this.dispatched += bytes;
+    if (this.dispatched < this.quota) return 0;
+    this.sliceEnd = this.sliceStart + (this.dispatched / this.quota) * SLICE_NS;
+    return this.sliceEnd - now;
+  }
+
   /** Nanoseconds to wait before starting `bytes` more (0: go now); the bytes are counted when 0 is returned. */
   delay(bytes: number): number {
     if (this.quota === 0) return 0;

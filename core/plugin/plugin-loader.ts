@@ -18,6 +18,8 @@ import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
 import type { HookContribution } from '../hooks/hook-contribution.js';
 import type { JobTypeContribution } from '../job/job-type-contribution.js';
 import type { JobTypeRegistry } from '../job/job-type-registry.js';
+import type { ObjectRegistry } from '../objects/object-registry.js';
+import type { ObjectTypeContribution } from '../objects/object-type-contribution.js';
 import type { CommandRegistry } from '../qmp/command-registry.js';
 import type { QmpCommand } from '../qmp/qmp-command.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
@@ -49,6 +51,7 @@ const CONTRIBUTION_TOKENS: readonly symbol[] = [
   TOKENS.JobTypeContribution,
   TOKENS.TransactionActionContribution,
   TOKENS.HookContribution,
+  TOKENS.ObjectTypeContribution,
 ];
 
 export class PluginLoader {
@@ -119,6 +122,7 @@ export class PluginLoader {
     const jobTypes = this.container.get<JobTypeRegistry>(TOKENS.JobTypeRegistry);
     const actions = this.container.get<TransactionActionRegistry>(TOKENS.TransactionActionRegistry);
     const hooks = this.container.get<BlockLayerHooks>(TOKENS.BlockLayerHooks);
+    const objects = this.container.get<ObjectRegistry>(TOKENS.ObjectRegistry);
     for (const { name, source } of this.owners) {
       const own = <T>(token: symbol): T[] => this.container.getAll<T>(this.ownToken(name, token));
       try {
@@ -126,6 +130,7 @@ export class PluginLoader {
         for (const c of own<QmpCommand | QmpCommand[]>(TOKENS.CommandContribution).flat()) commands.register(c, name);
         for (const j of own<JobTypeContribution>(TOKENS.JobTypeContribution)) jobTypes.register(j, name);
         for (const a of own<TransactionActionContribution>(TOKENS.TransactionActionContribution)) actions.register(a, name);
+        for (const o of own<ObjectTypeContribution>(TOKENS.ObjectTypeContribution)) objects.registerType(o, name);
         for (const h of own<HookContribution>(TOKENS.HookContribution)) h.apply(hooks);
       } catch (error) {
         throw new PluginLoadError(name, source, (error as Error).message);

@@ -186,7 +186,8 @@ export class QapiValidator {
     }
     const kind = jsonKind(value);
     const branch = s.anyOf.find((b) => this.acceptsKind(b, kind));
-    if (branch === undefined) return typeError(path, a.qapiType ?? this.kindNames(s.anyOf));
+    // QEMU's generated alternate visitors name the bare member, as enum errors do.
+    if (branch === undefined) return typeError(path, a.qapiType ?? this.kindNames(s.anyOf), path.bare);
     return this.firstError(branch, value, path);
   }
 
@@ -212,17 +213,19 @@ export class QapiValidator {
       return `Parameter '${path.bare}' does not accept value '${String(value)}'`;
     }
     const integer = TypeGuard.IsInteger(s);
+    const expects = annotations(s).qapiExpects;
+    // QEMU's uint64 visitor words a value of the wrong JSON type as a bad value.
+    if (integer && expects === 'uint64' && !Number.isInteger(value)) return `Parameter '${path.full}' expects uint64`;
     if (kind !== undefined && jsonKind(value) !== kind) return typeError(path, integer ? 'integer' : kind);
     if (integer && !Number.isInteger(value)) return typeError(path, 'integer');
-    const expects = annotations(s).qapiExpects;
     const first = Value.Errors(s, this.references, value).First();
     if (first === undefined) return undefined;
     return `Parameter '${path.full}' expects ${expects ?? first.message.toLowerCase()}`;
   }
 }
 
-function typeError(path: MemberPath, expected: string): string {
-  return `Invalid parameter type for '${path.full}', expected: ${expected}`;
+function typeError(path: MemberPath, expected: string, name = path.full): string {
+  return `Invalid parameter type for '${name}', expected: ${expected}`;
 }
 
 /** The JSON type a non-union schema accepts, in QEMU's words. */

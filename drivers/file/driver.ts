@@ -9,6 +9,7 @@ import { constants, read, write } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import {
   defineBlockDriver,
+  type DriverBlockdevCreateContext,
   type DriverCreateContext,
   type DriverLimits,
   type DriverOpenContext,
@@ -17,7 +18,14 @@ import {
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
 import { loadFileNativeOps } from './native/native.js';
-import { type FileCreateOptions, type FileOptions, fileCreateOptions, fileOptions } from './options.js';
+import {
+  type FileBlockdevCreateOptions,
+  type FileCreateOptions,
+  type FileOptions,
+  fileBlockdevCreateOptions,
+  fileCreateOptions,
+  fileOptions,
+} from './options.js';
 
 /** Decided once per process, so capabilities and operations agree. */
 const native = loadFileNativeOps();
@@ -226,8 +234,8 @@ async function fileRead(state: FileState, offset: number, buf: Buffer): Promise<
 }
 
 /** pwrite until all is written. */
-async function fileWrite(state: FileState, offset: number, buf: Buffer): Promise<void> {
-  await writeAll(state.handle, offset, buf);
+function fileWrite(state: FileState, offset: number, buf: Buffer): Promise<void> {
+  return writeAll(state.handle, offset, buf);
 }
 
 /**
@@ -312,9 +320,17 @@ async function fileDescribe(state: FileState): Promise<NodeDescription> {
   };
 }
 
-/** Creates or truncates the file, then grows it to `size` (qemu-img create, blockdev-create). */
-async function fileCreate({ options }: DriverCreateContext<FileCreateOptions>): Promise<void> {
-  const { filename, size, preallocation = 'off', nocow = false } = options;
+/**
+ * Creates or truncates the file, then grows it to `size` with `preallocation`
+ * (QEMU's raw_co_create): `size` may be negative only from blockdev-create,
+ * where QEMU reads it as an unsigned number that ftruncate refuses.
+ */
+async function createFile(
+  filename: string,
+  size: number,
+  preallocation: FileBlockdevCreateOptions['preallocation'] = 'off',
+  nocow = false,
+): Promise<void> {
   let handle: FileHandle;
   try {
     handle = await open(filename, constants.O_RDWR | constants.O_CREAT, 0o644);
@@ -325,18 +341,39 @@ async function fileCreate({ options }: DriverCreateContext<FileCreateOptions>): 
     await resizeRegular(handle, 0, 'off');
     // An optimisation only, ignored where unsupported, as in QEMU.
     if (nocow) await ops?.setNoCow(handle.fd).catch(() => undefined);
+    if (preallocation === 'metadata') throw new BlockLayerError('Unsupported preallocation mode: metadata');
+    if (size < 0) throw new BlockLayerError('Could not resize file: Invalid argument');
     await resizeRegular(handle, size, preallocation);
   } finally {
     await handle.close();
   }
 }
 
-export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOptions>({
+/** qemu-img create, drive-backup's target, the raw driver's file. */
+async function fileCreate({ options }: DriverCreateContext<FileCreateOptions>): Promise<void> {
+  await createFile(options.filename, options.size, options.preallocation, options.nocow);
+}
+
+/**
+ * QMP blockdev-create with QEMU's BlockdevCreateOptionsFile. The extent size
+ * hint is checked as QEMU checks it, and not applied (an XFS optimisation).
+ */
+async function fileBlockdevCreate(ctx: DriverBlockdevCreateContext<FileBlockdevCreateOptions>): Promise<void> {
+  const { filename, size, preallocation, nocow } = ctx.options;
+  if ((ctx.options['extent-size-hint'] ?? 0) > 0xffffffff || (ctx.options['extent-size-hint'] ?? 0) < 0) {
+    throw new BlockLayerError('Extent size hint is too large');
+  }
+  await ctx.checkNotOpen(filename);
+  await createFile(filename, size, preallocation, nocow);
+}
+
+export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOptions, FileBlockdevCreateOptions>({
   name: 'file',
   kind: 'protocol',
   summary: 'a host file or block device',
   options: fileOptions,
   createOptions: fileCreateOptions,
+  blockdevCreateOptions: fileBlockdevCreateOptions,
   capabilities: { canZero: ops !== undefined, canDiscard: ops !== undefined, canFua: false, concurrency: 'parallel' },
   open: fileOpen,
   close: fileClose,
@@ -351,4 +388,5 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   blockStatus: fileBlockStatus,
   describe: fileDescribe,
   create: fileCreate,
+  blockdevCreate: fileBlockdevCreate,
 });

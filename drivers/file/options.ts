@@ -28,3 +28,27 @@ export const fileCreateOptions = Qapi.struct('BlockdevCreateOptionsFile', {
 });
 
 export type FileCreateOptions = Static<typeof fileCreateOptions>;
+
+/** QEMU's PreallocMode: `metadata` is accepted here and refused by the creation, with QEMU's message. */
+export const PreallocModeAll = Qapi.enum('PreallocMode', ['off', 'metadata', 'falloc', 'full']);
+
+/** A QMP `size`: like QEMU's, it accepts a negative integer (read as 2^64 plus it), which the creation then fails on. */
+const qmpSize = (description: string) => Qapi.int({ qapiType: 'size', qapiExpects: 'uint64', description });
+
+export const fileBlockdevCreateOptions = Qapi.struct('BlockdevCreateOptionsFile', {
+  filename: Qapi.str({ description: 'the file to create (an existing one is truncated, unless a node has it open)' }),
+  size: qmpSize('size of the file in bytes'),
+  preallocation: Qapi.optional({
+    ...PreallocModeAll,
+    description: 'off: sparse; falloc: reserve blocks with fallocate; full: write zeroes; metadata: refused, as by QEMU',
+    default: 'off',
+  }),
+  nocow: Qapi.optional(
+    Qapi.bool({ description: 'set the no-copy-on-write attribute (btrfs); failure is ignored', default: false }),
+  ),
+  'extent-size-hint': Qapi.optional(
+    qmpSize('extent size hint for the file system (XFS); at most 4 GiB - 1; accepted and not applied'),
+  ),
+});
+
+export type FileBlockdevCreateOptions = Static<typeof fileBlockdevCreateOptions>;

@@ -5,12 +5,15 @@
  * here (FUA as write then FLUSH, write-zeroes as writes of zeroes) or
  * skipped (FLUSH, TRIM), as QEMU does; block status comes from
  * base:allocation (or the x-dirty-bitmap context) and is "all data" when
- * the server has no meta context.
+ * the server has no meta context. With `tls-creds` the connection starts
+ * TLS first (NBD_OPT_STARTTLS), every reconnection too; the credentials
+ * are looked up in the layer's objects when the node opens.
  */
 import { alignDown } from '../../core/block/alignment.js';
 import { defineBlockDriver, type DriverLimits, type DriverOpenContext, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError } from '../../core/errors.js';
+import type { ObjectRegistry } from '../../core/objects/object-registry.js';
 import {
   NBD_CMD_FLAG_FAST_ZERO,
   NBD_CMD_FLAG_FUA,
@@ -31,9 +34,9 @@ import {
   NBD_STATE_ZERO,
 } from '../../core/protocols/nbd/constants.js';
 import { NbdClient } from './nbd-client.js';
-import type { NbdExportInfo } from './nbd-handshake.js';
+import type { HandshakeParams, NbdExportInfo } from './nbd-handshake.js';
 import type { NbdSession } from './nbd-session.js';
-import { nbdFilename } from './nbd-uri.js';
+import { nbdFilename, parseNbdUri } from './nbd-uri.js';
 import { type NbdOptions, nbdOptions } from './options.js';
 
 /** Largest buffer of zeroes written when the server cannot WRITE_ZEROES. */
@@ -74,12 +77,23 @@ function incompatibility(first: NbdExportInfo, readOnly: boolean, info: NbdExpor
   return undefined;
 }
 
+/**
+ * The TLS part of the handshake: client credentials from the layer's
+ * objects (QEMU's errors when missing or for the server side), and the name
+ * an X.509 certificate must carry: tls-hostname, else the inet host.
+ */
+function tlsParams(options: NbdOptions, objects: ObjectRegistry | undefined): HandshakeParams['tls'] {
+  const id = options['tls-creds'];
+  if (id === undefined) return undefined;
+  if (objects === undefined) throw new BlockLayerError(`No TLS credentials with id '${id}'`);
+  const creds = objects.tlsCreds(id, 'client');
+  return { creds, hostname: options['tls-hostname'] ?? (options.server.type === 'inet' ? options.server.host : undefined) };
+}
+
 /** Connects and negotiates; a read-only export needs a read-only node (or auto-read-only), as in QEMU. */
-async function nbdOpen(ctx: DriverOpenContext<NbdOptions>): Promise<NbdState> {
+async function nbdOpen(ctx: DriverOpenContext<NbdOptions>, objects: ObjectRegistry | undefined): Promise<NbdState> {
   const { options } = ctx;
-  if (options['tls-creds'] !== undefined) {
-    throw new BlockLayerError(`NBD over TLS is not supported yet (tls-creds '${options['tls-creds']}')`);
-  }
+  const tls = tlsParams(options, objects);
   const exportName = options.export ?? '';
   if (Buffer.byteLength(exportName) > NBD_MAX_STRING) throw new BlockLayerError('export name too long to send to server');
   const bitmap = options['x-dirty-bitmap'];
@@ -90,7 +104,7 @@ async function nbdOpen(ctx: DriverOpenContext<NbdOptions>): Promise<NbdState> {
   const opened: { info?: NbdExportInfo; readOnly: boolean } = { readOnly: ctx.readOnly };
   const client = await NbdClient.open({
     server: options.server,
-    handshake: { exportName, metaContext: bitmap ?? NBD_META_BASE_ALLOCATION },
+    handshake: { exportName, metaContext: bitmap ?? NBD_META_BASE_ALLOCATION, ...(tls === undefined ? {} : { tls }) },
     reconnectDelay: options['reconnect-delay'] ?? 0,
     openTimeout: options['open-timeout'] ?? 0,
     compatible: (info) => incompatibility(opened.info!, opened.readOnly, info),
@@ -222,23 +236,31 @@ async function nbdDescribe(state: NbdState): Promise<NodeDescription> {
   return { filename: state.filename };
 }
 
-export const nbdDriver = defineBlockDriver<NbdOptions, NbdState>({
-  name: 'nbd',
-  kind: 'protocol',
-  summary: 'an export of an NBD server (client)',
-  options: nbdOptions,
-  // Emulated here where the server lacks them, so the node can always pass them on.
-  capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel' },
-  open: nbdOpen,
-  close: nbdClose,
-  limits: nbdLimits,
-  getLength: nbdGetLength,
-  read: nbdRead,
-  write: nbdWrite,
-  writeZeroes: nbdWriteZeroes,
-  discard: nbdDiscard,
-  flush: nbdFlush,
-  truncate: nbdTruncate,
-  blockStatus: nbdBlockStatus,
-  describe: nbdDescribe,
-});
+/** The driver; `objects` holds the TLS credentials `tls-creds` names (none: tls-creds cannot be used). */
+export function createNbdDriver(objects?: ObjectRegistry) {
+  return defineBlockDriver<NbdOptions, NbdState>({
+    name: 'nbd',
+    kind: 'protocol',
+    summary: 'an export of an NBD server (client)',
+    options: nbdOptions,
+    protocols: ['nbd', 'nbd+tcp', 'nbd+unix'],
+    parseFilename: (filename) => ({ ...parseNbdUri(filename) }),
+    // Emulated here where the server lacks them, so the node can always pass them on.
+    capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel' },
+    open: (ctx) => nbdOpen(ctx, objects),
+    close: nbdClose,
+    limits: nbdLimits,
+    getLength: nbdGetLength,
+    read: nbdRead,
+    write: nbdWrite,
+    writeZeroes: nbdWriteZeroes,
+    discard: nbdDiscard,
+    flush: nbdFlush,
+    truncate: nbdTruncate,
+    blockStatus: nbdBlockStatus,
+    describe: nbdDescribe,
+  });
+}
+
+/** The driver without a layer's objects (tests that build a graph by hand). */
+export const nbdDriver = createNbdDriver();

@@ -2,11 +2,16 @@
  * A socket to an NBD server with a FrameReader on its incoming bytes: the
  * one place the client does network I/O. Reading pauses the socket while
  * too much is buffered; EPIPE/ECONNRESET end the reader instead of
- * escaping as unhandled errors.
+ * escaping as unhandled errors. After NBD_OPT_STARTTLS the channel goes on
+ * over TLS on the same socket (`startTls`).
  */
 import { connect, type Socket } from 'node:net';
 import { FrameReader, StreamEndedError } from '../../core/protocols/nbd/frame-reader.js';
 import { NBD_MAX_PAYLOAD } from '../../core/protocols/nbd/constants.js';
+import { clientTlsSocket, describeTlsError } from '../../core/protocols/nbd/tls.js';
+import { NbdProtocolError } from '../../core/protocols/nbd/wire.js';
+import type { TlsCreds } from '../../core/objects/user-object.js';
+import { deferred } from '../../core/util/deferred.js';
 import { BlockLayerError } from '../../core/errors.js';
 import type { NbdServerAddress } from './options.js';
 
@@ -27,24 +32,34 @@ export function describeAddress(server: NbdServerAddress): string {
 
 export class NbdChannel {
   readonly reader: FrameReader;
+  private readonly isClosed = deferred<void>();
   /** Resolves once the socket is fully closed. */
-  readonly closed: Promise<void>;
+  readonly closed = this.isClosed.promise;
+  /** The socket's listeners, removed while it is handed over to TLS. */
+  private readonly listeners = {
+    data: (chunk: Buffer) => this.reader.push(chunk),
+    error: (error: Error) => {
+      const text = this.tls ? describeTlsError(error) : error.message;
+      this.reader.end(new StreamEndedError(`server connection failed: ${text}`));
+    },
+    close: () => {
+      this.reader.end();
+      this.isClosed.resolve();
+    },
+  };
 
-  private constructor(private readonly socket: Socket) {
+  /** The TCP or Unix socket (under TLS once it has started). */
+  private readonly plain: Socket;
+
+  private constructor(private socket: Socket) {
+    this.plain = socket;
     this.reader = new FrameReader({
       // A chunk header or an OFFSET_DATA offset may precede a full payload.
       maxRead: NBD_MAX_PAYLOAD,
-      onFull: () => socket.pause(),
-      onDrained: () => socket.resume(),
+      onFull: () => this.socket.pause(),
+      onDrained: () => this.socket.resume(),
     });
-    socket.on('data', (chunk: Buffer) => this.reader.push(chunk));
-    socket.on('error', (error: NodeJS.ErrnoException) => this.reader.end(new StreamEndedError(`server connection failed: ${error.message}`)));
-    this.closed = new Promise((resolve) =>
-      socket.once('close', () => {
-        this.reader.end();
-        resolve();
-      }),
-    );
+    this.attach(socket);
   }
 
   /** Connects to `server`; a failure is worded as QEMU's: `Failed to connect to '/path': No such file or directory`. */
@@ -73,6 +88,29 @@ export class NbdChannel {
     });
   }
 
+  /** Whether the connection runs over TLS. */
+  get tls(): boolean {
+    return this.socket !== this.plain;
+  }
+
+  /**
+   * Runs the TLS handshake once the server acknowledged NBD_OPT_STARTTLS;
+   * everything after goes over TLS. On failure the connection is gone and
+   * the error says why ("TLS handshake failed: …").
+   */
+  async startTls(creds: TlsCreds, hostname: string | undefined): Promise<void> {
+    if (this.reader.buffered > 0) throw new NbdProtocolError('server sent data right after acknowledging STARTTLS');
+    const plain = this.socket;
+    this.detach(plain);
+    try {
+      this.attach(await clientTlsSocket(plain, creds, hostname));
+    } catch (error) {
+      this.reader.end(new StreamEndedError((error as Error).message));
+      this.isClosed.resolve();
+      throw error;
+    }
+  }
+
   /** Sends buffers back to back, as one write where possible. */
   send(...buffers: Buffer[]): void {
     if (this.socket.destroyed) return;
@@ -99,5 +137,19 @@ export class NbdChannel {
 
   destroy(): void {
     this.socket.destroy();
+    if (this.socket !== this.plain) this.plain.destroy();
+  }
+
+  private attach(socket: Socket): void {
+    this.socket = socket;
+    socket.on('data', this.listeners.data);
+    socket.on('error', this.listeners.error);
+    socket.once('close', this.listeners.close);
+  }
+
+  private detach(socket: Socket): void {
+    socket.off('data', this.listeners.data);
+    socket.off('error', this.listeners.error);
+    socket.off('close', this.listeners.close);
   }
 }

@@ -1,7 +1,9 @@
 /**
  * The client side of the NBD handshake, in qemu's order: fixed newstyle,
- * STRUCTURED_REPLY, SET_META_CONTEXT right before GO (nbdkit forgets the
- * context otherwise), GO asking for NBD_INFO_BLOCK_SIZE; NBD_OPT_EXPORT_NAME
+ * STARTTLS and the TLS handshake when there are TLS credentials (then the
+ * rest goes over TLS), STRUCTURED_REPLY, SET_META_CONTEXT right before GO
+ * (nbdkit forgets the context otherwise), GO asking for
+ * NBD_INFO_BLOCK_SIZE; NBD_OPT_EXPORT_NAME
  * when the server has no GO (or speaks plain newstyle), and the oldstyle
  * greeting of very old servers.
  */
@@ -17,6 +19,7 @@ import {
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
   NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STARTTLS,
   NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK,
   NBD_REP_ERR_BLOCK_SIZE_REQD,
@@ -53,6 +56,7 @@ import {
 import { encodeRequest } from '../../core/protocols/nbd/transmission.js';
 import { NbdProtocolError } from '../../core/protocols/nbd/wire.js';
 import { BlockLayerError } from '../../core/errors.js';
+import type { TlsCreds } from '../../core/objects/user-object.js';
 import type { NbdChannel } from './nbd-channel.js';
 
 /** What a handshake established. */
@@ -70,10 +74,13 @@ export interface HandshakeParams {
   exportName: string;
   /** The meta context to select (base:allocation, or x-dirty-bitmap's); none without structured replies. */
   metaContext: string;
+  /** TLS is required: STARTTLS first, with these client credentials; `hostname` is what the certificate must name. */
+  tls?: { creds: TlsCreds; hostname: string | undefined };
 }
 
 const OPTION_NAMES: Record<number, string> = {
   [NBD_OPT_EXPORT_NAME]: 'export name',
+  [NBD_OPT_STARTTLS]: 'starttls',
   [NBD_OPT_GO]: 'go',
   [NBD_OPT_STRUCTURED_REPLY]: 'structured reply',
   [NBD_OPT_SET_META_CONTEXT]: 'set meta context',
@@ -83,6 +90,8 @@ const OPTION_NAMES: Record<number, string> = {
 function optionErrorText(option: number, type: number): string {
   const opt = `option ${option} (${OPTION_NAMES[option] ?? '<unknown>'})`;
   switch (type) {
+    case NBD_REP_ERR_UNSUP:
+      return `Unsupported ${opt}`;
     case NBD_REP_ERR_POLICY:
       return `Denied by server for ${opt}`;
     case NBD_REP_ERR_INVALID:
@@ -119,32 +128,51 @@ class Negotiation {
     this.channel.send(encodeOption(option, data));
   }
 
-  /** The next reply to `option`; an error reply other than ERR_UNSUP throws with the server's text. */
-  async reply(option: number): Promise<OptionReply> {
+  /**
+   * The next reply to `option`; an error reply other than ERR_UNSUP throws
+   * with the server's text, unless `strict` is false (qemu's non-strict
+   * options hand every error reply back).
+   */
+  async reply(option: number, strict = true): Promise<OptionReply> {
     const header = decodeOptionReplyHeader(await this.channel.reader.read(20));
     if (header.option !== option) throw new NbdProtocolError(`Unexpected option type ${header.option}, expected ${option}`);
     if (header.length > NBD_MAX_OPTION_REPLY) {
       if (!isErrorReply(header.type)) throw new NbdProtocolError(`option reply of ${header.length} bytes is too long`);
       await this.channel.reader.skip(header.length);
-      return this.checked(option, header.type, Buffer.alloc(0));
+      return this.checked(option, header.type, Buffer.alloc(0), strict);
     }
-    return this.checked(option, header.type, await this.channel.reader.read(header.length));
+    return this.checked(option, header.type, await this.channel.reader.read(header.length), strict);
   }
 
-  private checked(option: number, type: number, payload: Buffer): OptionReply {
-    if (!isErrorReply(type) || type === NBD_REP_ERR_UNSUP) return { type, payload };
+  private checked(option: number, type: number, payload: Buffer, strict: boolean): OptionReply {
+    if (!isErrorReply(type) || !strict || (type === NBD_REP_ERR_UNSUP && option !== NBD_OPT_STARTTLS)) return { type, payload };
     const message = decodeErrorMessage(payload);
     const text = optionErrorText(option, type);
     throw new BlockLayerError(message === '' ? text : `${text}; server reported: ${message}`);
   }
 
-  /** An option whose only success reply is ACK; false if the server does not support it. */
+  /**
+   * An option whose only success reply is ACK; false on any error reply, as
+   * qemu takes STRUCTURED_REPLY (a server that requires TLS refuses it with
+   * ERR_TLS_REQD, and the error the user sees is then GO's).
+   */
   async simple(option: number): Promise<boolean> {
     this.option(option);
-    const { type, payload } = await this.reply(option);
-    if (type === NBD_REP_ERR_UNSUP) return false;
+    const { type, payload } = await this.reply(option, false);
+    if (isErrorReply(type)) return false;
     if (type !== NBD_REP_ACK || payload.length !== 0) throw new NbdProtocolError(`unexpected reply ${type} to option ${option}`);
     return true;
+  }
+
+  /**
+   * STARTTLS (an error reply, ERR_UNSUP included, fails with qemu's text),
+   * then the TLS handshake; the negotiation goes on over TLS, from scratch.
+   */
+  async startTls(tls: NonNullable<HandshakeParams['tls']>): Promise<void> {
+    this.option(NBD_OPT_STARTTLS);
+    const { type, payload } = await this.reply(NBD_OPT_STARTTLS);
+    if (type !== NBD_REP_ACK || payload.length !== 0) throw new NbdProtocolError(`unexpected reply ${type} to option ${NBD_OPT_STARTTLS}`);
+    await this.channel.startTls(tls.creds, tls.hostname);
   }
 
   /** SET_META_CONTEXT for one context: its id, or undefined if the server did not select it. */
@@ -205,6 +233,7 @@ export async function negotiate(channel: NbdChannel, params: HandshakeParams): P
     throw error instanceof StreamEndedError ? new BlockLayerError('Server connection closed unexpectedly') : error;
   });
   if (decodeGreetingMagic(greeting) === 'oldstyle') {
+    if (params.tls !== undefined) throw new BlockLayerError('Server does not support STARTTLS');
     const summary = decodeOldstyleTail(await channel.reader.read(136));
     if (params.exportName !== '') throw new BlockLayerError('Server does not support non-empty export names');
     return { ...summary, style: 'oldstyle', structured: false, contextId: undefined, blockSize: undefined };
@@ -214,11 +243,13 @@ export async function negotiate(channel: NbdChannel, params: HandshakeParams): P
   const noZeroes = (handshakeFlags & NBD_FLAG_NO_ZEROES) !== 0;
   channel.send(encodeClientFlags((fixed ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? NBD_FLAG_C_NO_ZEROES : 0)));
   const n = new Negotiation(channel);
+  if (!fixed && params.tls !== undefined) throw new BlockLayerError('Server does not support STARTTLS');
   if (!fixed) {
     const summary = await n.exportName(params.exportName, !noZeroes);
     return { ...summary, style: 'newstyle', structured: false, contextId: undefined, blockSize: undefined };
   }
   try {
+    if (params.tls !== undefined) await n.startTls(params.tls);
     const structured = await n.simple(NBD_OPT_STRUCTURED_REPLY);
     const contextId = structured ? await n.setMetaContext(params.exportName, params.metaContext) : undefined;
     const go = await n.go(params.exportName);

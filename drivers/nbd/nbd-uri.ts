@@ -49,7 +49,8 @@ function queryParameters(uri: string, query: string | undefined): Map<string, st
 
 /**
  * Parses an NBD URI into `server` and `export` options. Schemes are QEMU's
- * (`nbd`, `nbd+tcp`, `nbd+unix`); `nbds…` (TLS) is refused for now. The
+ * (`nbd`, `nbd+tcp`, `nbd+unix`); `nbds…` (TLS) is refused, as QEMU has no
+ * such scheme (TLS comes from `tls-creds`). The
  * export is the path minus one leading `/`, percent-decoded.
  */
 export function parseNbdUri(uri: string): NbdUriOptions {
@@ -57,7 +58,7 @@ export function parseNbdUri(uri: string): NbdUriOptions {
   if (match === null) throw invalid(uri, 'not of the form scheme://[host[:port]]/[export][?query]');
   const [, rawScheme, authority = '', path = '', query] = match;
   const scheme = rawScheme!.toLowerCase();
-  if (scheme.startsWith('nbds')) throw invalid(uri, 'TLS (nbds) is not supported yet');
+  if (scheme.startsWith('nbds')) throw invalid(uri, 'TLS (nbds) URIs are not supported (QEMU has none either): use tls-creds');
   if (scheme !== 'nbd' && scheme !== 'nbd+tcp' && scheme !== 'nbd+unix') throw invalid(uri, `unknown scheme '${scheme}'`);
   const params = queryParameters(uri, query);
   const exportName = decode(uri, path.startsWith('/') ? path.slice(1) : path);

@@ -21,8 +21,12 @@ export type NbdServerAddress = Static<typeof SocketAddress>;
 export const nbdOptions = Qapi.struct('BlockdevOptionsNbd', {
   server: SocketAddress,
   export: Qapi.optional(Qapi.str({ description: 'export name (the empty string names the default export)', default: '' })),
-  'tls-creds': Qapi.optional(Qapi.str({ description: 'id of TLS credentials (not supported yet: refused)' })),
-  'tls-hostname': Qapi.optional(Qapi.str({ description: 'host name to check the server certificate against (with tls-creds)' })),
+  'tls-creds': Qapi.optional(
+    Qapi.str({ description: 'id of client TLS credentials (a tls-creds-psk or tls-creds-x509 object): TLS is required' }),
+  ),
+  'tls-hostname': Qapi.optional(
+    Qapi.str({ description: 'name the server certificate must carry (with tls-creds; default: the inet host)' }),
+  ),
   'x-dirty-bitmap': Qapi.optional(
     Qapi.str({ description: 'meta context to read as block status instead of base:allocation, e.g. qemu:dirty-bitmap:NAME' }),
   ),

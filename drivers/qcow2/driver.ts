@@ -8,6 +8,7 @@
 import { defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { checkQcow2 } from './qcow2-check.js';
+import { blockdevCreateImage } from './qcow2-blockdev-create.js';
 import { createImage } from './qcow2-create.js';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2-format.js';
 import type { Qcow2Image } from './qcow2-image.js';
@@ -18,7 +19,14 @@ import { closeImage, syncMetadata } from './qcow2-sync.js';
 import { resizeGuest } from './qcow2-truncate.js';
 import { writeCompressedGuest, writeGuest } from './qcow2-write.js';
 import { discardGuest, zeroGuest } from './qcow2-zero.js';
-import { type Qcow2CreateOptions, qcow2CreateOptions, type Qcow2Options, qcow2Options } from './options.js';
+import {
+  type Qcow2BlockdevCreateOptions,
+  qcow2BlockdevCreateOptions,
+  type Qcow2CreateOptions,
+  qcow2CreateOptions,
+  type Qcow2Options,
+  qcow2Options,
+} from './options.js';
 
 /** Writes the cached metadata back and clears the dirty bit set for lazy refcounts. */
 async function qcow2Close(image: Qcow2Image): Promise<void> {
@@ -36,14 +44,13 @@ function qcow2GetLength(image: Qcow2Image): number {
 }
 
 /** Reads guest data. */
-async function qcow2Read(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
-  await readGuest(image, offset, buf);
+function qcow2Read(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  return readGuest(image, offset, buf);
 }
 
 /** Writes guest data, compressed when asked. */
-async function qcow2Write(image: Qcow2Image, offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
-  if (flags.compressed) await writeCompressedGuest(image, offset, buf);
-  else await writeGuest(image, offset, buf);
+function qcow2Write(image: Qcow2Image, offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+  return flags.compressed ? writeCompressedGuest(image, offset, buf) : writeGuest(image, offset, buf);
 }
 
 /** Zero clusters where possible, zeroes as data elsewhere. */
@@ -71,7 +78,11 @@ async function qcow2BlockStatus(image: Qcow2Image, offset: number, length: numbe
   return statusExtents(image, offset, length);
 }
 
-/** qemu-img info's format-specific data and dirty flag; the file's name unless `backing` was given explicitly. */
+/**
+ * qemu-img info's format-specific data, dirty flag, and the backing file
+ * name and format the header records; the file's name unless `backing`
+ * was given explicitly.
+ */
 async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
   const refcountBits = image.g.refcountBits;
   const data: Record<string, unknown> =
@@ -90,10 +101,12 @@ async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
     dirtyFlag: (image.incompatible & INCOMPAT_DIRTY) !== 0n,
   };
   if (!image.explicitBacking) description.filename = image.name;
+  if (image.backingName !== undefined) description.backingFilename = image.backingName;
+  if (image.backingFormat !== undefined) description.backingFormat = image.backingFormat;
   return description;
 }
 
-export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2CreateOptions>({
+export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2CreateOptions, Qcow2BlockdevCreateOptions>({
   name: 'qcow2',
   kind: 'format',
   summary: "QEMU's copy-on-write image format (v2 and v3)",
@@ -104,6 +117,7 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   ],
   capabilities: { canZero: true, canDiscard: true, canFua: false, canCompress: true, concurrency: 'parallel' },
   createOptions: qcow2CreateOptions,
+  blockdevCreateOptions: qcow2BlockdevCreateOptions,
   open: openImage,
   close: qcow2Close,
   limits: qcow2Limits,
@@ -117,5 +131,6 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   blockStatus: qcow2BlockStatus,
   describe: qcow2Describe,
   create: createImage,
+  blockdevCreate: blockdevCreateImage,
   check: checkQcow2,
 });

@@ -91,3 +91,50 @@ export const qcow2CreateOptions = Qapi.struct('Qcow2CreateOptions', {
 });
 
 export type Qcow2CreateOptions = Static<typeof qcow2CreateOptions>;
+
+/** QEMU 7.2's BlockdevDriver: any of its names may be recorded as a backing format. */
+export const BlockdevDriver = Qapi.enum('BlockdevDriver', [
+  'blkdebug', 'blklogwrites', 'blkreplay', 'blkverify', 'bochs', 'cloop', 'compress', 'copy-before-write',
+  'copy-on-read', 'dmg', 'file', 'snapshot-access', 'ftp', 'ftps', 'gluster', 'host_cdrom', 'host_device',
+  'http', 'https', 'iscsi', 'luks', 'nbd', 'nfs', 'null-aio', 'null-co', 'nvme', 'parallels', 'preallocate',
+  'qcow', 'qcow2', 'qed', 'quorum', 'raw', 'rbd', 'replication', 'ssh', 'throttle', 'vdi', 'vhdx', 'vmdk',
+  'vpc', 'vvfat',
+]);
+
+/** A QMP `size`: like QEMU's, it accepts a negative integer (read as 2^64 plus it), which the creation then fails on. */
+const qmpSize = (description: string) => Qapi.int({ qapiType: 'size', qapiExpects: 'uint64', description });
+
+/**
+ * QEMU's BlockdevCreateOptionsQcow2, members in QEMU's order. What this
+ * driver cannot make (external data files, extended L2 entries, encryption,
+ * zstd, falloc/full preallocation) is accepted by the schema, as by QEMU's,
+ * and refused by the job with a message saying so.
+ */
+export const qcow2BlockdevCreateOptions = Qapi.struct('BlockdevCreateOptionsQcow2', {
+  file: { ...BlockdevRef, description: 'the node to format: a node name, or the options of a node opened for the creation' },
+  'data-file': Qapi.optional({ ...BlockdevRef, description: 'external data file: refused (not supported)' }),
+  'data-file-raw': Qapi.optional(Qapi.bool({ description: 'the data file is a raw image: needs data-file' })),
+  'extended-l2': Qapi.optional(Qapi.bool({ description: 'subclusters: only false is supported', default: false })),
+  size: qmpSize('virtual size in bytes: a multiple of 512'),
+  version: Qapi.optional(
+    Qapi.enum('BlockdevQcow2Version', ['v2', 'v3'], { description: 'v2 is compat 0.10, v3 compat 1.1', default: 'v3' }),
+  ),
+  'backing-file': Qapi.optional(Qapi.str({ description: 'backing file name to record, as given (not opened)' })),
+  'backing-fmt': Qapi.optional({ ...BlockdevDriver, description: 'backing format to record; needs backing-file' }),
+  encrypt: Qapi.optional(Qapi.any({ description: 'encryption: refused (not supported)' })),
+  'cluster-size': Qapi.optional(qmpSize('cluster size: a power of two from 512 to 2 MiB; default: 65536')),
+  preallocation: Qapi.optional({
+    ...Qapi.enum('PreallocMode', ['off', 'metadata', 'falloc', 'full']),
+    description: 'off, or metadata (L2 tables and clusters for the whole image); falloc and full are refused',
+    default: 'off',
+  }),
+  'lazy-refcounts': Qapi.optional(Qapi.bool({ description: 'set the lazy refcounts feature (v3 only)', default: false })),
+  'refcount-bits': Qapi.optional(
+    Qapi.int({ description: 'refcount width: a power of two up to 64 (other than 16 needs v3)', default: 16 }),
+  ),
+  'compression-type': Qapi.optional(
+    Qapi.enum('Qcow2CompressionType', ['zlib', 'zstd'], { description: 'zlib; zstd is refused', default: 'zlib' }),
+  ),
+});
+
+export type Qcow2BlockdevCreateOptions = Static<typeof qcow2BlockdevCreateOptions>;

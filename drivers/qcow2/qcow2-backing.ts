@@ -2,13 +2,15 @@
  * The backing file named in the image header, opened read-only with the
  * format the header records: never probed (a raw image that looks like
  * qcow2 is an attack, CVE-2008-2004). Relative names are relative to the
- * image's own directory; names with a protocol prefix or json: are
+ * image's own directory, joined to the image's name as QEMU's path_combine
+ * joins them (so the backing node is named as qemu-img names it, relative
+ * if the image was); names with a protocol prefix or json: are
  * refused. Chains are at most 64 images deep and loops are detected: the
  * images being opened above are carried along the (async) open call chain.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { realpath } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute } from 'node:path';
 import type { DriverOpenContext } from '../../core/block/driver.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import { BlockLayerError } from '../../core/errors.js';
@@ -27,6 +29,12 @@ async function identity(path: string): Promise<string> {
 function hasProtocol(name: string): boolean {
   const stop = name.search(/[:/\\]/);
   return stop >= 0 && name[stop] === ':';
+}
+
+/** QEMU's path_combine: `name` after the directory part of `base` as written (no normalisation), unless absolute. */
+export function pathCombine(base: string, name: string): string {
+  if (isAbsolute(name)) return name;
+  return base.slice(0, base.lastIndexOf('/') + 1) + name;
 }
 
 export interface BackingFromHeader {
@@ -59,7 +67,7 @@ export async function openBacking(
   if (!isAbsolute(name) && (imagePath.startsWith('json:') || hasProtocol(imagePath))) {
     throw new BlockLayerError(`Cannot use relative backing file names for '${imagePath}'`);
   }
-  const filename = isAbsolute(name) ? name : resolve(dirname(imagePath), name);
+  const filename = pathCombine(imagePath, name);
   const chain = [...(openingChain.getStore() ?? []), await identity(imagePath)];
   if (chain.length >= MAX_BACKING_DEPTH) {
     throw new BlockLayerError(`Backing chain of image '${imageName}' is deeper than ${MAX_BACKING_DEPTH} images`);

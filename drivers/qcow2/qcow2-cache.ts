@@ -43,6 +43,11 @@ export class TableCache {
     return buf;
   }
 
+  /** The table at `offset` if it is cached (it then counts as used), without waiting. */
+  peek(offset: number): Buffer | undefined {
+    return this.touch(offset)?.buf;
+  }
+
   /** Caches `buf` as the content of `offset` (a table written or about to be written). */
   async put(offset: number, buf: Buffer, dirty: boolean): Promise<void> {
     this.entries.delete(offset);

@@ -14,10 +14,11 @@ import type { CheckRepair, ImageCheckResult } from '../../core/block/driver.js';
 import { BlockIoError, BlockLayerError, type Errno, strerror } from '../../core/errors.js';
 import { calculateRefcounts, type CheckCounts, type CheckRun, type Fix, NO_FIX, noCounts, rawEntry, RefTable, x } from './qcow2-check-walk.js';
 import { readL1Entry, readL2Entry, readRefcount } from './qcow2-format.js';
-import { type Qcow2Image, readFile } from './qcow2-image.js';
+import { type Qcow2Image, readFile, signalCorruption } from './qcow2-image.js';
 import {
   markClean,
   markConsistent,
+  Qcow2RepairError,
   rebuildRefcountStructure,
   setL1Copied,
   setStoredRefcount,
@@ -28,26 +29,39 @@ import {
 } from './qcow2-repair.js';
 import { syncMetadata } from './qcow2-sync.js';
 
-/** A check that could not complete: qemu-img's "Check failed: <strerror>", with the lines printed before it. */
+/**
+ * A check that could not complete: qemu-img's "Check failed: <strerror>",
+ * after the lines printed as the check went (`messages`) and its error
+ * reports (`reports`, e.g. `ERROR writing refblock: Input/output error`).
+ */
 export class Qcow2CheckError extends BlockIoError {
   constructor(
     errno: Errno,
     readonly messages: string[],
+    readonly reports: string[] = [],
   ) {
     super(errno);
     this.name = 'Qcow2CheckError';
   }
 }
 
-/** QEMU reports an unaligned refcount block once per image, as a corruption event. */
-function reportUnaligned(run: CheckRun, index: number): void {
+/**
+ * QEMU reports an unaligned refcount block once per check, as a corruption
+ * event: on an image opened to repair it, that marks the image corrupt.
+ */
+async function reportUnaligned(run: CheckRun, index: number): Promise<void> {
   if (run.signalled) return;
   run.signalled = true;
-  const offset = run.image.reftable.readBigUInt64BE(index * 8) & ~0x1ffn;
-  run.messages.push(
-    `qcow2: Image is corrupt: Refblock offset 0x${offset.toString(16)} unaligned (reftable index: ${index === 0 ? '0' : `0x${x(index)}`}); ` +
-      'further non-fatal corruption events will be suppressed',
-  );
+  const { image } = run;
+  const offset = image.reftable.readBigUInt64BE(index * 8) & ~0x1ffn;
+  const message = `Refblock offset 0x${offset.toString(16)} unaligned (reftable index: ${index === 0 ? '0' : `0x${x(index)}`})`;
+  if (!image.writable) {
+    run.messages.push(`qcow2: Image is corrupt: ${message}; further non-fatal corruption events will be suppressed`);
+    return;
+  }
+  const first = image.failure === undefined;
+  const error = await signalCorruption(image, message).catch((e: unknown) => e);
+  if (first && error instanceof Error) run.messages.push(error.message);
 }
 
 /**
@@ -63,7 +77,7 @@ async function compareRefcounts(run: CheckRun, fix: Fix): Promise<number> {
     const end = Math.min(table.size, start + refblockEntries);
     const block = await storedBlock(image, start / refblockEntries);
     if (block === undefined) {
-      reportUnaligned(run, start / refblockEntries);
+      await reportUnaligned(run, start / refblockEntries);
       for (let i = start; i < end; i++) run.messages.push(`Can't get refcount for cluster ${i}: Input/output error`);
       counts.checkErrors += end - start;
       continue;
@@ -210,6 +224,7 @@ async function checkLocked(image: Qcow2Image, repair: CheckRepair): Promise<Imag
     }
   } catch (error) {
     const errno = errnoOf(error);
+    if (error instanceof Qcow2RepairError) throw new Qcow2CheckError(errno, run.messages, [error.message]);
     const text = error instanceof Error ? error.message : String(error);
     if (text !== strerror(errno)) run.messages.push(text);
     throw new Qcow2CheckError(errno, run.messages);

@@ -5,7 +5,9 @@
  * clusters allocated, grown to the wanted size (which allocates the L1
  * table) and optionally preallocated; finally the complete header (feature
  * name table, backing file and format) is written. The result is byte for
- * byte what QEMU 7.2 writes for the same options.
+ * byte what QEMU 7.2 writes for the same options. `formatImage` does the
+ * writing, into a new file here or into a node for blockdev-create
+ * (qcow2-blockdev-create.ts).
  */
 import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -23,6 +25,7 @@ import {
   writeReftableEntry,
 } from './qcow2-format.js';
 import { buildHeaderCluster, FIXED_HEADER_BYTES, type HeaderImage, readFixedHeader } from './qcow2-header.js';
+import type { ImageFile } from './qcow2-image.js';
 import { LocalImageFile } from './qcow2-local-file.js';
 import { buildImage } from './qcow2-open.js';
 import { allocateClusters } from './qcow2-refcount.js';
@@ -30,7 +33,8 @@ import { syncMetadata } from './qcow2-sync.js';
 import { growImage, preallocateMetadata } from './qcow2-truncate.js';
 import type { Qcow2CreateOptions } from './options.js';
 
-interface CreateParams {
+/** What the image is made of, checked and with defaults filled in. */
+export interface CreateParams {
   version: number;
   clusterBits: number;
   refcountOrder: number;
@@ -128,47 +132,61 @@ function headerImage(p: CreateParams, at: { size: number; l1Size: number; l1Offs
   return image;
 }
 
+/** The file an image is being written into: the I/O of an image file, and one real flush at the end. */
+export interface CreationFile extends ImageFile {
+  sync(): Promise<void>;
+}
+
+/**
+ * Writes a new image into `file`, which is empty (or holds bytes the image
+ * overwrites where it needs them, as QEMU leaves them); `name` names it in
+ * messages.
+ */
+export async function formatImage(file: CreationFile, name: string, p: CreateParams): Promise<void> {
+  const cs = 2 ** p.clusterBits;
+  const start = { size: 0, l1Size: 0, l1Offset: 0, reftableOffset: cs, reftableClusters: 1 };
+  const reftable = Buffer.alloc(cs);
+  writeReftableEntry(reftable, 0, 2 * cs);
+  await file.write(0, Buffer.concat([buildHeaderCluster(headerImage(p, start)), reftable, Buffer.alloc(cs)]));
+  const header = readFixedHeader(buildHeaderCluster(headerImage(p, start)).subarray(0, V3_HEADER_LENGTH));
+  const image = buildImage({
+    name,
+    file,
+    writable: true,
+    header,
+    size: 0,
+    l1: Buffer.alloc(0),
+    reftable,
+    snapshots: { byteSize: 0, l1Tables: [] },
+    bitmapDirectory: undefined,
+    // A larger refcount cache than an open image's: growing a new image scans its refcounts repeatedly.
+    options: { file: name, 'lazy-refcounts': false, 'cache-clean-interval': 0, 'refcount-cache-size': 1 << 23 },
+    fileAllocation: async () => undefined,
+  });
+  await image.lock.run(async () => {
+    if ((await allocateClusters(image, 3)) !== 0) throw new BlockLayerError('qcow2: the first clusters of a new image are in use');
+    await growImage(image, p.size);
+    if (p.preallocation === 'metadata') await preallocateMetadata(image, 0, p.size);
+    await syncMetadata(image);
+  });
+  const final = {
+    size: p.size,
+    l1Size: image.l1Size,
+    l1Offset: image.l1Offset,
+    reftableOffset: image.reftableOffset,
+    reftableClusters: image.reftableClusters,
+  };
+  await file.write(0, buildHeaderCluster(headerImage(p, final)));
+  await file.sync();
+}
+
+/** qemu-img create -f qcow2 (and drive-backup's new target): the file, then the image in it. */
 export async function createImage({ options, createWith }: DriverCreateContext<Qcow2CreateOptions>): Promise<void> {
   const p = await createParams(options);
-  const cs = 2 ** p.clusterBits;
   await createWith('file', { filename: options.filename, size: 0 });
   const handle = await open(options.filename, 'r+');
   try {
-    const file = await LocalImageFile.open(handle);
-    const start = { size: 0, l1Size: 0, l1Offset: 0, reftableOffset: cs, reftableClusters: 1 };
-    const reftable = Buffer.alloc(cs);
-    writeReftableEntry(reftable, 0, 2 * cs);
-    await file.write(0, Buffer.concat([buildHeaderCluster(headerImage(p, start)), reftable, Buffer.alloc(cs)]));
-    const header = readFixedHeader(buildHeaderCluster(headerImage(p, start)).subarray(0, V3_HEADER_LENGTH));
-    const image = buildImage({
-      name: options.filename,
-      file,
-      writable: true,
-      header,
-      size: 0,
-      l1: Buffer.alloc(0),
-      reftable,
-      snapshots: { byteSize: 0, l1Tables: [] },
-      bitmapDirectory: undefined,
-      // A larger refcount cache than an open image's: growing a new image scans its refcounts repeatedly.
-      options: { file: options.filename, 'lazy-refcounts': false, 'cache-clean-interval': 0, 'refcount-cache-size': 1 << 23 },
-      fileAllocation: async () => undefined,
-    });
-    await image.lock.run(async () => {
-      if ((await allocateClusters(image, 3)) !== 0) throw new BlockLayerError('qcow2: the first clusters of a new image are in use');
-      await growImage(image, p.size);
-      if (p.preallocation === 'metadata') await preallocateMetadata(image, 0, p.size);
-      await syncMetadata(image);
-    });
-    const final = {
-      size: p.size,
-      l1Size: image.l1Size,
-      l1Offset: image.l1Offset,
-      reftableOffset: image.reftableOffset,
-      reftableClusters: image.reftableClusters,
-    };
-    await file.write(0, buildHeaderCluster(headerImage(p, final)));
-    await file.sync();
+    await formatImage(await LocalImageFile.open(handle), options.filename, p);
   } finally {
     await handle.close();
   }

@@ -4,9 +4,12 @@
  * the file, metadata writes behind the overlap check, flushes, in-place
  * header field updates, and corruption reporting.
  *
- * Concurrency: all metadata (L1, L2 cache, refcounts, header state) is read
- * and changed only under `lock`; guest data moves outside it. `ranges`
- * serialises requests that touch the same guest clusters.
+ * Concurrency: all metadata (L1, L2 cache, refcounts, header state) is
+ * changed only under `lock`, and read under it too, except that reads and
+ * writes in place look up cached L2 entries without it, in one synchronous
+ * step (forEachCachedEntry); guest data moves outside it. `ranges`
+ * serialises requests that touch the same guest clusters when one of them
+ * changes their metadata (reads and writes in place share them).
  */
 import type { NodeChild } from '../../core/block/node-edge.js';
 import { BlockIoError } from '../../core/errors.js';
@@ -42,6 +45,10 @@ export interface Qcow2Image {
   backing: NodeChild | undefined;
   /** The backing node came from the `backing` option rather than the header. */
   explicitBacking: boolean;
+  /** The backing file name as the header records it (relative names stay relative), if any. */
+  backingName: string | undefined;
+  /** The backing format the header records, if any. */
+  backingFormat: string | undefined;
   readonly g: Geometry;
   readonly version: number;
   /** Virtual size in bytes (a multiple of 512). */
@@ -104,6 +111,12 @@ export interface Qcow2Image {
   /** Bytes of the file the host actually allocated, if the file node can tell (QEMU's detection of preallocation). */
   readonly fileAllocation: () => Promise<number | undefined>;
   cleanTimer: ReturnType<typeof setInterval> | undefined;
+  /**
+   * Set on images opened read-write: the file grows ahead of need, in steps
+   * (one resize per step instead of one per allocation), and the slack is
+   * cut when the image is closed. `end` is the end the image needs.
+   */
+  growAhead?: { end: number };
 }
 
 export function newLocks(): { lock: Mutex; ranges: RangeLock } {
@@ -117,9 +130,28 @@ export async function readFile(file: ImageFile, offset: number, buf: Buffer): Pr
   if (inside < buf.length) buf.fill(0, inside);
 }
 
+/** The least an image file grows by ahead of need; steps grow with the file, up to 1/16 of it. */
+const GROW_STEP = 1 << 20;
+
 /** Grows the file so that `[0, end)` exists; it never shrinks. Called with the lock held. */
 export async function growFile(image: Qcow2Image, end: number): Promise<void> {
-  if (end > image.file.length) await image.file.truncate(end);
+  const length = image.file.length;
+  const ahead = image.growAhead;
+  if (ahead === undefined) {
+    if (end > length) await image.file.truncate(end);
+    return;
+  }
+  if (end > ahead.end) ahead.end = end;
+  if (end <= length) return;
+  const cs = image.g.clusterSize;
+  const step = Math.max(GROW_STEP, Math.floor(length / 16));
+  await image.file.truncate(Math.ceil(Math.max(end, length + step) / cs) * cs);
+}
+
+/** Cuts what growFile added ahead of need (the image is being closed; the slack holds nothing). */
+export async function trimFile(image: Qcow2Image): Promise<void> {
+  const ahead = image.growAhead;
+  if (ahead !== undefined && image.file.length > ahead.end) await image.file.truncate(ahead.end);
 }
 
 /** Writes and notes that a flush is due (after the write: a flush that began meanwhile may miss it). */

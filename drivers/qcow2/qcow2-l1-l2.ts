@@ -22,19 +22,14 @@ async function l2Table(image: Qcow2Image, index: number): Promise<{ offset: numb
   return { offset, copied };
 }
 
-/** Checks a decoded entry; anything QEMU or qemu-img check would call corrupt is signalled. */
-async function checkEntry(image: Qcow2Image, entry: L2Entry, slice: Buffer, at: number, l2Offset: number, l2Index: number): Promise<void> {
-  const where = `(L2 offset: ${hex(l2Offset)}, L2 index: ${hex(l2Index)})`;
-  if (entry.kind !== 'compressed' && image.version < 3 && hasZeroFlag(slice, at)) {
-    await signalCorruption(image, `Zero cluster entry found in pre-v3 image ${where}`);
-  }
-  if (entry.invalid) {
-    const what = entry.kind === 'compressed' ? 'Compressed cluster entry with COPIED flag set' : 'L2 entry with reserved bits set';
-    await signalCorruption(image, `${what} ${where}`);
-  }
+/** What is wrong with a decoded entry, as QEMU or qemu-img check would call it corrupt; undefined if nothing. */
+function entryProblem(image: Qcow2Image, entry: L2Entry, slice: Buffer, at: number): string | undefined {
+  if (entry.kind !== 'compressed' && image.version < 3 && hasZeroFlag(slice, at)) return 'Zero cluster entry found in pre-v3 image';
+  if (entry.invalid) return entry.kind === 'compressed' ? 'Compressed cluster entry with COPIED flag set' : 'L2 entry with reserved bits set';
   if ((entry.kind === 'normal' || entry.kind === 'zero-alloc') && entry.host % image.g.clusterSize !== 0) {
-    await signalCorruption(image, `Cluster allocation offset ${hex(entry.host)} unaligned ${where}`);
+    return `Cluster allocation offset ${hex(entry.host)} unaligned`;
   }
+  return undefined;
 }
 
 /**
@@ -69,10 +64,53 @@ export async function forEachEntry(
       const index = cluster % l2Entries;
       const at = (index - sliceStart) * 8;
       const entry = readL2Entry(slice, at, image.g, image.version);
-      await checkEntry(image, entry, slice, at, offset, index);
+      const problem = entryProblem(image, entry, slice, at);
+      if (problem !== undefined) await signalCorruption(image, `${problem} (L2 offset: ${hex(offset)}, L2 index: ${hex(index)})`);
       if (visit(cluster, entry, 1) === false) return;
     }
   }
+}
+
+/**
+ * forEachEntry without waiting and without the metadata lock, for the fast
+ * paths of reads and writes: it returns whether it ran to the end, which it
+ * does only if every L2 slice it needs is cached, every entry is sound and
+ * `visit` never returned false. Otherwise the caller goes the locked way,
+ * which loads what is missing and reports what is corrupt. (The entries
+ * are read in one synchronous step, so no locked change is seen half done;
+ * requests on the same clusters are kept apart by the range lock.)
+ */
+export function forEachCachedEntry(
+  image: Qcow2Image,
+  first: number,
+  count: number,
+  visit: (cluster: number, entry: L2Entry, clusters: number) => boolean | void,
+): boolean {
+  const { l2Entries, clusterSize } = image.g;
+  const sliceEntries = image.l2SliceEntries;
+  const end = first + count;
+  for (let cluster = first; cluster < end; ) {
+    const l1Index = Math.floor(cluster / l2Entries);
+    const { offset, reserved } = readL1Entry(image.l1, l1Index * 8);
+    if (reserved || offset % clusterSize !== 0) return false;
+    if (offset === 0) {
+      const tableEnd = Math.min(end, (l1Index + 1) * l2Entries);
+      if (visit(cluster, UNALLOCATED, tableEnd - cluster) === false) return false;
+      cluster = tableEnd;
+      continue;
+    }
+    const l2Index = cluster % l2Entries;
+    const sliceStart = l2Index - (l2Index % sliceEntries);
+    const sliceEnd = Math.min(end, cluster - (l2Index % sliceEntries) + sliceEntries);
+    const slice = image.l2Cache.peek(offset + sliceStart * 8);
+    if (slice === undefined) return false;
+    for (; cluster < sliceEnd; cluster++) {
+      const at = ((cluster % l2Entries) - sliceStart) * 8;
+      const entry = readL2Entry(slice, at, image.g, image.version);
+      if (entryProblem(image, entry, slice, at) !== undefined || visit(cluster, entry, 1) === false) return false;
+    }
+  }
+  return true;
 }
 
 /** The entry of one guest cluster. */

@@ -132,6 +132,8 @@ export function buildImage(p: ImageParams): Qcow2Image {
     file: p.file,
     backing: undefined,
     explicitBacking: false,
+    backingName: undefined,
+    backingFormat: undefined,
     g,
     version: p.header.version,
     size: p.size,
@@ -238,6 +240,9 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
     options: ctx.options,
     fileAllocation: fileAllocation(file),
   });
+  image.backingName = backingName;
+  image.backingFormat = ext.backingFormat;
+  if (writable) image.growAhead = { end: file.length };
   try {
     // As QEMU: a dirty image is repaired when opened read-write, except for a check, which reports (and repairs) it itself.
     if ((image.incompatible & INCOMPAT_DIRTY) !== 0n && ctx.check) image.keepDirty = true;

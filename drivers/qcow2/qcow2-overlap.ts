@@ -16,11 +16,28 @@ export type OwnMetadata = 'active L1 table' | 'active L2 table' | 'inactive L2 t
 /** Throws (marking the image corrupt) if `[offset, offset + length)` touches metadata other than `own`. */
 export async function checkOverlap(image: Qcow2Image, offset: number, length: number, own?: OwnMetadata): Promise<void> {
   if (image.overlap === 'none' || length <= 0) return;
-  const hit = await findOverlap(image, offset, length, own);
+  const hit = image.overlap === 'all' ? await findOverlap(image, offset, length, own) : cachedOverlap(image, offset, length, own);
   if (hit !== undefined) await signalCorruption(image, `Preventing invalid write on metadata (overlaps with ${hit})`);
 }
 
 async function findOverlap(image: Qcow2Image, offset: number, length: number, own?: OwnMetadata): Promise<string | undefined> {
+  const hit = cachedOverlap(image, offset, length, own);
+  if (hit !== undefined || image.overlap !== 'all' || own === 'inactive L2 table') return hit;
+  const cs = image.g.clusterSize;
+  const inactive = await inactiveL2Tables(image);
+  for (let cluster = Math.floor(offset / cs); cluster < Math.ceil((offset + length) / cs); cluster++) {
+    if (inactive.has(cluster)) return 'inactive L2 table';
+  }
+  return undefined;
+}
+
+/**
+ * The checks that need no I/O: all of them but the inactive L2 tables of
+ * overlap-check=all (fast paths skip that mode). What `[offset, offset +
+ * length)` overlaps, or undefined.
+ */
+export function cachedOverlap(image: Qcow2Image, offset: number, length: number, own?: OwnMetadata): string | undefined {
+  if (image.overlap === 'none' || length <= 0) return undefined;
   const cs = image.g.clusterSize;
   const first = Math.floor(offset / cs);
   const end = Math.ceil((offset + length) / cs);
@@ -36,9 +53,6 @@ async function findOverlap(image: Qcow2Image, offset: number, length: number, ow
   if (kind === 'l2' && own !== 'active L2 table') return 'active L2 table';
   if (kind === 'refblock' && own !== 'refcount block') return 'refcount block';
   if (image.snapshots.l1Tables.some((t) => hits(t.offset, t.size * 8))) return 'inactive L1 table';
-  if (image.overlap === 'cached' || own === 'inactive L2 table') return undefined;
-  const inactive = await inactiveL2Tables(image);
-  for (let cluster = first; cluster < end; cluster++) if (inactive.has(cluster)) return 'inactive L2 table';
   return undefined;
 }
 

@@ -7,7 +7,7 @@
 import type { ClusterKind, L2Entry } from './qcow2-format.js';
 import { checkUsable, type Qcow2Image, readFile } from './qcow2-image.js';
 import { decompressCluster } from './qcow2-compress.js';
-import { forEachEntry } from './qcow2-l1-l2.js';
+import { forEachCachedEntry, forEachEntry } from './qcow2-l1-l2.js';
 
 /** A guest range with one kind of content; `host` is where normal data for `offset` lies. */
 export interface Extent {
@@ -19,14 +19,9 @@ export interface Extent {
   entry: L2Entry;
 }
 
-/** Maps `[offset, offset + length)` to extents (lock held); stops after `maxClusters` clusters. */
-export async function mapExtents(image: Qcow2Image, offset: number, length: number, maxClusters = Infinity): Promise<Extent[]> {
-  const cs = image.g.clusterSize;
-  const end = offset + length;
-  const first = Math.floor(offset / cs);
-  const count = Math.min(Math.ceil(end / cs) - first, maxClusters);
-  const extents: Extent[] = [];
-  await forEachEntry(image, first, count, (cluster, entry, clusters) => {
+/** A forEachEntry visitor that gathers the guest range `[offset, end)` into `extents`. */
+function collectExtents(cs: number, offset: number, end: number, extents: Extent[]) {
+  return (cluster: number, entry: L2Entry, clusters: number): void => {
     const clusterStart = cluster * cs;
     const from = Math.max(offset, clusterStart);
     const to = Math.min(end, clusterStart + clusters * cs);
@@ -39,8 +34,27 @@ export async function mapExtents(image: Qcow2Image, offset: number, length: numb
       (entry.kind !== 'normal' || last.host + last.length === host);
     if (joins) last.length += to - from;
     else extents.push({ offset: from, length: to - from, kind: entry.kind, host, entry });
-  });
+  };
+}
+
+/** Maps `[offset, offset + length)` to extents (lock held); stops after `maxClusters` clusters. */
+export async function mapExtents(image: Qcow2Image, offset: number, length: number, maxClusters = Infinity): Promise<Extent[]> {
+  const cs = image.g.clusterSize;
+  const end = offset + length;
+  const first = Math.floor(offset / cs);
+  const count = Math.min(Math.ceil(end / cs) - first, maxClusters);
+  const extents: Extent[] = [];
+  await forEachEntry(image, first, count, collectExtents(cs, offset, end, extents));
   return extents;
+}
+
+/** mapExtents from the cached L2 slices alone, without the lock (forEachCachedEntry); undefined if they do not suffice. */
+function mapCachedExtents(image: Qcow2Image, offset: number, length: number): Extent[] | undefined {
+  const cs = image.g.clusterSize;
+  const end = offset + length;
+  const first = Math.floor(offset / cs);
+  const extents: Extent[] = [];
+  return forEachCachedEntry(image, first, Math.ceil(end / cs) - first, collectExtents(cs, offset, end, extents)) ? extents : undefined;
 }
 
 /** Guest bytes from the backing node; past its end (or without one) they are zeroes. */
@@ -80,12 +94,18 @@ async function readExtent(image: Qcow2Image, extent: Extent, buf: Buffer): Promi
 export async function readGuest(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
   checkUsable(image);
   const cs = image.g.clusterSize;
-  const release = await image.ranges.acquire(Math.floor(offset / cs), Math.ceil((offset + buf.length) / cs), false);
+  const first = Math.floor(offset / cs);
+  const end = Math.ceil((offset + buf.length) / cs);
+  const release = image.ranges.tryAcquire(first, end, false) ?? (await image.ranges.acquire(first, end, false));
   try {
-    const extents = await image.lock.run(() => mapExtents(image, offset, buf.length));
-    await Promise.all(
-      extents.map((e) => readExtent(image, e, buf.subarray(e.offset - offset, e.offset - offset + e.length))),
-    );
+    const extents = mapCachedExtents(image, offset, buf.length) ?? (await image.lock.run(() => mapExtents(image, offset, buf.length)));
+    if (extents.length === 1) {
+      await readExtent(image, extents[0]!, buf);
+    } else {
+      await Promise.all(
+        extents.map((e) => readExtent(image, e, buf.subarray(e.offset - offset, e.offset - offset + e.length))),
+      );
+    }
   } finally {
     release();
   }

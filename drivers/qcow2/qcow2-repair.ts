@@ -10,7 +10,7 @@
  * references, flushes, and only then switches the header to them; a crash
  * before the switch leaves the old structure, after it the old one leaks.
  */
-import { BlockIoError } from '../../core/errors.js';
+import { BlockIoError, type Errno, strerror, toBlockIoError } from '../../core/errors.js';
 import type { CheckRun, RefTable } from './qcow2-check-walk.js';
 import {
   HEADER_REFTABLE_OFFSET,
@@ -22,9 +22,17 @@ import {
   writeRefcount,
   writeReftableEntry,
 } from './qcow2-format.js';
-import { flushFile, type Qcow2Image, writeHeaderField, writeIncompatible } from './qcow2-image.js';
-import { writeMetadata } from './qcow2-overlap.js';
+import { flushFile, type Qcow2Image, signalCorruption, writeHeaderField, writeIncompatible } from './qcow2-image.js';
+import { checkOverlap, writeMetadata } from './qcow2-overlap.js';
 import { writeDirtyRefblocks } from './qcow2-refcount.js';
+
+/** A repair step that failed, as QEMU reports it (error_report) before `Check failed`: `ERROR writing refblock: Input/output error`. */
+export class Qcow2RepairError extends BlockIoError {
+  constructor(errno: Errno, what: string) {
+    super(errno, `${what}: ${strerror(errno)}`);
+    this.name = 'Qcow2RepairError';
+  }
+}
 
 /** The stored refcount block of reftable index `index`: null when there is none, undefined when its offset is unaligned. */
 export async function storedBlock(image: Qcow2Image, index: number): Promise<Buffer | null | undefined> {
@@ -46,7 +54,9 @@ export async function storedRefcount(image: Qcow2Image, cluster: number): Promis
 /**
  * Sets the stored refcount of `cluster`, whose refcount block exists, to
  * `value` in the cache (written back by the caller). A cluster that becomes
- * free leaves the caches and can be allocated again.
+ * free leaves the caches, can be allocated again and is discarded in the
+ * file (QEMU frees it with QCOW2_DISCARD_ALWAYS; the file node passes it
+ * on if opened with discard=unmap, as QEMU's protocol children are).
  */
 export async function setStoredRefcount(image: Qcow2Image, cluster: number, value: number): Promise<void> {
   const { refblockEntries, refcountOrder, clusterSize } = image.g;
@@ -59,6 +69,8 @@ export async function setStoredRefcount(image: Qcow2Image, cluster: number, valu
   image.metadata.delete(cluster);
   image.freeClusterIndex = Math.min(image.freeClusterIndex, cluster);
   if (Math.floor(image.freeByteOffset / clusterSize) === cluster) image.freeByteOffset = 0;
+  const bytes = Math.min(clusterSize, image.file.length - cluster * clusterSize);
+  if (bytes > 0) await image.file.discard(cluster * clusterSize, bytes);
 }
 
 /** Sets or clears OFLAG_COPIED of active L1 entry `index`, on disk. */
@@ -93,6 +105,49 @@ export async function markClean(image: Qcow2Image): Promise<void> {
 export async function markConsistent(image: Qcow2Image): Promise<void> {
   if ((image.incompatible & INCOMPAT_CORRUPT) === 0n) return;
   await writeIncompatible(image, image.incompatible & ~INCOMPAT_CORRUPT);
+}
+
+/**
+ * Runs one step of a rebuild; a failure becomes the error QEMU reports
+ * (`what: strerror`), after the corruption message if this step signalled it.
+ */
+async function rebuildStep(run: CheckRun, what: string, step: () => Promise<void>): Promise<void> {
+  const signalled = run.image.failure !== undefined;
+  try {
+    await step();
+  } catch (error) {
+    if (!signalled && run.image.failure !== undefined) run.messages.push(run.image.failure.message);
+    throw new Qcow2RepairError(toBlockIoError(error).errno, what);
+  }
+}
+
+/** Whether `[offset, offset + length)` touches a cluster an entry of the old refcount table points into, unaligned ones too. */
+function hitsOldRefblock(image: Qcow2Image, offset: number, length: number): boolean {
+  const cs = image.g.clusterSize;
+  const start = Math.floor(offset / cs) * cs;
+  const end = Math.ceil((offset + length) / cs) * cs;
+  for (let at = 0; at < image.reftable.length; at += 8) {
+    const entry = readReftableEntry(image.reftable, at).offset;
+    if (entry !== 0 && entry < end && start < entry + cs) return true;
+  }
+  return false;
+}
+
+/**
+ * Writes part of the new refcount structure (into clusters the count left
+ * free). QEMU's overlap check still sees the old refcount table
+ * then, whose blocks count as metadata even where an entry is unaligned
+ * (the count skipped those): writing over one marks the image corrupt.
+ */
+async function rebuildWrite(run: CheckRun, what: string, offset: number, buf: Buffer): Promise<void> {
+  const { image } = run;
+  await rebuildStep(run, what, async () => {
+    await checkOverlap(image, offset, buf.length);
+    if (image.overlap !== 'none' && image.overlap !== 'constant' && hitsOldRefblock(image, offset, buf.length)) {
+      await signalCorruption(image, 'Preventing invalid write on metadata (overlaps with refcount block)');
+    }
+    await writeMetadata(image, offset, buf);
+  });
 }
 
 /**
@@ -145,7 +200,7 @@ async function writeRefblocks(run: CheckRun, reftable: number[], first: number, 
       end = Math.max(end, at + 1);
       if (reftable.length <= index) {
         const entries = Math.ceil(((index + 1) * 8) / clusterSize) * (clusterSize / 8);
-        if (entries * 8 > MAX_REFTABLE_BYTES) throw new BlockIoError('EFBIG', 'ERROR allocating reftable: File too large');
+        if (entries * 8 > MAX_REFTABLE_BYTES) throw new Qcow2RepairError('EFBIG', 'ERROR allocating reftable');
         while (reftable.length < entries) reftable.push(0);
         grown = true;
       }
@@ -156,7 +211,7 @@ async function writeRefblocks(run: CheckRun, reftable: number[], first: number, 
       const count = table.get(start + j);
       if (count !== 0) writeRefcount(block, j, refcountOrder, count);
     }
-    await writeMetadata(image, offset, block);
+    await rebuildWrite(run, 'ERROR writing refblock', offset, block);
     cluster = start + refblockEntries - 1;
   }
   return grown;
@@ -183,12 +238,12 @@ export async function rebuildRefcountStructure(run: CheckRun): Promise<void> {
   } while (await writeRefblocks(run, reftable, start, start + clusters));
   const buf = Buffer.alloc(reftable.length * 8);
   reftable.forEach((offset, i) => writeReftableEntry(buf, i * 8, offset));
-  await writeMetadata(image, start * cs, buf);
+  await rebuildWrite(run, 'ERROR writing reftable', start * cs, buf);
   await flushFile(image);
   const pointer = Buffer.alloc(12);
   pointer.writeBigUInt64BE(BigInt(start * cs), 0);
   pointer.writeUInt32BE(clusters, 8);
-  await writeHeaderField(image, HEADER_REFTABLE_OFFSET, pointer);
+  await rebuildStep(run, 'ERROR setting reftable', () => writeHeaderField(image, HEADER_REFTABLE_OFFSET, pointer));
   image.reftable = buf;
   image.reftableOffset = start * cs;
   image.reftableClusters = clusters;

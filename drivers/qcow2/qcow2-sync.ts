@@ -14,7 +14,7 @@
  */
 import { BlockIoError } from '../../core/errors.js';
 import { HEADER_AUTOCLEAR_OFFSET, INCOMPAT_DIRTY } from './qcow2-format.js';
-import { checkUsable, flushFile, type Qcow2Image, writeHeaderField, writeIncompatible } from './qcow2-image.js';
+import { checkUsable, flushFile, type Qcow2Image, trimFile, writeHeaderField, writeIncompatible } from './qcow2-image.js';
 import { writeDirtyL1 } from './qcow2-l1-l2.js';
 import { writeMetadata } from './qcow2-overlap.js';
 import { applyFrees, writeDirtyRefblocks } from './qcow2-refcount.js';
@@ -87,6 +87,7 @@ export async function closeImage(image: Qcow2Image): Promise<void> {
   if (!image.writable || image.failure !== undefined) return;
   await image.lock.run(async () => {
     await syncMetadata(image);
+    await trimFile(image);
     if (image.unflushed) await flushFile(image);
     if (image.lazyRefcounts && !image.keepDirty && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
       await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);

@@ -11,8 +11,8 @@ import { BlockIoError } from '../../core/errors.js';
 import { type L2Entry, writeCompressedEntry, writeL2Entry } from './qcow2-format.js';
 import { checkUsable, growFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
 import { compressCluster } from './qcow2-compress.js';
-import { entryOf, forEachEntry, updateEntries, writableL2Table } from './qcow2-l1-l2.js';
-import { checkOverlap } from './qcow2-overlap.js';
+import { entryOf, forEachCachedEntry, forEachEntry, updateEntries, writableL2Table } from './qcow2-l1-l2.js';
+import { cachedOverlap, checkOverlap } from './qcow2-overlap.js';
 import { readBacking, readCompressed } from './qcow2-read.js';
 import { allocateBytes, allocateNonZero, queueFree } from './qcow2-refcount.js';
 import { prepareForWrite, prepareMetadataChange, syncIfFreesPile } from './qcow2-sync.js';
@@ -92,13 +92,45 @@ async function planWrite(image: Qcow2Image, offset: number, length: number): Pro
   return pieces;
 }
 
-/** What a cluster reads as before this write, for the parts the write leaves alone. */
-async function oldContent(image: Qcow2Image, cluster: number, entry: L2Entry): Promise<Buffer> {
+/**
+ * Cluster buffers for partial-cluster merges, reused: a fresh zeroed buffer
+ * per allocating write costs more (allocation, then garbage collection of
+ * external memory) than clearing the bytes the new data leaves. At most a
+ * few per cluster size are kept.
+ */
+const spareClusters = new Map<number, Buffer[]>();
+const MAX_SPARE_CLUSTERS = 16;
+
+function takeCluster(cs: number): Buffer {
+  return spareClusters.get(cs)?.pop() ?? Buffer.allocUnsafeSlow(cs);
+}
+
+/** Gives back a cluster buffer nothing refers to any more. */
+function giveCluster(buf: Buffer): void {
+  let spare = spareClusters.get(buf.length);
+  if (spare === undefined) spareClusters.set(buf.length, (spare = []));
+  if (spare.length < MAX_SPARE_CLUSTERS) spare.push(buf);
+}
+
+/**
+ * A cluster buffer holding what `cluster` reads as before this write,
+ * except in `[from, to)` (cluster-relative), which the caller fills with the
+ * new data; the caller gives it back with giveCluster once written.
+ */
+async function mergeBuffer(image: Qcow2Image, cluster: number, entry: L2Entry, from: number, to: number): Promise<Buffer> {
   const cs = image.g.clusterSize;
-  const buf = Buffer.alloc(cs);
-  if (entry.kind === 'unallocated') await readBacking(image, cluster * cs, buf);
-  else if (entry.kind === 'compressed') return readCompressed(image, entry);
-  else if (entry.kind === 'normal') await readFile(image.file, entry.host, buf);
+  const buf = takeCluster(cs);
+  if (entry.kind === 'compressed') {
+    (await readCompressed(image, entry)).copy(buf);
+  } else if (entry.kind === 'normal') {
+    await readFile(image.file, entry.host, buf);
+  } else if (entry.kind === 'unallocated' && image.backing !== undefined) {
+    await readBacking(image, cluster * cs, buf);
+  } else {
+    // Zeroes: without a backing node an unallocated cluster reads as zeroes, as zero clusters do.
+    buf.fill(0, 0, from);
+    buf.fill(0, to);
+  }
   return buf;
 }
 
@@ -107,15 +139,24 @@ async function writePiece(image: Qcow2Image, piece: Piece, offset: number, buf: 
   const cs = image.g.clusterSize;
   const end = offset + buf.length;
   const slice = (from: number, to: number) => buf.subarray(from - offset, to - offset);
+  /** Writes the part of `buf` inside guest cluster `cluster` over `content` (its old content) at `host`. */
+  const merged = async (cluster: number, content: Buffer, host: number): Promise<void> => {
+    const from = Math.max(offset, cluster * cs);
+    slice(from, Math.min(end, (cluster + 1) * cs)).copy(content, from - cluster * cs);
+    await writeFile(image, host, content);
+    giveCluster(content);
+  };
+  const range = (cluster: number): [number, number] => [Math.max(offset, cluster * cs) - cluster * cs, Math.min(end, (cluster + 1) * cs) - cluster * cs];
   if (piece.kind === 'in-place') {
     await writeFile(image, piece.host, slice(piece.offset, piece.offset + piece.length));
     return;
   }
   if (piece.kind === 'reuse-zero') {
-    const cluster = Buffer.alloc(cs);
-    const from = Math.max(offset, piece.cluster * cs);
-    slice(from, Math.min(end, (piece.cluster + 1) * cs)).copy(cluster, from - piece.cluster * cs);
-    await writeFile(image, piece.host, cluster);
+    const [from, to] = range(piece.cluster);
+    const content = takeCluster(cs);
+    content.fill(0, 0, from);
+    content.fill(0, to);
+    await merged(piece.cluster, content, piece.host);
     return;
   }
   let wholeFrom = -1;
@@ -129,10 +170,8 @@ async function writePiece(image: Qcow2Image, piece: Piece, offset: number, buf: 
       wholeFrom = -1;
     }
     if (j === piece.count) break;
-    const content = await oldContent(image, cluster, piece.old[j]!);
-    const from = Math.max(offset, cluster * cs);
-    slice(from, Math.min(end, (cluster + 1) * cs)).copy(content, from - cluster * cs);
-    await writeFile(image, piece.host + j * cs, content);
+    const [from, to] = range(cluster);
+    await merged(cluster, await mergeBuffer(image, cluster, piece.old[j]!, from, to), piece.host + j * cs);
   }
 }
 
@@ -170,11 +209,50 @@ export async function writeLocked(image: Qcow2Image, offset: number, buf: Buffer
   await image.lock.run(() => linkPieces(image, pieces));
 }
 
-/** Writes guest data, excluding other requests on the same clusters. */
+/**
+ * Where `[offset, offset + length)` lies in the file if the write can go
+ * straight there without the metadata lock: every cluster a normal one we
+ * own (COPIED), contiguous in the file and inside it, its L2 slice cached,
+ * the first write prepared for, and the overlap check passed without I/O.
+ * Such a write needs no metadata change (planWrite would make it one
+ * in-place piece). Undefined otherwise: the locked way then decides.
+ */
+function inPlaceHost(image: Qcow2Image, offset: number, length: number): number | undefined {
+  if (!image.preparedForWrite || image.failure !== undefined || image.overlap === 'all') return undefined;
+  const cs = image.g.clusterSize;
+  const first = Math.floor(offset / cs);
+  let start = -1;
+  const mapped = forEachCachedEntry(image, first, Math.ceil((offset + length) / cs) - first, (cluster, entry) => {
+    if (entry.kind !== 'normal' || !entry.copied) return false;
+    if (start < 0) start = entry.host - first * cs;
+    return entry.host === start + cluster * cs;
+  });
+  if (!mapped) return undefined;
+  const host = start + offset;
+  if (host + length > image.file.length || cachedOverlap(image, host, length) !== undefined) return undefined;
+  return host;
+}
+
+/**
+ * Writes guest data. A write in place changes no metadata, so it shares
+ * its clusters with reads and other writes in place (as QEMU lets them run
+ * side by side); any other write has them to itself (allocation and
+ * copy-on-write must not interleave with anything on the same clusters).
+ */
 export async function writeGuest(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
   checkUsable(image);
   const cs = image.g.clusterSize;
-  const release = await image.ranges.acquire(Math.floor(offset / cs), Math.ceil((offset + buf.length) / cs), true);
+  const first = Math.floor(offset / cs);
+  const end = Math.ceil((offset + buf.length) / cs);
+  const shared = image.ranges.tryAcquire(first, end, false) ?? (await image.ranges.acquire(first, end, false));
+  try {
+    // While the clusters are shared, nothing can change where they are.
+    const host = inPlaceHost(image, offset, buf.length);
+    if (host !== undefined) return await writeFile(image, host, buf);
+  } finally {
+    shared();
+  }
+  const release = image.ranges.tryAcquire(first, end, true) ?? (await image.ranges.acquire(first, end, true));
   try {
     await writeLocked(image, offset, buf);
   } finally {

@@ -3,6 +3,7 @@
  * messages, in QEMU's order (blockdev.c do_backup_common, backup.c
  * backup_job_create).
  */
+import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import { BlockLayerError } from '../../core/errors.js';
 import type { BackupCommonArgs } from './options.js';
@@ -28,15 +29,12 @@ export function checkBitmapArguments(args: BackupCommonArgs): void {
 }
 
 /** The checks backup_job_create makes before it changes the graph. */
-export function checkJobArguments(args: BackupCommonArgs, source: BlockNode, target: BlockNode, targetDevice: string): void {
+export function checkJobArguments(args: BackupCommonArgs, source: BlockNode, target: BlockNode, graph: BlockGraph): void {
   if (source === target) throw new BlockLayerError('Source and target cannot be the same');
   if (args.compress && !target.capabilities.canCompress) {
-    throw new BlockLayerError(`Compression is not supported for this drive ${targetDevice}`);
+    throw new BlockLayerError(`Compression is not supported for this drive ${graph.deviceName(target)}`);
   }
-  for (const node of [source, target]) {
-    const blocker = [...node.parents].map((e) => e.parent.blocker).find((b) => b !== undefined);
-    if (blocker !== undefined) throw new BlockLayerError(`Node '${node.nodeName}' is busy: ${blocker}`);
-  }
+  for (const node of [source, target]) graph.checkNotBusy(node);
   const workers = args['x-perf']?.['max-workers'];
   if (workers !== undefined && (workers < 1 || workers > INT32_MAX)) {
     throw new BlockLayerError('max-workers must be between 1 and 2147483647');

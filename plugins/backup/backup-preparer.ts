@@ -42,7 +42,7 @@ export class BackupPreparer {
     let filter: BlockNode | undefined;
     try {
       checkBitmapArguments(args);
-      checkJobArguments(args, source, target, this.graph.deviceName(target));
+      checkJobArguments(args, source, target, this.graph);
       filter = await this.graph.openFilter(copyBeforeWriteDriver, source, args['filter-node-name']).catch((error: unknown) => {
         throw new BlockLayerError(`Could not create node: ${(error as Error).message}`);
       });

@@ -1,4 +1,4 @@
-/** query-jobs and query-block-jobs: every job (block jobs only, for the latter), newest first. */
+/** query-jobs and query-block-jobs: every job (block jobs only, for the latter: not blockdev-create's), newest first. */
 import type { JobManager } from '../../core/job/job-manager.js';
 import type { QmpCommand } from '../../core/qmp/qmp-command.js';
 import { Qapi } from '../../core/schema/qapi.js';
@@ -16,7 +16,7 @@ export function queryJobsCommands(jobs: JobManager): QmpCommand[] {
       name: 'query-block-jobs',
       summary: 'List the block jobs, with their legacy fields',
       returns: Qapi.list(BlockJobInfoSchema),
-      execute: () => jobs.list().map(blockJobInfo),
+      execute: () => jobs.list().filter((job) => job.isBlockJob).map(blockJobInfo),
     },
   ];
 }

@@ -1,5 +1,6 @@
 /** query-named-block-nodes: every node, newest first (as QEMU lists them). */
 import { inject, injectable } from 'inversify';
+import type { BitmapStore } from '../../core/bitmap/bitmap-store.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import { type BlockDeviceInfo, blockDeviceInfo } from '../../core/block/node-info.js';
 import type { QmpCommand } from '../../core/qmp/qmp-command.js';
@@ -21,10 +22,13 @@ export class QueryNamedBlockNodesCommand implements QmpCommand<Static<typeof arg
   readonly args = args;
   readonly returns = returns;
 
-  constructor(@inject(TOKENS.BlockGraph) private readonly graph: BlockGraph) {}
+  constructor(
+    @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
+    @inject(TOKENS.BitmapStore) private readonly bitmaps: BitmapStore,
+  ) {}
 
   async execute(input: Static<typeof args>): Promise<BlockDeviceInfo[]> {
     const nodes = this.graph.list().reverse();
-    return Promise.all(nodes.map((node) => blockDeviceInfo(node, input.flat ?? false)));
+    return Promise.all(nodes.map((node) => blockDeviceInfo(node, input.flat ?? false, this.bitmaps.info(node))));
   }
 }

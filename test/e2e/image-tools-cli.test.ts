@@ -6,11 +6,12 @@
  * down the other end-to-end files.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
+import { create, grow, hostCluster, io, setRefcount } from '../drivers/qcow2/check-damage.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
 
@@ -222,5 +223,38 @@ test.serial('qcow2 (once its driver is registered): create, info, convert -c, ma
   } else {
     t.is(check.code, qemuCheck.code);
     t.deepEqual(JSON.parse(check.stdout), JSON.parse(qemuCheck.stdout));
+  }
+});
+
+test.serial('check -f qcow2: exit codes 0, 3, 2 and 1, and -r leaks|all, with qemu-img\'s output', async (t) => {
+  if (!QCOW2_REGISTERED || !requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await workDir(t);
+  const clean = join(dir, 'clean.qcow2');
+  await create(clean, '64M');
+  await io(clean, 'write -P 0x11 0 128k', 'write -c -P 0x22 1M 64k');
+  const leaky = join(dir, 'leaky.qcow2');
+  await copyFile(clean, leaky);
+  // A cluster past the image's end, with refcount 1 and nothing using it.
+  await grow(leaky, 2 * 65536);
+  await setRefcount(leaky, Math.ceil((await stat(clean)).size / 65536), 1);
+  const broken = join(dir, 'broken.qcow2');
+  await copyFile(clean, broken);
+  await setRefcount(broken, await hostCluster(broken, 0), 0);
+  const cases: [string[], string, number][] = [
+    [['--output=json'], clean, 0],
+    [[], leaky, 3],
+    [[], broken, 2],
+    [['-r', 'leaks'], broken, 1],
+    [['--output=json', '-r', 'all'], broken, 0],
+  ];
+  for (const [args, image, code] of cases) {
+    const [ours, theirs] = [join(dir, 'ours.qcow2'), join(dir, 'theirs.qcow2')];
+    await Promise.all([copyFile(image, ours), copyFile(image, theirs)]);
+    const [result, expected] = await Promise.all([cli(['check', ...args, '-f', 'qcow2', ours]), qemuImg(['check', ...args, '-f', 'qcow2', theirs])]);
+    const what = `check ${args.join(' ')} ${basename(image)}`;
+    t.is(expected.code, code, what);
+    t.is(result.code, code, what);
+    t.is(result.stdout, expected.stdout.replace(theirs, ours), what);
+    t.is(message(result.stderr), message(expected.stderr), what);
   }
 });

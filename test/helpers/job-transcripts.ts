@@ -32,7 +32,7 @@ export interface TranscriptStep {
   request: TranscriptRequest;
   /** QEMU's reply; undefined where the transcript only has a harness summary. */
   reply: QmpMessage | undefined;
-  /** A harness summary line (`<- (…) …`) in place of the reply. */
+  /** A harness summary line (`<- (…) …`, or a reply cut short with ` ...`) in place of the reply. */
   summary: string | undefined;
 }
 
@@ -67,7 +67,8 @@ export function readSection(file: string, title: string): TranscriptSection {
     if (section === undefined) continue;
     if (line.startsWith('-> ')) {
       section.steps.push({ request: JSON.parse(line.slice(3)) as TranscriptRequest, reply: undefined, summary: undefined });
-    } else if (line.startsWith('<- (')) {
+    } else if (line.startsWith('<- (') || (line.startsWith('<- ') && line.endsWith(' ...'))) {
+      // A harness summary, or a reply the harness cut short (s6's query-named-block-nodes).
       section.steps[section.steps.length - 1]!.summary = line.slice(3);
     } else if (line.startsWith('<- ')) {
       const message = JSON.parse(line.slice(3)) as QmpMessage;
@@ -127,6 +128,8 @@ export interface ReplayOptions {
   drainPausesVary?: readonly string[];
   /** Longest wait for events, in ms. */
   eventTimeoutMs?: number;
+  /** Rewrites each request before it is sent (e.g. `$IMG` to the image directory); replies are compared as recorded. */
+  rewrite?: (request: TranscriptRequest) => TranscriptRequest;
 }
 
 export interface ReplayResult {
@@ -210,7 +213,8 @@ export class Replay {
       }
       if (!(await this.waitForEvents(i))) t.log(`${section.title} ${label}: events QEMU had sent by then did not all come`);
       await options.before?.[i]?.();
-      const reply = await this.client.execute(step.request.execute, step.request.arguments);
+      const request = options.rewrite?.(step.request) ?? step.request;
+      const reply = await this.client.execute(request.execute, request.arguments);
       replies.push(reply);
       const summarise = options.summary?.[i];
       const normalise = options.normalise?.[i] ?? ((r: QmpMessage) => r);

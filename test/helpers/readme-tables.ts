@@ -14,6 +14,11 @@ import { nullDriver } from '../../drivers/null/driver.js';
 import { qcow2Driver } from '../../drivers/qcow2/driver.js';
 import { rawDriver } from '../../drivers/raw/driver.js';
 import { BlockdevBackup } from '../../plugins/backup/options.js';
+import { BlockdevMirror, DriveMirror } from '../../plugins/mirror/options.js';
+import { BlockdevCreateArgs } from '../../plugins/blockdev-create/options.js';
+import { BlockDirtyBitmapAdd, BlockDirtyBitmapMerge } from '../../plugins/dirty-bitmap/options.js';
+import { BlockExportOptionsNbd, NbdServerOptions } from '../../plugins/nbd-server/options.js';
+import { tlsCredsPskProperties, tlsCredsX509Properties } from '../../plugins/tls-creds/options.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -26,6 +31,7 @@ export interface ReadmeTable {
 export const README_TABLES: ReadmeTable[] = [
   { readme: 'drivers/file/README.md', id: 'options', schema: fileDriver.options },
   { readme: 'drivers/file/README.md', id: 'create-options', schema: fileDriver.createOptions! },
+  { readme: 'drivers/file/README.md', id: 'blockdev-create-options', schema: fileDriver.blockdevCreateOptions! },
   { readme: 'drivers/raw/README.md', id: 'options', schema: rawDriver.options },
   { readme: 'drivers/raw/README.md', id: 'create-options', schema: rawDriver.createOptions! },
   { readme: 'drivers/memory/README.md', id: 'options', schema: memoryDriver.options },
@@ -33,7 +39,17 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'drivers/nbd/README.md', id: 'options', schema: nbdDriver.options },
   { readme: 'drivers/qcow2/README.md', id: 'options', schema: qcow2Driver.options },
   { readme: 'drivers/qcow2/README.md', id: 'create-options', schema: qcow2Driver.createOptions! },
+  { readme: 'drivers/qcow2/README.md', id: 'blockdev-create-options', schema: qcow2Driver.blockdevCreateOptions! },
   { readme: 'plugins/backup/README.md', id: 'options', schema: BlockdevBackup },
+  { readme: 'plugins/mirror/README.md', id: 'options', schema: BlockdevMirror },
+  { readme: 'plugins/mirror/README.md', id: 'drive-mirror-options', schema: DriveMirror },
+  { readme: 'plugins/blockdev-create/README.md', id: 'options', schema: BlockdevCreateArgs },
+  { readme: 'plugins/dirty-bitmap/README.md', id: 'add-options', schema: BlockDirtyBitmapAdd },
+  { readme: 'plugins/dirty-bitmap/README.md', id: 'merge-options', schema: BlockDirtyBitmapMerge },
+  { readme: 'plugins/nbd-server/README.md', id: 'nbd-server-options', schema: NbdServerOptions },
+  { readme: 'plugins/nbd-server/README.md', id: 'export-options', schema: BlockExportOptionsNbd },
+  { readme: 'plugins/tls-creds/README.md', id: 'psk-options', schema: tlsCredsPskProperties },
+  { readme: 'plugins/tls-creds/README.md', id: 'x509-options', schema: tlsCredsX509Properties },
 ];
 
 /** The README's text with every table of it regenerated. */

@@ -1,6 +1,6 @@
 /** describeImage / imageInfoList against `qemu-img info`, and backing chains (cow; qcow2 once registered). */
 import { execFile } from 'node:child_process';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import type { ImageCreator } from '../../../core/block/image-creator.js';
@@ -85,4 +85,35 @@ test('a qcow2 image: the fields qemu-img info shows (once the qcow2 driver is re
   const list = await withImage(layer, { filename: image, format: 'qcow2' }, { readOnly: true }, (node) => imageInfoList(node, false));
   const { stdout } = await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', image]);
   t.deepEqual(JSON.parse(formatInfoJson(list, false)), JSON.parse(stdout));
+});
+
+test('a qcow2 backing chain: the stored backing names, as qemu-img info shows them (JSON field by field, and text)', async (t) => {
+  if (!QCOW2_REGISTERED) {
+    t.log('skipped: the qcow2 driver is not in plugin-manifest.json yet');
+    t.pass();
+    return;
+  }
+  if (!requirePeer(t, 'qemu-img')) return;
+  const dir = await tempDir(t);
+  // base.raw <- mid.qcow2 (backing 'base.raw', relative) <- top.qcow2 (backing mid's absolute name)
+  await run('qemu-img', ['create', '-q', '-f', 'raw', join(dir, 'base.raw'), '4M']);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', join(dir, 'mid.qcow2')]);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', join(dir, 'mid.qcow2'), '-F', 'qcow2', join(dir, 'top.qcow2'), '8M']);
+  const layer = await toolLayer();
+  t.teardown(() => layer.close());
+  // The image named absolutely, and relative to the working directory (QEMU joins a relative backing name to it as written).
+  for (const top of [join(dir, 'top.qcow2'), relative(process.cwd(), join(dir, 'top.qcow2'))]) {
+    const list = await withImage(layer, { filename: top, format: 'qcow2' }, { readOnly: true }, (node) => imageInfoList(node, true));
+    const theirs = JSON.parse((await run('qemu-img', ['info', '--output=json', '--backing-chain', '-f', 'qcow2', top])).stdout) as Record<string, unknown>[];
+    t.is(list.length, theirs.length);
+    for (const [i, image] of theirs.entries()) {
+      for (const field of ['filename', 'format', 'virtual-size', 'backing-filename', 'full-backing-filename', 'backing-filename-format']) {
+        t.deepEqual((list[i] as unknown as Record<string, unknown>)[field], image[field], `${top}: image ${i}: ${field}`);
+      }
+    }
+    t.is(list[1]!['backing-filename'], 'base.raw', 'stored relative, shown relative');
+    t.is(formatInfoJson(list, true), (await run('qemu-img', ['info', '--output=json', '--backing-chain', '-f', 'qcow2', top])).stdout);
+    t.is(formatInfoHuman(list), (await run('qemu-img', ['info', '--backing-chain', '-f', 'qcow2', top])).stdout);
+    t.is(formatInfoJson(list.slice(0, 1), false), (await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', top])).stdout);
+  }
 });

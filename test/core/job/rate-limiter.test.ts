@@ -38,3 +38,16 @@ test('a new speed applies to the next start', (t) => {
   limiter.setSpeed(0);
   t.is(limiter.delay(100), 0);
 });
+
+test('account counts work whatever the quota and says how long the next start waits (QEMU ratelimit_calculate_delay)', (t) => {
+  let now = 0;
+  const limiter = new RateLimiter(() => now);
+  limiter.setSpeed(10 * 65536); // 65536 bytes per slice
+  t.is(limiter.account(1000), 0, 'within the quota');
+  t.is(limiter.account(16 * 65536), ((1000 + 16 * 65536) / 65536) * 100_000_000, 'over it: until the slice, stretched by the excess, ends');
+  t.is(limiter.delay(0), limiter.account(0), 'delay sees the same slice');
+  now = 2_000_000_000;
+  t.is(limiter.account(65535), 0, 'a new slice');
+  limiter.setSpeed(0);
+  t.is(limiter.account(1 << 30), 0, 'unlimited');
+});

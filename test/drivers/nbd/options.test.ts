@@ -69,7 +69,7 @@ test('parseNbdUri refuses what QEMU and libnbd refuse', (t) => {
     ['nbd+unix:///exp', /nbd\+unix needs '\?socket=PATH'/],
     ['nbd+unix://host/exp?socket=/s', /a host is not allowed with nbd\+unix/],
     ['nbd://h/exp?socket=/s', /the socket parameter is incompatible with nbd:/],
-    ['nbds://h/exp', /TLS \(nbds\) is not supported yet/],
+    ['nbds://h/exp', /TLS \(nbds\) URIs are not supported \(QEMU has none either\): use tls-creds/],
     ['http://h/exp', /unknown scheme 'http'/],
     ['nbd:unix:/tmp/s', /not of the form/],
     ['nbd:///exp', /no host given/],

@@ -68,7 +68,7 @@ test('writes to an image with an internal snapshot copy the shared clusters; the
   t.notRegex(io, /Pattern verification failed/);
 });
 
-test('data writes to different clusters are in flight together; writes to one cluster take turns', async (t) => {
+test('data writes to different clusters are in flight together, writes in place to one cluster too; allocating writes to one cluster take turns', async (t) => {
   if (!requireQemu(t)) return;
   const f = await qcow2Fixture(t);
   await f.create({ filename: f.path('p.qcow2'), size: 16 * MiB, preallocation: 'metadata' });
@@ -95,7 +95,9 @@ test('data writes to different clusters are in flight together; writes to one cl
   t.is(await inFlight([0, 1, 2, 3].map((i) => () => node.write(i * MiB, Buffer.alloc(4096, i + 1))), 4), 4);
   t.is(await inFlight([20, 22].map((i) => () => node.write(i * MiB + 100, Buffer.alloc(100, i))), 2), 2);
   sameBytes(t, await readNode(node, 22 * MiB, 300), Buffer.concat([Buffer.alloc(100), Buffer.alloc(100, 22), Buffer.alloc(100)]));
-  t.is(await inFlight([0, 1].map((i) => () => node.write(8 * MiB + i * 512, Buffer.alloc(512, 0x40 + i))), 1), 1, 'one cluster: one at a time');
+  t.is(await inFlight([0, 1].map((i) => () => node.write(8 * MiB + i * 512, Buffer.alloc(512, 0x40 + i))), 2), 2, 'one cluster, in place: together');
   sameBytes(t, await readNode(node, 8 * MiB, 1024), Buffer.concat([Buffer.alloc(512, 0x40), Buffer.alloc(512, 0x41)]));
+  t.is(await inFlight([0, 1].map((i) => () => node.write(24 * MiB + i * 512, Buffer.alloc(512, 0x50 + i))), 1), 1, 'one cluster, allocating: one at a time');
+  sameBytes(t, await readNode(node, 24 * MiB, 1536), Buffer.concat([Buffer.alloc(512, 0x50), Buffer.alloc(512, 0x51), Buffer.alloc(512)]));
   for (let i = 0; i < 4; i++) sameBytes(t, await readNode(node, i * MiB, 4096), Buffer.alloc(4096, i + 1));
 });

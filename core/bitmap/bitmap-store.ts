@@ -1,0 +1,158 @@
+/**
+ * The named dirty bitmaps of the layer, per node (QEMU keeps them in each
+ * BlockDriverState's dirty_bitmaps list). A node with bitmaps has one tap
+ * on its `afterWrite` hook that records writes, write-zeroes and discards
+ * into every enabled bitmap (failed ones too, as QEMU marks them) and
+ * follows truncation; a node without bitmaps has no tap, so its writes pay
+ * nothing. Bitmaps go away with their node.
+ *
+ * Lookups and their messages are QEMU's (block_dirty_bitmap_lookup,
+ * bdrv_create_dirty_bitmap); the QMP commands live in plugins/dirty-bitmap.
+ */
+import { inject, injectable } from 'inversify';
+import type { BlockGraph } from '../block/block-graph.js';
+import type { BlockNode } from '../block/block-node.js';
+import type { WriteRequest, WriteResult } from '../block/request.js';
+import { BlockLayerError } from '../errors.js';
+import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
+import { untap } from '../hooks/untap.js';
+import { TOKENS } from '../tokens.js';
+import type { BlockDirtyInfoValue } from './bitmap-schema.js';
+import { DirtyBitmap } from './dirty-bitmap.js';
+
+const TAP = 'BitmapStore';
+/** BDRV_BITMAP_MAX_NAME_SIZE: longest bitmap name, in bytes. */
+export const BITMAP_MAX_NAME_SIZE = 1023;
+export const MIN_GRANULARITY = 512;
+const KiB = 1024;
+
+/** QEMU's bdrv_get_default_bitmap_granularity: the node's cluster size within [4 KiB, 64 KiB]; 64 KiB if it has none. */
+export function defaultBitmapGranularity(node: BlockNode): number {
+  const cluster = node.limits.clusterSize;
+  return cluster > 0 ? Math.min(64 * KiB, Math.max(4 * KiB, cluster)) : 64 * KiB;
+}
+
+export interface CreateBitmapOptions {
+  /** Default: defaultBitmapGranularity(node). A power of two, at least 512 (the commands check, with QEMU's message). */
+  granularity?: number;
+  /** Default true. */
+  enabled?: boolean;
+  persistent?: boolean;
+}
+
+@injectable()
+export class BitmapStore {
+  /** Bitmaps by node, newest first (the order QEMU lists them in). */
+  private readonly byNode = new Map<BlockNode, DirtyBitmap[]>();
+
+  constructor(
+    @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
+    @inject(TOKENS.BlockLayerHooks) hooks: BlockLayerHooks,
+  ) {
+    hooks.nodeRemoved.tap(TAP, (node) => this.forget(node));
+  }
+
+  /**
+   * A new named bitmap on `node`, clean, covering the node's length
+   * (bdrv_create_dirty_bitmap): "Bitmap already exists: NAME", "Bitmap
+   * name too long: NAME".
+   */
+  create(node: BlockNode, name: string, options: CreateBitmapOptions = {}): DirtyBitmap {
+    if (this.find(node, name) !== undefined) throw new BlockLayerError(`Bitmap already exists: ${name}`);
+    if (Buffer.byteLength(name, 'utf8') > BITMAP_MAX_NAME_SIZE) throw new BlockLayerError(`Bitmap name too long: ${name}`);
+    const bitmap = new DirtyBitmap(node, name, options.granularity ?? defaultBitmapGranularity(node), {
+      size: node.length,
+      enabled: options.enabled ?? true,
+      persistent: options.persistent ?? false,
+    });
+    const list = this.byNode.get(node);
+    if (list === undefined) {
+      this.byNode.set(node, [bitmap]);
+      node.hooks.afterWrite.tap(TAP, (request, result) => this.record(request, result));
+    } else {
+      list.unshift(bitmap);
+    }
+    return bitmap;
+  }
+
+  /** Deletes `bitmap` (bdrv_release_dirty_bitmap); the node's tap goes with its last bitmap. */
+  release(bitmap: DirtyBitmap): void {
+    const list = this.byNode.get(bitmap.node);
+    const index = list?.indexOf(bitmap) ?? -1;
+    if (list === undefined || index < 0) return;
+    list.splice(index, 1);
+    if (list.length === 0) {
+      this.byNode.delete(bitmap.node);
+      untap(bitmap.node.hooks.afterWrite, TAP);
+    }
+  }
+
+  /** The bitmaps of `node`, newest first. */
+  list(node: BlockNode): readonly DirtyBitmap[] {
+    return this.byNode.get(node) ?? [];
+  }
+
+  /** The bitmap `name` of `node` (bdrv_find_dirty_bitmap). */
+  find(node: BlockNode, name: string): DirtyBitmap | undefined {
+    return this.byNode.get(node)?.find((b) => b.name === name);
+  }
+
+  /**
+   * The node a `node` argument names, by device or node name:
+   * "Node 'x' not found" (block_dirty_bitmap_lookup's message).
+   */
+  node(nodeName: string): BlockNode {
+    const node = this.graph.backend(nodeName)?.node ?? this.graph.node(nodeName);
+    if (node === undefined) throw new BlockLayerError(`Node '${nodeName}' not found`);
+    return node;
+  }
+
+  /** block_dirty_bitmap_lookup: "Node 'x' not found", "Dirty bitmap 'x' not found". */
+  lookup(nodeName: string, name: string): DirtyBitmap {
+    const bitmap = this.find(this.node(nodeName), name);
+    if (bitmap === undefined) throw new BlockLayerError(`Dirty bitmap '${name}' not found`);
+    return bitmap;
+  }
+
+  /**
+   * The bitmap `name` on `node` or below it, following filtered children
+   * and backing files (not a format's file), as an NBD export looks up the
+   * bitmaps it is given by name (bdrv_filter_or_cow_bs).
+   */
+  findBelow(node: BlockNode, name: string): DirtyBitmap | undefined {
+    for (let current: BlockNode | undefined = node; current !== undefined; current = filterOrCowChild(current)) {
+      const bitmap = this.find(current, name);
+      if (bitmap !== undefined) return bitmap;
+    }
+    return undefined;
+  }
+
+  /** `dirty-bitmaps` of query-named-block-nodes: undefined for a node without any (QEMU leaves the member out). */
+  info(node: BlockNode): BlockDirtyInfoValue[] | undefined {
+    const list = this.byNode.get(node);
+    return list === undefined ? undefined : list.map((b) => b.info());
+  }
+
+  private record(request: WriteRequest, result: WriteResult): void {
+    const bitmaps = this.byNode.get(request.node) ?? [];
+    if (request.kind === 'truncate') {
+      if (result.error === undefined) for (const bitmap of bitmaps) bitmap.resize(request.offset);
+      return;
+    }
+    for (const bitmap of bitmaps) bitmap.recordWrite(request.offset, request.bytes);
+  }
+
+  private forget(node: BlockNode): void {
+    if (!this.byNode.delete(node)) return;
+    untap(node.hooks.afterWrite, TAP);
+  }
+}
+
+/** bdrv_filter_or_cow_bs: a filter's filtered child, else the backing file. */
+function filterOrCowChild(node: BlockNode): BlockNode | undefined {
+  if (node.driver.kind === 'filter') {
+    const spec = node.driver.children?.find((c) => c.filtered);
+    return spec === undefined ? undefined : node.children.get(spec.name)?.node;
+  }
+  return node.children.get('backing')?.node;
+}

@@ -1,0 +1,230 @@
+/**
+ * A dirty bitmap of a node (QEMU's BdrvDirtyBitmap): one bit per
+ * `granularity` bytes, set where the node was written while the bitmap was
+ * enabled, since it was created or last cleared. The BitmapStore keeps the
+ * named ones and records the node's writes into them; NBD exports serve
+ * them as `qemu:dirty-bitmap:NAME`, jobs (later) copy what they mark.
+ *
+ * Sizes and ranges are bytes. A bit covers a whole granule, so `count` is
+ * the number of set bits times the granularity, the last granule counted
+ * whole as QEMU counts it.
+ */
+import type { BlockNode } from '../block/block-node.js';
+import { BlockLayerError } from '../errors.js';
+import type { BlockDirtyInfoValue } from './bitmap-schema.js';
+import { ClusterBitmap } from './cluster-bitmap.js';
+
+/** Which of QEMU's bdrv_dirty_bitmap_check() flags to check ("read-only" bitmaps do not exist here: nothing loads them). */
+export interface BitmapCheck {
+  /** In use by an export or a job (BDRV_BITMAP_BUSY). */
+  busy?: boolean;
+  /** Marked inconsistent (BDRV_BITMAP_INCONSISTENT). */
+  inconsistent?: boolean;
+}
+
+/** BDRV_BITMAP_DEFAULT and BDRV_BITMAP_ALLOW_RO, which are the same here. */
+export const CHECK_USABLE: BitmapCheck = { busy: true, inconsistent: true };
+
+/** A dirty byte range: `[offset, offset + length)`. */
+export interface DirtyArea {
+  offset: number;
+  length: number;
+}
+
+/** The contents a bitmap had, to put back (a transaction's abort) or to let go (its commit). */
+export interface BitmapBackup {
+  /** Puts the saved contents back, plus the guest writes recorded since the backup was taken. */
+  restore(): void;
+  /** Drops the saved contents. */
+  release(): void;
+}
+
+export interface DirtyBitmapOptions {
+  /** Bytes covered: the node's length when the bitmap is created. */
+  size: number;
+  /** Recording guest writes (default true). */
+  enabled?: boolean;
+  persistent?: boolean;
+  inconsistent?: boolean;
+}
+
+export class DirtyBitmap {
+  private bits: ClusterBitmap;
+  private recording: boolean;
+  private busyFlag = false;
+  /** Guest writes recorded since each pending backup was taken (so that a restore loses none). */
+  private readonly journals = new Set<{ bits: ClusterBitmap }>();
+  readonly persistent: boolean;
+  readonly inconsistent: boolean;
+
+  constructor(
+    readonly node: BlockNode,
+    /** Undefined for an anonymous bitmap (a job's own, or a merge's scratch). */
+    readonly name: string | undefined,
+    /** Bytes per bit: a power of two, at least 512. */
+    readonly granularity: number,
+    options: DirtyBitmapOptions,
+  ) {
+    if (!isPowerOfTwo(granularity) || granularity < 512) throw new Error(`DirtyBitmap: bad granularity ${granularity}`);
+    this.bits = new ClusterBitmap(granularity, options.size);
+    this.recording = options.enabled ?? true;
+    this.persistent = options.persistent ?? false;
+    this.inconsistent = options.inconsistent ?? false;
+  }
+
+  /** Bytes covered (the node's length, following truncation). */
+  get size(): number {
+    return this.bits.length;
+  }
+
+  /** Records guest writes (QEMU: enabled, not disabled). */
+  get enabled(): boolean {
+    return this.recording;
+  }
+
+  enable(): void {
+    this.recording = true;
+  }
+
+  disable(): void {
+    this.recording = false;
+  }
+
+  /** In use by an export or a job: only reading it is allowed. */
+  get busy(): boolean {
+    return this.busyFlag;
+  }
+
+  setBusy(busy: boolean): void {
+    this.busyFlag = busy;
+  }
+
+  /** Dirty bytes: set bits × granularity (QEMU's bdrv_get_dirty_count). */
+  get count(): number {
+    return this.bits.count * this.granularity;
+  }
+
+  /** Whether the granule holding byte `offset` is dirty. */
+  isDirty(offset: number): boolean {
+    return offset >= 0 && offset < this.size && this.bits.has(Math.floor(offset / this.granularity));
+  }
+
+  /** A guest write to `[offset, offset + bytes)`: marks it if the bitmap is enabled (QEMU's bdrv_set_dirty). */
+  recordWrite(offset: number, bytes: number): void {
+    if (!this.recording || bytes <= 0) return;
+    const { first, end } = this.bits.clustersOf(offset, bytes);
+    this.bits.setRange(first, end);
+    for (const journal of this.journals) journal.bits.setRange(first, end);
+  }
+
+  /** Marks `[offset, offset + bytes)` dirty, enabled or not (bdrv_set_dirty_bitmap). */
+  setDirty(offset: number, bytes: number): void {
+    if (bytes <= 0) return;
+    const { first, end } = this.bits.clustersOf(offset, bytes);
+    this.bits.setRange(first, end);
+  }
+
+  /**
+   * Marks the granules inside `[offset, offset + bytes)` clean; a granule
+   * only partly inside stays dirty, except the last one of the node.
+   */
+  resetDirty(offset: number, bytes: number): void {
+    const end = Math.min(offset + bytes, this.size);
+    const first = Math.ceil(offset / this.granularity);
+    const last = end === this.size ? this.bits.clusters : Math.floor(end / this.granularity);
+    this.bits.clearRange(first, last);
+  }
+
+  /** Marks everything clean (bdrv_clear_dirty_bitmap). */
+  clear(): void {
+    this.bits.clearAll();
+  }
+
+  /**
+   * Adds what `source` marks, at this bitmap's granularity (QEMU merges
+   * bitmaps of different granularities). The sizes must be equal; the
+   * caller checks, with QEMU's message.
+   */
+  merge(source: DirtyBitmap): void {
+    for (const area of source.dirtyAreas(0, source.size)) this.setDirty(area.offset, area.length);
+  }
+
+  /** The first dirty range within `[start, end)`, clipped to it, or undefined. */
+  nextDirtyArea(start: number, end: number): DirtyArea | undefined {
+    const stop = Math.min(end, this.size);
+    if (start < 0 || start >= stop) return undefined;
+    const g = this.granularity;
+    const lastCluster = Math.ceil(stop / g);
+    const first = this.bits.nextSet(Math.floor(start / g), lastCluster);
+    if (first < 0) return undefined;
+    const clean = this.bits.nextClear(first, lastCluster);
+    const offset = Math.max(start, first * g);
+    const areaEnd = clean < 0 ? stop : Math.min(stop, clean * g);
+    return { offset, length: areaEnd - offset };
+  }
+
+  /** The dirty ranges within `[start, end)`, in order, each clipped to it. */
+  *dirtyAreas(start: number, end: number): Generator<DirtyArea> {
+    for (let area = this.nextDirtyArea(start, end); area !== undefined; ) {
+      yield area;
+      area = this.nextDirtyArea(area.offset + area.length, end);
+    }
+  }
+
+  /** Follows the node's new length: granules past it go, granules added are clean (hbitmap_truncate). */
+  resize(size: number): void {
+    if (size === this.size) return;
+    this.bits = this.bits.copy(size);
+    for (const journal of this.journals) journal.bits = journal.bits.copy(size);
+  }
+
+  /** Throws QEMU's error if the bitmap is busy or inconsistent, as `flags` asks (bdrv_dirty_bitmap_check). */
+  check(flags: BitmapCheck = CHECK_USABLE): void {
+    const name = this.name ?? '(null)';
+    if (flags.busy && this.busy) {
+      throw new BlockLayerError(`Bitmap '${name}' is currently in use by another operation and cannot be used`);
+    }
+    if (flags.inconsistent && this.inconsistent) {
+      throw new BlockLayerError(`Bitmap '${name}' is inconsistent and cannot be used`);
+    }
+  }
+
+  /**
+   * Saves the contents (before a clear or merge in a transaction). Guest
+   * writes from now on are journalled, so `restore` keeps them: QEMU's
+   * restore would drop writes made between prepare and abort.
+   */
+  backup(): BitmapBackup {
+    const saved = this.bits.copy();
+    const journal = { bits: new ClusterBitmap(this.granularity, this.size) };
+    this.journals.add(journal);
+    return {
+      restore: () => {
+        if (!this.journals.delete(journal)) return;
+        const restored = saved.copy(this.size);
+        restored.union(journal.bits);
+        this.bits = restored;
+      },
+      release: () => {
+        this.journals.delete(journal);
+      },
+    };
+  }
+
+  /** BlockDirtyInfo, as query-named-block-nodes shows it. */
+  info(): BlockDirtyInfoValue {
+    return {
+      ...(this.name === undefined ? {} : { name: this.name }),
+      count: this.count,
+      granularity: this.granularity,
+      recording: this.recording,
+      busy: this.busy,
+      persistent: this.persistent,
+      ...(this.inconsistent ? { inconsistent: true } : {}),
+    };
+  }
+}
+
+export function isPowerOfTwo(n: number): boolean {
+  return Number.isSafeInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
+}

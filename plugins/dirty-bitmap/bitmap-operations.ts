@@ -1,0 +1,128 @@
+/**
+ * What the dirty bitmap commands and transaction actions do, each as a
+ * transaction's prepare (QEMU's block_dirty_bitmap_*_prepare): checks in
+ * QEMU 7.2's order with its messages, then the change, and how to undo
+ * it. A command is the same prepare, committed at once.
+ *
+ * - add: creates the bitmap; abort deletes it.
+ * - remove: marks the bitmap busy (nothing else may use it); commit
+ *   deletes it, abort makes it usable again.
+ * - clear, merge: change the bitmap and keep its old contents; abort puts
+ *   them back (with the guest writes recorded meanwhile), commit drops them.
+ * - enable, disable: abort puts the previous state back.
+ */
+import { inject, injectable } from 'inversify';
+import type { BlockGraph } from '../../core/block/block-graph.js';
+import type { BlockNode } from '../../core/block/block-node.js';
+import { type BitmapStore, MIN_GRANULARITY } from '../../core/bitmap/bitmap-store.js';
+import { CHECK_USABLE, type DirtyBitmap, isPowerOfTwo } from '../../core/bitmap/dirty-bitmap.js';
+import { BlockLayerError } from '../../core/errors.js';
+import { TOKENS } from '../../core/tokens.js';
+import type { PreparedAction } from '../../core/transaction/transaction-action.js';
+import type { BlockDirtyBitmapAddArgs, BlockDirtyBitmapArgs, BlockDirtyBitmapMergeArgs } from './options.js';
+
+@injectable()
+export class BitmapOperations {
+  constructor(
+    @inject(TOKENS.BitmapStore) private readonly store: BitmapStore,
+    @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
+  ) {}
+
+  /** qmp_block_dirty_bitmap_add. */
+  add(args: BlockDirtyBitmapAddArgs): PreparedAction {
+    if (args.name === '') throw new BlockLayerError('Bitmap name cannot be empty');
+    const node = this.graph.lookup(args.node);
+    const { granularity } = args;
+    if (granularity !== undefined && (granularity < MIN_GRANULARITY || !isPowerOfTwo(granularity))) {
+      throw new BlockLayerError('Granularity must be power of 2 and at least 512');
+    }
+    if (args.persistent === true) this.refusePersistent(node);
+    const bitmap = this.store.create(node, args.name, {
+      ...(granularity === undefined ? {} : { granularity }),
+      enabled: !(args.disabled ?? false),
+    });
+    return { abort: () => this.store.release(bitmap) };
+  }
+
+  /** do_block_dirty_bitmap_remove, as the transaction action does it: detached (busy) until commit. */
+  remove(args: BlockDirtyBitmapArgs): PreparedAction {
+    const bitmap = this.store.lookup(args.node, args.name);
+    bitmap.check({ busy: true });
+    bitmap.setBusy(true);
+    return {
+      commit: () => {
+        bitmap.setBusy(false);
+        this.store.release(bitmap);
+      },
+      abort: () => bitmap.setBusy(false),
+    };
+  }
+
+  clear(args: BlockDirtyBitmapArgs): PreparedAction {
+    const bitmap = this.store.lookup(args.node, args.name);
+    bitmap.check(CHECK_USABLE);
+    const backup = bitmap.backup();
+    bitmap.clear();
+    return { abort: () => backup.restore(), clean: () => backup.release() };
+  }
+
+  enable(args: BlockDirtyBitmapArgs): PreparedAction {
+    const bitmap = this.store.lookup(args.node, args.name);
+    bitmap.check(CHECK_USABLE);
+    const wasEnabled = bitmap.enabled;
+    bitmap.enable();
+    return { abort: () => (wasEnabled ? undefined : bitmap.disable()) };
+  }
+
+  disable(args: BlockDirtyBitmapArgs): PreparedAction {
+    const bitmap = this.store.lookup(args.node, args.name);
+    bitmap.check(CHECK_USABLE);
+    const wasEnabled = bitmap.enabled;
+    bitmap.disable();
+    return { abort: () => (wasEnabled ? bitmap.enable() : undefined) };
+  }
+
+  /**
+   * block_dirty_bitmap_merge, in the order 7.2 reports problems: for each
+   * source in turn, its lookup, then the target's and the source's state,
+   * then their sizes; the target changes only once every source passed.
+   * An empty list merges nothing (7.2 crashes on it).
+   */
+  merge(args: BlockDirtyBitmapMergeArgs): PreparedAction {
+    const target = this.store.lookup(args.node, args.target);
+    if (args.bitmaps.length === 0) target.check(CHECK_USABLE);
+    const sources: DirtyBitmap[] = [];
+    for (const ref of args.bitmaps) {
+      const source = typeof ref === 'string' ? this.findOn(target.node, ref) : this.store.lookup(ref.node, ref.name);
+      target.check(CHECK_USABLE);
+      source.check(CHECK_USABLE);
+      if (source.size !== target.size) {
+        throw new BlockLayerError(
+          `Bitmaps are of different sizes (destination size is ${target.size}, source size is ${source.size}) and can't be merged`,
+        );
+      }
+      sources.push(source);
+    }
+    const backup = target.backup();
+    for (const source of sources) target.merge(source);
+    return { abort: () => backup.restore(), clean: () => backup.release() };
+  }
+
+  private findOn(node: BlockNode, name: string): DirtyBitmap {
+    const bitmap = this.store.find(node, name);
+    if (bitmap === undefined) throw new BlockLayerError(`Dirty bitmap '${name}' not found`);
+    return bitmap;
+  }
+
+  /**
+   * Bitmaps are kept in memory only. QEMU's message where it cannot store
+   * them either; on qcow2, which QEMU can, one that says why.
+   */
+  private refusePersistent(node: BlockNode): never {
+    const name = this.graph.deviceName(node) || node.nodeName;
+    const reason = node.driver.name === 'qcow2'
+      ? 'Operation not supported (blocklayer keeps dirty bitmaps in memory only and does not store them in qcow2 images)'
+      : 'Operation not supported';
+    throw new BlockLayerError(`Can't store persistent bitmaps to ${name}: ${reason}`);
+  }
+}
