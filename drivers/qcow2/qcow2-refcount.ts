@@ -38,7 +38,8 @@ async function refblockOffset(image: Qcow2Image, index: number): Promise<number>
   return offset;
 }
 
-async function refblock(image: Qcow2Image, index: number): Promise<Buffer | undefined> {
+/** The refcount block for block index `index` (through the cache), or undefined if there is none. */
+export async function refblock(image: Qcow2Image, index: number): Promise<Buffer | undefined> {
   const offset = await refblockOffset(image, index);
   return offset === 0 ? undefined : image.refcountCache.get(offset);
 }

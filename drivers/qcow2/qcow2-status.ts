@@ -7,9 +7,10 @@
  * (QEMU's BDRV_BLOCK_RECURSE, after qcow2_detect_metadata_preallocation).
  */
 import type { BlockStatusExtent } from '../../core/block/request.js';
+import { readRefcount } from './qcow2-format.js';
 import { checkUsable, type Qcow2Image } from './qcow2-image.js';
 import { type Extent, mapExtents } from './qcow2-read.js';
-import { getRefcount } from './qcow2-refcount.js';
+import { refblock } from './qcow2-refcount.js';
 
 /** Clusters mapped per call (ranges without an L2 table cost one step); the node asks again for the rest. */
 const MAX_STATUS_CLUSTERS = 1 << 24;
@@ -23,10 +24,21 @@ async function detectMetadataPreallocation(image: Qcow2Image): Promise<boolean> 
     const cs = image.g.clusterSize;
     const realClusters = Math.floor(allocated / cs);
     const threshold = Math.max(Math.floor((realClusters * 10) / 9), realClusters + 2);
+    const { refblockEntries, refcountOrder } = image.g;
     const end = Math.ceil(image.file.length / cs);
     let referenced = 0;
-    for (let cluster = 0; cluster < end && referenced < threshold; cluster++) {
-      if ((await getRefcount(image, cluster)) !== 0) referenced++;
+    // A refcount block at a time: one lookup per block, not per cluster.
+    for (let cluster = 0; cluster < end && referenced < threshold; ) {
+      const index = Math.floor(cluster / refblockEntries);
+      const blockEnd = Math.min(end, (index + 1) * refblockEntries);
+      const block = await refblock(image, index);
+      if (block === undefined) {
+        cluster = blockEnd;
+        continue;
+      }
+      for (; cluster < blockEnd && referenced < threshold; cluster++) {
+        if (readRefcount(block, cluster % refblockEntries, refcountOrder) !== 0) referenced++;
+      }
     }
     found = referenced >= threshold;
   }
