@@ -16,6 +16,7 @@ export type { BlockBackend } from './block/block-backend.js';
 export type { NodeChild, NodeParent, NodeEdge } from './block/node-edge.js';
 export {
   defineBlockDriver,
+  type BackingFileChange,
   type BlockDriverDefinition,
   type CheckRepair,
   type ChildSpec,

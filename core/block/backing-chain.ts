@@ -130,10 +130,17 @@ export async function allocatedAbove(
         if (!first) return { allocated: true, bytes: length };
         return { allocated: false, bytes: length };
       }
-      const [extent] = await layer.blockStatus(offset, length, { nested: true });
-      if (extent === undefined) return { allocated: false, bytes: length };
-      if (extent.allocated) return { allocated: true, bytes: Math.min(length, extent.length) };
-      length = Math.min(length, extent.length);
+      const extents = await layer.blockStatus(offset, length, { nested: true });
+      if (extents.length === 0) return { allocated: false, bytes: length };
+      // The run of one answer: extents that differ only in data/zero count together.
+      const allocated = extents[0]!.allocated;
+      let run = 0;
+      for (const extent of extents) {
+        if (extent.allocated !== allocated) break;
+        run += extent.length;
+      }
+      if (allocated) return { allocated: true, bytes: Math.min(length, run) };
+      length = Math.min(length, run);
       first = false;
     }
     if (layer === base) break;

@@ -185,8 +185,10 @@ export class BlockGraph {
   detachBackend(name: string): void {
     const backend = this.backends.get(name);
     if (backend === undefined) throw new BlockLayerError(`Device '${name}' not found`, 'DeviceNotFound');
+    const node = backend.edge.node;
     this.detach(backend.edge);
     this.backends.delete(name);
+    this.hooks.backendDetached.call(name, node);
   }
 
   backend(name: string): BlockBackend | undefined {

@@ -34,6 +34,8 @@ export class BlockLayerHooks {
   readonly nodeRemoved = new SyncHook<[BlockNode]>(['node'], 'nodeRemoved');
   /** The users of `from` now use `to` (filter insertion, mirror completion). */
   readonly nodeReplaced = new SyncHook<[BlockNode, BlockNode]>(['from', 'to'], 'nodeReplaced');
+  /** The device `name` on `node` went away (QEMU's device removal: the block jobs using the node are cancelled). */
+  readonly backendDetached = new SyncHook<[string, BlockNode]>(['name', 'node'], 'backendDetached');
 
   /** A job was created (before it runs). */
   readonly jobCreated = new SyncHook<[JobHandle]>(['job'], 'jobCreated');

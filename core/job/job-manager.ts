@@ -5,6 +5,7 @@
  */
 import { inject, injectable } from 'inversify';
 import type { BlockGraph } from '../block/block-graph.js';
+import type { BlockNode } from '../block/block-node.js';
 import { DrainSection } from '../block/drain-section.js';
 import { isWellFormedId } from '../block/node-names.js';
 import { BlockLayerError } from '../errors.js';
@@ -14,6 +15,7 @@ import type { Lifecycle } from '../lifecycle.js';
 import { TOKENS } from '../tokens.js';
 import { Job, type JobHost, type JobOptions } from './job.js';
 import type { JobStatus } from './job-handle.js';
+import { verbAllowed } from './job-states.js';
 import type { JobTypeRegistry } from './job-type-registry.js';
 import { JobTxn } from './job-txn.js';
 
@@ -43,6 +45,20 @@ export class JobManager {
       dismissed: (job) => this.jobs.splice(this.jobs.indexOf(job), 1),
     };
     lifecycle.hooks.beforeShutdown.tapPromise('JobManager', () => this.cancelAll());
+    hooks.backendDetached.tap('JobManager', (_name, node) => this.cancelJobsUsing(node));
+  }
+
+  /**
+   * A device went away (QEMU's blockdev_mark_auto_del): every block job
+   * holding its node is cancelled, as block-job-cancel does (a ready mirror
+   * or active commit finishes without switching); not waited for.
+   */
+  private cancelJobsUsing(node: BlockNode): void {
+    for (const job of [...this.jobs]) {
+      if (!job.isBlockJob || !job.heldEdges.some((edge) => edge.node === node)) continue;
+      if (!verbAllowed('cancel', job.status)) continue;
+      void this.cancel(job, false).catch(() => undefined);
+    }
   }
 
   /** A group for jobs that must conclude together (a grouped transaction). */

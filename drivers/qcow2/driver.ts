@@ -5,8 +5,9 @@
  * clusters read from the backing node. See README.md for what is supported
  * and refused, and qcow2-*.ts for each part of the format.
  */
-import { defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
+import { type BackingFileChange, defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
+import { changeBackingFile } from './qcow2-change-backing.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
 import { createImage } from './qcow2-create.js';
@@ -106,6 +107,11 @@ async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
   return description;
 }
 
+/** Names another backing file (or none) in the header, once what was written is durable (stream, commit). */
+async function qcow2ChangeBackingFile(image: Qcow2Image, change: BackingFileChange): Promise<void> {
+  await changeBackingFile(image, change);
+}
+
 export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2CreateOptions, Qcow2BlockdevCreateOptions>({
   name: 'qcow2',
   kind: 'format',
@@ -133,4 +139,5 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   create: createImage,
   blockdevCreate: blockdevCreateImage,
   check: checkQcow2,
+  changeBackingFile: qcow2ChangeBackingFile,
 });

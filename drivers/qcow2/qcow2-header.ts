@@ -5,7 +5,7 @@
  * (used when creating images). Every u64 field is read as a BigInt and only
  * turned into a number once it is known to be small.
  */
-import { BlockLayerError } from '../../core/errors.js';
+import { BlockIoError, BlockLayerError } from '../../core/errors.js';
 import {
   EXT_BACKING_FORMAT,
   EXT_BITMAPS,
@@ -308,4 +308,77 @@ export function buildHeaderCluster(image: HeaderImage): Buffer {
     name.copy(cluster, at);
   }
   return cluster;
+}
+
+/** An extension as the image stores it. */
+export interface HeaderExtension {
+  type: number;
+  data: Buffer;
+}
+
+/** The extensions of header cluster `cluster0`, in their order (the end marker left out). */
+export function listExtensions(cluster0: Buffer, header: Qcow2Header): HeaderExtension[] {
+  const list: HeaderExtension[] = [];
+  walkExtensions(cluster0, header, (type, data) => list.push({ type, data: Buffer.from(data) }));
+  return list;
+}
+
+/**
+ * Header cluster 0 naming another backing file (or none), laid out as
+ * qcow2_update_header writes it: the fixed header as it stands (unknown
+ * header fields kept), then the backing format, the external data file
+ * name, the encryption header pointer, the feature table (v3, clusters
+ * over 4 KiB), the bitmaps extension (while autoclear bit 0 says it is
+ * valid), unknown extensions as they were, the
+ * end marker and the backing file name; the rest of the cluster zero.
+ * Throws the errno QEMU returns: EINVAL for a name over 1023 bytes, ENOSPC
+ * when it does not fit.
+ */
+export function headerWithBacking(
+  cluster0: Buffer,
+  header: Qcow2Header,
+  backing: { name: string | undefined; format: string | undefined },
+): Buffer {
+  const clusterSize = 2 ** header.clusterBits;
+  const name = backing.name === undefined ? undefined : Buffer.from(backing.name, 'utf8');
+  if (name !== undefined && name.length > MAX_BACKING_NAME) throw new BlockIoError('EINVAL');
+  const kept = listExtensions(cluster0, header);
+  const ofType = (type: number) => kept.filter((e) => e.type === type);
+  const known = new Set([EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_CRYPTO_HEADER, EXT_FEATURE_TABLE, EXT_BITMAPS]);
+  const extensions: HeaderExtension[] = [];
+  if (backing.format !== undefined && name !== undefined) {
+    extensions.push({ type: EXT_BACKING_FORMAT, data: Buffer.from(backing.format, 'latin1') });
+  }
+  extensions.push(...ofType(EXT_DATA_FILE), ...ofType(EXT_CRYPTO_HEADER));
+  if (header.version >= 3 && clusterSize > 4096) extensions.push({ type: EXT_FEATURE_TABLE, data: featureNameTable() });
+  // Bitmaps are only valid with autoclear bit 0; without it QEMU has none to write back.
+  if ((header.autoclear & 1n) !== 0n) extensions.push(...ofType(EXT_BITMAPS));
+  extensions.push(...kept.filter((e) => !known.has(e.type)));
+  const cluster = Buffer.alloc(clusterSize);
+  cluster0.copy(cluster, 0, 0, header.headerLength);
+  let at = header.headerLength;
+  for (const extension of [...extensions, { type: EXT_END, data: Buffer.alloc(0) }]) {
+    if (at + 8 + extension.data.length > clusterSize) throw new BlockIoError('ENOSPC');
+    at = putExtension(cluster, at, extension.type, extension.data);
+  }
+  cluster.writeBigUInt64BE(0n, 8);
+  cluster.writeUInt32BE(0, 16);
+  if (name !== undefined) {
+    if (at + name.length > clusterSize) throw new BlockIoError('ENOSPC');
+    cluster.writeBigUInt64BE(BigInt(at), 8);
+    cluster.writeUInt32BE(name.length, 16);
+    name.copy(cluster, at);
+  }
+  return cluster;
+}
+
+/** The feature name table QEMU 7.2 writes. */
+function featureNameTable(): Buffer {
+  const table = Buffer.alloc(FEATURE_NAMES.length * FEATURE_ENTRY_SIZE);
+  FEATURE_NAMES.forEach(([type, bit, name], i) => {
+    table[i * FEATURE_ENTRY_SIZE] = type;
+    table[i * FEATURE_ENTRY_SIZE + 1] = bit;
+    table.write(name, i * FEATURE_ENTRY_SIZE + 2, 'latin1');
+  });
+  return table;
 }

@@ -199,6 +199,16 @@ function fileAllocation(file: NodeChild): () => Promise<number | undefined> {
   return async () => (await file.node.driver.describe?.(file.node.driverState))?.actualSize;
 }
 
+/**
+ * QEMU's bdrv_backing_overridden, for a backing given in the options: the
+ * node is not the one the header names (compared by name as recorded), or
+ * there is none though the header names one.
+ */
+export async function backingOverridden(backing: NodeChild | undefined, recorded: string | undefined): Promise<boolean> {
+  if (backing === undefined) return recorded !== undefined;
+  return recorded !== (await nodeFilename(backing.node));
+}
+
 export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Qcow2Image> {
   const file = ctx.children.get('file')!;
   const name = await nodeFilename(file.node);
@@ -252,7 +262,7 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
     }
     const imagePath = typeof file.node.options.filename === 'string' ? file.node.options.filename : name;
     image.backing = await openBacking(ctx, name, imagePath, { name: backingName, format: ext.backingFormat });
-    image.explicitBacking = 'backing' in ctx.givenOptions;
+    image.explicitBacking = 'backing' in ctx.givenOptions && (await backingOverridden(image.backing, backingName));
   } catch (error) {
     if (image.cleanTimer !== undefined) clearInterval(image.cleanTimer);
     throw error;

@@ -15,6 +15,8 @@ import { qcow2Driver } from '../../drivers/qcow2/driver.js';
 import { rawDriver } from '../../drivers/raw/driver.js';
 import { BlockdevBackup } from '../../plugins/backup/options.js';
 import { BlockdevMirror, DriveMirror } from '../../plugins/mirror/options.js';
+import { BlockStream } from '../../plugins/stream/options.js';
+import { BlockCommit } from '../../plugins/commit/options.js';
 import { BlockdevCreateArgs } from '../../plugins/blockdev-create/options.js';
 import { BlockDirtyBitmapAdd, BlockDirtyBitmapMerge } from '../../plugins/dirty-bitmap/options.js';
 import { BlockExportOptionsNbd, NbdServerOptions } from '../../plugins/nbd-server/options.js';
@@ -43,6 +45,8 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'plugins/backup/README.md', id: 'options', schema: BlockdevBackup },
   { readme: 'plugins/mirror/README.md', id: 'options', schema: BlockdevMirror },
   { readme: 'plugins/mirror/README.md', id: 'drive-mirror-options', schema: DriveMirror },
+  { readme: 'plugins/stream/README.md', id: 'options', schema: BlockStream },
+  { readme: 'plugins/commit/README.md', id: 'options', schema: BlockCommit },
   { readme: 'plugins/blockdev-create/README.md', id: 'options', schema: BlockdevCreateArgs },
   { readme: 'plugins/dirty-bitmap/README.md', id: 'add-options', schema: BlockDirtyBitmapAdd },
   { readme: 'plugins/dirty-bitmap/README.md', id: 'merge-options', schema: BlockDirtyBitmapMerge },

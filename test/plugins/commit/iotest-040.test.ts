@@ -1,0 +1,187 @@
+/**
+ * qemu-iotests 040 (block-commit), re-tested here where the recordings
+ * (transcripts.test.ts) do not already show it: relative backing file
+ * names (TestRelativePaths), `top` naming the active layer by file name,
+ * hot-unplug of the device during a commit (the job is cancelled), the
+ * implicit commit filter invisible to the device, guest writes during an
+ * active commit (the base ends up with what the device reads), the job
+ * named after the device, and a base blocklayer cannot write. Images are
+ * made with qemu-img/qemu-io and checked with qemu-img.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import type { BlockLayerError } from '../../../core/errors.js';
+import {
+  type ChainSession,
+  checkImage,
+  compareImages,
+  flatten,
+  havePeers,
+  MiB,
+  openChainSession,
+  qemuImgInfo,
+} from '../../helpers/chain-session.js';
+
+async function withSession(t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> {
+  if (!havePeers(t)) return;
+  const s = await openChainSession();
+  try {
+    await body(s);
+  } finally {
+    await s.close();
+  }
+}
+
+async function refused(t: ExecutionContext, s: ChainSession, args: Record<string, unknown>, message: string, errorClass: BlockLayerError['errorClass'] = 'GenericError'): Promise<void> {
+  const error = await t.throwsAsync<BlockLayerError>(s.layer.execute('block-commit', args), undefined, JSON.stringify(args));
+  t.is(error?.message, message, JSON.stringify(args));
+  t.is(error?.errorClass, errorClass);
+}
+
+/** qemu-io on an image (-U, reading, while our layer may have it open); fails the test if the command fails. */
+function qemuIo(path: string, command: string): void {
+  execFileSync('qemu-io', [...(command.startsWith('read') ? ['-U', '-r'] : []), '-f', 'qcow2', '-c', command, path], { stdio: 'pipe' });
+}
+
+/** 040's TestRelativePaths: dir2/dir3/test.img → ../mid.img → ../dir1/backing.img, names relative as recorded. */
+async function relativeChain(s: ChainSession): Promise<{ test: string; mid: string; backing: string }> {
+  for (const dir of ['dir1', 'dir2/dir3']) mkdirSync(join(s.dir, dir), { recursive: true });
+  const backing = join(s.dir, 'dir1', 'backing.img');
+  const mid = join(s.dir, 'dir2', 'mid.img');
+  const top = join(s.dir, 'dir2', 'dir3', 'test.img');
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', backing, '1M']);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', backing, '-F', 'qcow2', mid]);
+  execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', mid, '-F', 'qcow2', top]);
+  execFileSync('qemu-img', ['rebase', '-u', '-b', '../dir1/backing.img', '-F', 'qcow2', mid]);
+  execFileSync('qemu-img', ['rebase', '-u', '-b', '../mid.img', '-F', 'qcow2', top]);
+  qemuIo(backing, 'write -P 0xab 0 524288');
+  qemuIo(mid, 'write -P 0xef 524288 524288');
+  // blocklayer cannot reopen a node read-write: the chain is opened writable, node by node, as its headers name it.
+  const file = (filename: string) => ({ driver: 'file', filename });
+  await s.layer.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'base', file: file(backing) });
+  await s.layer.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'mid', file: file(mid), backing: 'base' });
+  await s.layer.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'top', file: file(top), backing: 'mid' });
+  s.layer.graph.attachBackend('drive0', 'top');
+  return { test: top, mid, backing };
+}
+
+test('TestRelativePaths: top and base by their relative names as recorded; errors name them as given', (t) =>
+  withSession(t, async (s) => {
+    const paths = await relativeChain(s);
+    await refused(t, s, { device: 'nonexistent', top: '../mid.img' }, "Device 'nonexistent' not found", 'DeviceNotFound');
+    await refused(t, s, { device: 'drive0', top: '../mid.img', base: '../mid.img' }, "Can't find '../mid.img' in the backing chain");
+    await refused(t, s, { device: 'drive0', top: 'badfile', base: '../dir1/backing.img' }, 'Top image file badfile not found');
+    await refused(t, s, { device: 'drive0', top: '../mid.img', base: 'badfile' }, "Can't find 'badfile' in the backing chain");
+    await refused(t, s, { device: 'drive0', top: '../dir1/backing.img', base: '../mid.img' }, "Can't find '../mid.img' in the backing chain");
+    await s.layer.execute('block-commit', { device: 'drive0', top: '../mid.img', base: '../dir1/backing.img' });
+    t.like(await s.log.wait('BLOCK_JOB_COMPLETED', 'drive0'), { type: 'commit', len: MiB, offset: MiB });
+    t.false(s.log.of('drive0').includes('BLOCK_JOB_READY'), 'an intermediate commit has no READY');
+    qemuIo(paths.backing, 'read -P 0xab 0 524288');
+    qemuIo(paths.backing, 'read -P 0xef 524288 524288');
+    t.like(qemuImgInfo(paths.test), { 'backing-filename': paths.backing, 'backing-filename-format': 'qcow2' });
+    t.is(checkImage(paths.backing), '');
+  }));
+
+test('top naming the active layer by its file name: an active commit, READY, then complete', (t) =>
+  withSession(t, async (s) => {
+    await s.chain('');
+    const expected = flatten(s.path('top'), join(s.dir, 'expected.raw'));
+    s.layer.graph.attachBackend('drive0', 'top');
+    await s.layer.execute('block-commit', { device: 'drive0', top: s.path('top'), base: s.path('base') });
+    t.like(await s.log.wait('BLOCK_JOB_READY', 'drive0'), { type: 'commit' });
+    await s.layer.execute('block-job-complete', { device: 'drive0' });
+    t.like(await s.log.wait('BLOCK_JOB_COMPLETED', 'drive0'), { type: 'commit' });
+    t.is(s.layer.graph.backend('drive0')!.node.nodeName, 'base', 'the device now uses the base');
+    t.is(compareImages(s.path('base'), expected, 'qcow2', 'raw'), 'Images are identical.');
+  }));
+
+test('hot-unplug of the device during a commit cancels the job (BLOCK_JOB_CANCELLED); the chain stays', (t) =>
+  withSession(t, async (s) => {
+    await s.chain('');
+    s.layer.graph.attachBackend('drive0', 'top');
+    await s.layer.execute('block-commit', { device: 'drive0', top: s.path('mid'), base: s.path('base'), speed: 4 * MiB });
+    s.layer.graph.detachBackend('drive0');
+    t.like(await s.log.wait('BLOCK_JOB_CANCELLED', 'drive0'), { device: 'drive0', type: 'commit' });
+    await s.log.status('drive0', 'null');
+    t.deepEqual(await s.layer.execute('query-jobs', {}), []);
+    t.is(s.layer.graph.node('top')!.children.get('backing')!.node.nodeName, 'mid');
+    t.like(qemuImgInfo(s.path('top')), { 'backing-filename': s.path('mid') });
+  }));
+
+test('the implicit commit filter is invisible to the device: it stays on top, whose backing file still reads as mid', (t) =>
+  withSession(t, async (s) => {
+    await s.chain('');
+    s.layer.graph.attachBackend('drive0', 'top');
+    await s.layer.execute('block-commit', { device: 'drive0', 'top-node': 'mid', 'base-node': 'base', speed: 1 });
+    t.is(s.layer.graph.backend('drive0')!.node.nodeName, 'top');
+    const nodes = (await s.layer.execute('query-named-block-nodes', { flat: true })) as Record<string, any>[];
+    const top = nodes.find((n) => n['node-name'] === 'top')!;
+    t.is(top.backing_file, s.path('mid'));
+    t.true(nodes.some((n) => n.drv === 'commit_top' && /^#block\d+$/.test(n['node-name'])));
+    await s.layer.execute('block-job-cancel', { device: 'drive0' });
+    await s.log.status('drive0', 'null');
+    t.false(s.layer.graph.list().some((n) => n.driver.name === 'commit_top'), 'the filter left with the job');
+  }));
+
+test('guest writes during an active commit, before and after READY, all reach the base', (t) =>
+  withSession(t, async (s) => {
+    s.image('base', '32M', undefined, ['write -P 0x11 0 16M']);
+    s.image('top', '32M', 'base', ['write -P 0x22 8M 16M']);
+    await s.add('base');
+    await s.add('top', 'base');
+    const device = s.layer.graph.attachBackend('drive0', 'top');
+    await s.layer.execute('block-commit', { device: 'drive0', speed: 8 * MiB });
+    const write = (i: number) => device.write(((i * 7919) % 31) * MiB + (i % 5) * 4096 + 100, Buffer.alloc(65_000, 0x40 + (i % 40)));
+    for (let i = 0; i < 40; i++) {
+      await write(i);
+      if (i % 10 === 9) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await s.layer.execute('block-job-set-speed', { device: 'drive0', speed: 0 });
+    await s.log.wait('BLOCK_JOB_READY', 'drive0');
+    for (let i = 40; i < 60; i++) await write(i);
+    const expected = Buffer.alloc(32 * MiB);
+    await device.read(0, expected);
+    await s.layer.execute('block-job-complete', { device: 'drive0' });
+    await s.log.status('drive0', 'null');
+    t.is(device.node.nodeName, 'base');
+    const reread = Buffer.alloc(32 * MiB);
+    await device.read(0, reread);
+    t.true(reread.equals(expected), 'the device reads the same from the base');
+    s.layer.graph.detachBackend('drive0');
+    const raw = join(s.dir, 'expected.raw');
+    execFileSync('dd', ['of=' + raw, 'status=none'], { input: expected });
+    t.is(compareImages(s.path('base'), raw, 'qcow2', 'raw'), 'Images are identical.');
+    t.is(checkImage(s.path('base')), '');
+  }));
+
+test('the job id defaults to the device name; an intermediate commit rewrites the backing file of the image above', (t) =>
+  withSession(t, async (s) => {
+    await s.chain('');
+    const expected = flatten(s.path('top'), join(s.dir, 'expected.raw'));
+    s.layer.graph.attachBackend('drive0', 'top');
+    await s.layer.execute('block-commit', { device: 'drive0', 'top-node': 'mid' });
+    t.like(await s.log.wait('BLOCK_JOB_COMPLETED', 'drive0'), { device: 'drive0', len: 16 * MiB, offset: 16 * MiB });
+    t.is(s.layer.graph.node('top')!.children.get('backing')!.node.nodeName, 'base');
+    t.like(qemuImgInfo(s.path('top')), { 'backing-filename': s.path('base') });
+    t.is(compareImages(s.path('top'), expected, 'qcow2', 'raw'), 'Images are identical.');
+  }));
+
+test('a read-only base, or a read-only image above top, is refused (QEMU would reopen them read-write)', (t) =>
+  withSession(t, async (s) => {
+    s.chainImages('');
+    await s.add('base', undefined, { 'read-only': true });
+    await s.add('mid', 'base');
+    await s.add('top', 'mid');
+    await refused(t, s, { 'job-id': 'c', device: 'top', 'top-node': 'mid' }, 'Block node is read-only');
+    await refused(t, s, { 'job-id': 'c', device: 'top' }, 'Block node is read-only');
+    // The image above top must record the base at the end: it must be writable too.
+    s.chainImages('o_');
+    await s.add('o_base');
+    await s.add('o_mid', 'o_base');
+    await s.add('o_top', 'o_mid', { 'read-only': true });
+    await refused(t, s, { 'job-id': 'c', device: 'o_top', 'top-node': 'o_mid' }, 'Block node is read-only');
+    t.deepEqual(await s.layer.execute('query-jobs', {}), []);
+    t.false(s.layer.graph.list().some((n) => n.driver.kind === 'filter'), 'no filter left behind');
+  }));
