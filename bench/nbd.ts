@@ -22,15 +22,13 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
+import { compileOurs, median, ROOT, type Side } from './daemon-runs.js';
 
 const run = promisify(execFile);
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const ADDON = join('drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
 const STRIPE = 16 << 20;
 
 const { values } = parseArgs({
@@ -44,7 +42,6 @@ const { values } = parseArgs({
 const RUNS = Number(values.runs);
 const SIZE = Number(values['size-mib']) * 2 ** 20;
 
-type Side = 'ours' | 'qemu';
 
 /** Random data in three of every four stripes; the fourth stays a hole. */
 async function sourceImage(path: string): Promise<void> {
@@ -58,22 +55,6 @@ async function sourceImage(path: string): Promise<void> {
     await file.write(piece, 0, piece.length, offset);
   }
   await file.close();
-}
-
-/** Compiles the sources into `dir`/build (bench/backup.ts's way), with the file driver's addon. */
-async function compileOurs(dir: string): Promise<string> {
-  const out = join(dir, 'build');
-  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  await run(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out]).catch((error: { stdout?: string }) => {
-    console.error(`warning: tsc reported errors (compiled anyway):\n${error.stdout ?? ''}`);
-  });
-  await stat(join(out, 'bin', 'blocklayer.js'));
-  if ((await stat(join(ROOT, ADDON)).catch(() => undefined)) !== undefined) {
-    await mkdir(join(out, ADDON, '..'), { recursive: true });
-    await copyFile(join(ROOT, ADDON), join(out, ADDON));
-  }
-  return join(out, 'bin', 'blocklayer.js');
 }
 
 async function waitForSocket(path: string, child?: ChildProcess): Promise<void> {
@@ -155,12 +136,6 @@ async function verify(source: string, out: string, what: string): Promise<void> 
 async function ourConvert(cli: string, uri: string, out: string): Promise<void> {
   const entry = values.tsx ? ['--import', 'tsx', join(ROOT, 'bin', 'blocklayer.ts')] : [cli];
   await run(process.execPath, [...entry, 'convert', '-f', 'raw', '-O', 'raw', uri, out], { cwd: ROOT });
-}
-
-function median(list: number[]): number {
-  const sorted = [...list].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 function report(title: string, rows: Record<Side, number>[], labels: Record<Side, string>): void {

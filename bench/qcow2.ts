@@ -73,15 +73,13 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
+import { compileOurs, median, type Side } from './daemon-runs.js';
 
 const run = promisify(execFile);
-const ROOT = fileURLToPath(new URL('../', import.meta.url));
-const ADDON = join('drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
 const TIME = '/usr/bin/time';
 const PATTERN = 0xa5;
 const CLUSTER = 65536;
@@ -110,7 +108,6 @@ const COUNT = Math.min(Number(values.count), SIZE / 4096);
 if (!Number.isSafeInteger(COUNT) || COUNT < 1) throw new Error('--count: not a valid number');
 const WHOLE_64K = SIZE / CLUSTER;
 
-type Side = 'ours' | 'qemu';
 const SIDES: readonly Side[] = ['ours', 'qemu'];
 const sideName = (side: Side): string => (side === 'ours' ? 'blocklayer' : 'qemu-img');
 
@@ -181,23 +178,6 @@ async function mixedImage(path: string, size: number): Promise<void> {
   } finally {
     await file.close();
   }
-}
-
-/** Compiles the sources into `dir`/build, beside a node_modules link, with the native addon where the compiled driver looks. */
-async function compileOurs(dir: string): Promise<string> {
-  const out = join(dir, 'build');
-  await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-  const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  await run(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', out]).catch((error: { stdout?: string }) => {
-    // tsc emits despite type errors elsewhere in the tree; go on if our entry point was written.
-    console.error(`warning: tsc reported errors (compiled anyway):\n${error.stdout ?? ''}`);
-  });
-  await stat(join(out, 'bin', 'blocklayer.js'));
-  if ((await stat(join(ROOT, ADDON)).catch(() => undefined)) !== undefined) {
-    await mkdir(join(out, ADDON, '..'), { recursive: true });
-    await copyFile(join(ROOT, ADDON), join(out, ADDON));
-  }
-  return join(out, 'bin', 'blocklayer.js');
 }
 
 async function tool(command: string, args: string[]): Promise<string> {
@@ -319,12 +299,6 @@ function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2
       return `both read as the source${layout}; allocated: blocklayer ${ours!.toFixed(0)} MiB, qemu-img ${qemu!.toFixed(0)} MiB`;
     },
   };
-}
-
-function median(list: number[]): number {
-  const sorted = [...list].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const fmt = (value: number): string => value.toFixed(0).padStart(7);
