@@ -106,6 +106,8 @@ export async function nbdFixture(t: ExecutionContext): Promise<NbdFixture> {
     const socket = join(dir, `${name}.sock`);
     const pidFile = join(dir, `${name}.pid`);
     await rm(socket, { force: true });
+    // A server started again under the same name must not be mistaken for the previous one by its old pidfile.
+    await rm(pidFile, { force: true });
     await start(socket, pidFile);
     const pid = await readPid(pidFile);
     started.add(pid);
