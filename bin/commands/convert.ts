@@ -1,6 +1,6 @@
 /** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] SRC DST`: qemu-img convert. */
 import type { Command } from 'commander';
-import { convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
+import { convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { requireFormat, requireSize } from '../../core/image-tools/image-access.js';
 import { collect, forceShareOption, parseUnsigned, ProgressBar, runTool } from './image-tool-cli.js';
 
@@ -17,6 +17,7 @@ interface ConvertOptions {
   S?: string;
   m?: string;
   W?: boolean;
+  t?: string;
 }
 
 export function convertCommand(program: Command): void {
@@ -37,6 +38,7 @@ export function convertCommand(program: Command): void {
     .option('-S <sparse_size>', 'shortest run of zeroes left unwritten (default 4k; 0: write everything)')
     .option('-m <num_coroutines>', 'requests in flight, 1 to 16 (default 8)')
     .option('-W', 'let writes complete in any order (default: in image order, so clusters are allocated sequentially)')
+    .option('-t <cache>', "the target's cache mode: unsafe (default: no flushes), writeback (flushed at the end), or none (runs as writeback)")
     .addOption(forceShareOption())
     .action((source: string, target: string, options: ConvertOptions) =>
       runTool('convert', async (layer) => {
@@ -49,6 +51,7 @@ export function convertCommand(program: Command): void {
           sparseSize: options.S === undefined ? 4096 : requireSize(options.S, 'Invalid buffer size for sparse output specified'),
           parallel: parseUnsigned(options.m, 8, 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16'),
           outOfOrder: options.W ?? false,
+          cache: convertCacheMode(options.t ?? 'unsafe'),
         };
         if (options.B !== undefined) request.backingFile = options.B;
         if (options.F !== undefined) request.backingFormat = options.F;

@@ -209,6 +209,20 @@ async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source:
   return node;
 }
 
+/**
+ * convert's -t: unsafe (qemu-img's default) and writeback as qemu-img; none
+ * runs as writeback (there is no O_DIRECT here, as for bench); writethrough
+ * and directsync are refused.
+ */
+export function convertCacheMode(mode: string): 'unsafe' | 'writeback' {
+  if (mode === 'unsafe' || mode === 'writeback') return mode;
+  if (mode === 'none') return 'writeback';
+  if (mode === 'writethrough' || mode === 'directsync') {
+    throw new ImageToolError(`cache mode '${mode}' is not supported: blocklayer accepts unsafe, writeback and none`);
+  }
+  throw new ImageToolError(`Invalid cache option: ${mode}`);
+}
+
 /** Runs `workers` copies of `work` until `turns` is exhausted; the first error wins once all have stopped. */
 async function runPool(turns: AsyncIterator<Turn>, workers: number, work: (turn: Turn) => Promise<void>): Promise<void> {
   let failed = false;

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import test from 'ava';
 import type { BlockLayer } from '../../../core/block-layer.js';
 import type { ImageCreator } from '../../../core/block/image-creator.js';
-import { convertImage, type ConvertRequest } from '../../../core/image-tools/convert.js';
+import { convertCacheMode, convertImage, type ConvertRequest } from '../../../core/image-tools/convert.js';
 import { type CopyOp, dataRuns, planOps } from '../../../core/image-tools/copy-plan.js';
 import { ImageToolError, withImage } from '../../../core/image-tools/image-access.js';
 import { mapImage } from '../../../core/image-tools/map.js';
@@ -243,4 +243,16 @@ test('zero runs inside data are found in blocks of the sparse size', (t) => {
     { offset: 4096, length: 2904, zero: false },
   ]);
   t.deepEqual(dataRuns(buf, 0, 0), [{ offset: 0, length: 16384, zero: false }]);
+});
+
+test('-t: unsafe and writeback as qemu-img, none as writeback; others refused with qemu-img\'s message or ours', (t) => {
+  t.is(convertCacheMode('unsafe'), 'unsafe');
+  t.is(convertCacheMode('writeback'), 'writeback');
+  t.is(convertCacheMode('none'), 'writeback');
+  t.throws(() => convertCacheMode('directsync'), {
+    instanceOf: ImageToolError,
+    message: "cache mode 'directsync' is not supported: blocklayer accepts unsafe, writeback and none",
+  });
+  t.throws(() => convertCacheMode('writethrough'), { instanceOf: ImageToolError, message: /^cache mode 'writethrough' is not supported/ });
+  t.throws(() => convertCacheMode('bogus'), { instanceOf: ImageToolError, message: 'Invalid cache option: bogus' });
 });
