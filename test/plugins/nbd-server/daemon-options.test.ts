@@ -61,19 +61,24 @@ test('bad --nbd-server and --export options fail as qemu-storage-daemon’s do',
   await ok('qemu-img', ['create', '-f', 'raw', image, '1M']);
   const blockdev = ['--blockdev', `driver=file,node-name=f0,filename=${image}`];
   const withQemu = requirePeer(t, 'qemu-storage-daemon');
-  const pending = cases(join(dir, 'n.sock'));
-  // Each of our daemons starts a Node process: a few at a time.
+  const SOCK = '@SOCK@';
+  const pending = cases(SOCK).map((c, index) => ({ index, c }));
+  // Each of our daemons starts a Node process: a few at a time. Every run has its own socket, so concurrent daemons never meet.
   const worker = async () => {
     for (let next = pending.shift(); next !== undefined; next = pending.shift()) {
-      const [args, message] = next;
-      // The option that fails is the last one given.
-      const at = args.map((a) => a.startsWith('--')).lastIndexOf(true);
-      const expected = `${args[at]} ${args[at + 1]}: ${message}`;
-      const [command, argv] = blocklayerCommand(['daemon', ...blockdev, ...args]);
-      const runs = [runFailing(command, argv), ...(withQemu ? [runFailing('qemu-storage-daemon', [...blockdev, ...args])] : [])];
-      for (const [i, result] of (await Promise.all(runs)).entries()) {
-        t.is(result.code, 1, `${i === 0 ? 'ours' : 'qemu'}: ${expected}`);
-        t.is(failure(result.stderr), expected, i === 0 ? 'ours' : 'qemu');
+      const [template, message] = next.c;
+      const sides = (withQemu ? ['ours', 'qemu'] : ['ours']).map((side) => {
+        const args = template.map((a) => a.replaceAll(SOCK, join(dir, `${side}-${next.index}.sock`)));
+        // The option that fails is the last one given.
+        const at = args.map((a) => a.startsWith('--')).lastIndexOf(true);
+        const expected = `${args[at]} ${args[at + 1]}: ${message}`;
+        const [command, argv] = side === 'ours' ? blocklayerCommand(['daemon', ...blockdev, ...args]) : ['qemu-storage-daemon', [...blockdev, ...args]];
+        return { side, expected, result: runFailing(command, argv) };
+      });
+      for (const { side, expected, result } of sides) {
+        const { code, stderr } = await result;
+        t.is(code, 1, `${side}: ${expected}`);
+        t.is(failure(stderr), expected, side);
       }
     }
   };
