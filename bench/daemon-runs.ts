@@ -6,8 +6,8 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { copyFile, mkdir, open, readFile, stat, symlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, mkdir, open, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { QmpClient } from '../core/qmp/qmp-client.js';
@@ -126,4 +126,28 @@ export function median(list: number[]): number {
   const sorted = [...list].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/**
+ * A fresh sparse raw target beside `src` (`dir`/tgt.raw, synced), and the
+ * --blockdev options of a job's raw source `src` and raw target `tgt`.
+ */
+export async function sourceAndFreshTarget(dir: string, src: string, size: number): Promise<string[]> {
+  const tgt = join(dir, 'tgt.raw');
+  await rm(tgt, { force: true });
+  await runTool('qemu-img', ['create', '-f', 'raw', tgt, String(size)]);
+  await runTool('sync', []);
+  return [
+    '--blockdev', `driver=file,node-name=src-file,filename=${src}`,
+    '--blockdev', 'driver=raw,node-name=src,file=src-file',
+    '--blockdev', `driver=file,node-name=tgt-file,filename=${tgt}`,
+    '--blockdev', 'driver=raw,node-name=tgt,file=tgt-file',
+  ];
+}
+
+/** node's --cpu-prof flags for our daemon's run `runIndex` (warm-ups are 0 and below), or none without `dir`. */
+export function cpuProfileFlags(dir: string | undefined, prefix: string, runIndex: number): string[] {
+  if (dir === undefined) return [];
+  const name = `${prefix}-${runIndex > 0 ? `run${runIndex}` : `warmup${1 - runIndex}`}.cpuprofile`;
+  return ['--cpu-prof', '--cpu-prof-dir', resolve(dir), '--cpu-prof-name', name];
 }

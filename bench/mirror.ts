@@ -18,9 +18,9 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { compileOurs, cpuSeconds, median, randomImage, runTool, type Side, startBenchDaemon } from './daemon-runs.js';
+import { compileOurs, cpuProfileFlags, cpuSeconds, median, randomImage, runTool, type Side, sourceAndFreshTarget, startBenchDaemon } from './daemon-runs.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,17 +48,8 @@ interface Measurement {
 
 /** One timed mirror: a fresh sparse target, a daemon on src+tgt, blockdev-mirror to READY, complete to COMPLETED. */
 async function mirrorOnce(side: Side, dir: string, src: string, ourCli: string, runIndex: number): Promise<Measurement> {
-  const tgt = join(dir, 'tgt.raw');
-  await rm(tgt, { force: true });
-  await runTool('qemu-img', ['create', '-f', 'raw', tgt, String(SIZE)]);
-  await runTool('sync', []);
-  const blockdevs = [
-    '--blockdev', `driver=file,node-name=src-file,filename=${src}`,
-    '--blockdev', 'driver=raw,node-name=src,file=src-file',
-    '--blockdev', `driver=file,node-name=tgt-file,filename=${tgt}`,
-    '--blockdev', 'driver=raw,node-name=tgt,file=tgt-file',
-  ];
-  const profile = values['cpu-prof'] === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', resolve(values['cpu-prof']), '--cpu-prof-name', `mirror-ours-${runIndex > 0 ? `run${runIndex}` : `warmup${1 - runIndex}`}.cpuprofile`];
+  const blockdevs = await sourceAndFreshTarget(dir, src, SIZE);
+  const profile = cpuProfileFlags(values['cpu-prof'], 'mirror-ours', runIndex);
   const daemon = await startBenchDaemon({ side, blockdevs, socket: join(dir, `${side}.sock`), ourCli, nodeOptions: profile });
   try {
     const { client } = daemon;
