@@ -30,7 +30,11 @@ export async function randomImage(path: string, size: number): Promise<void> {
   await file.close();
 }
 
-/** Compiles the sources into `dir`/build, beside a node_modules link, with the native addon where the compiled driver looks. */
+/**
+ * Compiles the sources into `dir`/build, beside a node_modules link, with
+ * the native addon where the compiled driver looks, and bundles the CLI as
+ * `npm run build` does: the path returned is the bundle, the CLI as shipped.
+ */
 export async function compileOurs(dir: string): Promise<string> {
   const out = join(dir, 'build');
   await symlink(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
@@ -44,7 +48,8 @@ export async function compileOurs(dir: string): Promise<string> {
     await mkdir(join(out, ADDON, '..'), { recursive: true });
     await copyFile(join(ROOT, ADDON), join(out, ADDON));
   }
-  return join(out, 'bin', 'blocklayer.js');
+  await run(process.execPath, [join(ROOT, 'scripts', 'bundle-cli.mjs'), out]);
+  return join(out, 'bundle', 'blocklayer.js');
 }
 
 async function waitForSocket(path: string, child: ChildProcess, stderr: () => string): Promise<void> {

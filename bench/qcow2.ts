@@ -45,6 +45,12 @@
  * printed once, and each convert line shows the time less that start-up
  * too, and the user+system CPU seconds of the process (all threads).
  *
+ * Each convert run is followed by a "node floor" run: bench/copy-floor.mjs,
+ * a bare Node process doing only the reads and writes the conversion needs
+ * (the data extents, listed beforehand from `qemu-img map`) the way both
+ * tools issue them, with no block layer, no format and no zero detection.
+ * Its ratio to qemu-img bounds what any Node converter can reach here.
+ *
  * Each run of ours is a fresh process, as each qemu-img is: its first
  * requests run before V8 has optimised the I/O path, and the optimising
  * compiler runs beside them; that is part of what it costs, but a small
@@ -63,7 +69,8 @@
  * for the other's dirty pages; `--warmup` pairs per scenario run first and
  * are not counted. Our side runs compiled, as backup.ts runs it: the
  * current sources are compiled with tsconfig.build.json into the bench's
- * temporary directory (build/ may be stale and belongs to `npm run build`),
+ * temporary directory (build/ may be stale and belongs to `npm run build`)
+ * and the CLI bundled as `npm run build` bundles it (scripts/bundle-cli.mjs),
  * with the file driver's native addon where the compiled driver looks for
  * it. `--cli PATH` runs an already compiled blocklayer.js instead (e.g. a
  * copy of an earlier build, for a before/after). `--cpu-prof DIR` writes a
@@ -73,17 +80,18 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
-import { compileOurs, median, type Side } from './daemon-runs.js';
+import { compileOurs, median, ROOT, type Side } from './daemon-runs.js';
 
 const run = promisify(execFile);
 const TIME = '/usr/bin/time';
 const PATTERN = 0xa5;
 const CLUSTER = 65536;
 const MiB = 2 ** 20;
+const FLOOR = join(ROOT, 'bench', 'copy-floor.mjs');
 
 const { values } = parseArgs({
   options: {
@@ -141,6 +149,8 @@ interface Scenario {
   once(side: Side, ctx: Context): Promise<Result>;
   /** Checks what the runs of both sides left behind; returns a note. */
   verify(ctx: Context): Promise<string>;
+  /** The same I/O by a bare Node process (bench/copy-floor.mjs), after both sides' runs. */
+  floor?(ctx: Context): Promise<Result>;
 }
 
 /** A small deterministic generator (mulberry32), so the source layout is the same every time. */
@@ -198,7 +208,11 @@ interface Process {
 async function runSide(side: Side, args: string[], ctx: Context): Promise<Process> {
   const profile =
     values['cpu-prof'] === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', resolve(values['cpu-prof']), '--cpu-prof-name', `${ctx.label}.cpuprofile`];
-  const argv = side === 'qemu' ? ['qemu-img', ...args] : [process.execPath, ...profile, ctx.cli, ...args];
+  return timed(side === 'qemu' ? ['qemu-img', ...args] : [process.execPath, ...profile, ctx.cli, ...args], ctx);
+}
+
+/** Runs a command to its exit, timed, with its CPU time; fails on a non-zero exit. */
+async function timed(argv: string[], ctx: Context): Promise<Process> {
   const times = join(ctx.dir, 'time.txt');
   const [command, ...rest] = haveTime ? [TIME, '-o', times, '-f', '%U %S', ...argv] : argv;
   const start = process.hrtime.bigint();
@@ -209,7 +223,7 @@ async function runSide(side: Side, args: string[], ctx: Context): Promise<Proces
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((r) => child.once('close', r));
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  if (code !== 0) throw new Error(`${side}: ${argv.join(' ')} exited with ${code}: ${stderr}`);
+  if (code !== 0) throw new Error(`${argv.join(' ')} exited with ${code}: ${stderr}`);
   let cpu = NaN;
   if (haveTime) {
     const [user, system] = (await readFile(times, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number);
@@ -298,7 +312,31 @@ function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2
       const layout = to === 'qcow2' ? await sameLayout(output(ctx, 'ours'), output(ctx, 'qemu')) : '';
       return `both read as the source${layout}; allocated: blocklayer ${ours!.toFixed(0)} MiB, qemu-img ${qemu!.toFixed(0)} MiB`;
     },
+    async floor(ctx) {
+      // What must move: the data qemu-img's output holds (to qcow2), or the data the qcow2 source holds (to raw).
+      const mapped = to === 'qcow2' ? output(ctx, 'qemu') : ctx.qcow2;
+      const map = JSON.parse(await tool('qemu-img', ['map', '-f', 'qcow2', '--output=json', mapped])) as MapEntry[];
+      const list = map
+        .filter((e) => e.data && !e.zero && e.offset !== undefined)
+        .map((e) => (to === 'qcow2' ? [e.start, e.offset!, e.length] : [e.offset!, e.start, e.length]));
+      const listFile = join(ctx.dir, 'floor-list.json');
+      await writeFile(listFile, JSON.stringify(list));
+      const length = to === 'qcow2' ? (await stat(mapped)).size : SIZE;
+      const target = join(ctx.dir, `floor-out.${to}`);
+      await rm(target, { force: true });
+      await tool('sync', []);
+      const { seconds, cpu } = await timed([process.execPath, FLOOR, source(ctx), target, String(length), listFile], ctx);
+      return { value: SIZE / MiB / seconds, note: `${seconds.toFixed(2)} s, cpu ${cpu.toFixed(2)} s` };
+    },
   };
+}
+
+interface MapEntry {
+  start: number;
+  length: number;
+  data: boolean;
+  zero: boolean;
+  offset?: number;
 }
 
 const fmt = (value: number): string => value.toFixed(0).padStart(7);
@@ -369,6 +407,7 @@ try {
     console.log(`\n${scenario.name}: ${scenario.title} (${scenario.unit}; ratio = ours / qemu-img, higher is better)`);
     const results: Record<Side, number[]> = { ours: [], qemu: [] };
     const ratios: number[] = [];
+    const floors: number[] = [];
     for (let i = 1 - WARMUP; i <= RUNS; i++) {
       const order: Side[] = i % 2 === 1 ? ['ours', 'qemu'] : ['qemu', 'ours'];
       const result: Partial<Record<Side, Result>> = {};
@@ -377,18 +416,22 @@ try {
         result[side] = await scenario.once(side, { ...ctx, label });
       }
       const checked = await scenario.verify(ctx);
+      const floor = await scenario.floor?.(ctx);
       const ratio = result.ours!.value / result.qemu!.value;
       if (i > 0) {
         ratios.push(ratio);
         for (const side of SIDES) results[side].push(result[side]!.value);
+        if (floor !== undefined) floors.push(floor.value / result.qemu!.value);
       }
       const line = (side: Side): string => `${sideName(side)} ${fmt(result[side]!.value)} (${result[side]!.note})`;
-      console.log(`  ${(i > 0 ? `run ${i}` : 'warm-up').padEnd(7)}  ${line('ours')}  ${line('qemu')}  ratio ${ratio.toFixed(2)}${checked && `; ${checked}`}`);
+      const floorLine = floor === undefined ? '' : `  node floor ${fmt(floor.value)} (${floor.note}, ratio ${(floor.value / result.qemu!.value).toFixed(2)})`;
+      console.log(`  ${(i > 0 ? `run ${i}` : 'warm-up').padEnd(7)}  ${line('ours')}  ${line('qemu')}${floorLine}  ratio ${ratio.toFixed(2)}${checked && `; ${checked}`}`);
     }
     const ratio = median(ratios);
-    console.log(`  median   blocklayer ${fmt(median(results.ours))}  qemu-img ${fmt(median(results.qemu))}  ratio ${ratio.toFixed(2)} (median of the per-run ratios)`);
+    const floorRatio = floors.length > 0 ? `; a bare Node copy of the same data (bench/copy-floor.mjs) reaches ${median(floors).toFixed(2)}` : '';
+    console.log(`  median   blocklayer ${fmt(median(results.ours))}  qemu-img ${fmt(median(results.qemu))}  ratio ${ratio.toFixed(2)} (median of the per-run ratios)${floorRatio}`);
     const verdict = scenario.target === undefined ? 'no target' : `target ≥ ${scenario.target.toFixed(1)}: ${ratio >= scenario.target ? 'met' : 'NOT met'}`;
-    summary.push(`  ${scenario.name.padEnd(15)} ${ratio.toFixed(2).padStart(5)}  ${verdict}`);
+    summary.push(`  ${scenario.name.padEnd(15)} ${ratio.toFixed(2).padStart(5)}  ${verdict}${floorRatio && ` (node floor ${median(floors).toFixed(2)})`}`);
   }
   console.log(`\nverdicts (median ratio ours / qemu-img; every output checked with qemu-img check and compare):\n${summary.join('\n')}`);
 } finally {

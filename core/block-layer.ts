@@ -15,7 +15,7 @@ import type { Lifecycle } from './lifecycle.js';
 import type { ObjectRegistry } from './objects/object-registry.js';
 import { defaultManifest } from './plugin/default-manifest.js';
 import type { Plugin } from './plugin/plugin.js';
-import { PluginLoader, type LoadedPlugin } from './plugin/plugin-loader.js';
+import { type LinkedPluginModules, PluginLoader, type LoadedPlugin } from './plugin/plugin-loader.js';
 import { checkManifest, type PluginManifest, readManifest, type ResolvedManifest } from './plugin/plugin-manifest.js';
 import type { CommandRegistry } from './qmp/command-registry.js';
 import { type QmpAddress, QmpServer, type QmpServerOptions } from './qmp/qmp-server.js';
@@ -39,6 +39,8 @@ export interface BlockLayerOptions {
   baseDir?: string;
   /** Plugin objects loaded after the manifest's. */
   plugins?: readonly (Plugin | InlinePlugin)[];
+  /** Manifest modules the program already holds (a bundled build), used instead of importing them. */
+  linkedModules?: LinkedPluginModules;
 }
 
 export class BlockLayer {
@@ -56,7 +58,7 @@ export class BlockLayer {
     loader.loadCore(coreModule);
     const manifest = await resolveManifest(options);
     if (manifest !== undefined) {
-      for (const entry of manifest.manifest.plugins) await loader.loadEntry(entry, manifest.baseDir);
+      for (const entry of manifest.manifest.plugins) await loader.loadEntry(entry, manifest.baseDir, options.linkedModules);
     }
     for (const item of options.plugins ?? []) {
       const inline = 'plugin' in item ? item : { plugin: item };

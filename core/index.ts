@@ -7,7 +7,7 @@ export { PLUGIN_API_VERSION, QMP_VERSION, BLOCKLAYER_VERSION } from './version.j
 export type { Plugin } from './plugin/plugin.js';
 export { driverPlugin, type DriverPluginInfo } from './plugin/driver-plugin.js';
 export type { PluginEntry, PluginManifest } from './plugin/plugin-manifest.js';
-export type { LoadedPlugin } from './plugin/plugin-loader.js';
+export type { LinkedPluginModules, LoadedPlugin } from './plugin/plugin-loader.js';
 export type { Disposable } from './plugin/named-registry.js';
 
 export { BlockNode } from './block/block-node.js';

@@ -8,6 +8,7 @@ import { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
 import { deferred } from '../../core/util/deferred.js';
+import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export type SyncMode = 'full' | 'top' | 'none';
 export type TargetMode = 'absolute-paths' | 'existing';
@@ -83,7 +84,7 @@ class ProgressBar {
  */
 export async function runBackup(request: BackupRequest): Promise<BackupResult> {
   await checkDistinct(request.source, request.target);
-  const layer = await BlockLayer.create();
+  const layer = await BlockLayer.create({ linkedModules: LINKED_PLUGINS });
   const ended = deferred<BlockLayerEvent>();
   let jobExists = false;
   let interrupted = false;

@@ -7,6 +7,7 @@ import { InvalidArgumentError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import { errorText, ImageToolError } from '../../core/image-tools/image-access.js';
+import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export type OutputFormat = 'human' | 'json';
 
@@ -43,7 +44,7 @@ export function print(text: string): void {
 export async function runTool(command: string, body: (layer: BlockLayer) => Promise<number | void>, failureCode = 1): Promise<void> {
   let layer: BlockLayer | undefined;
   try {
-    layer = await BlockLayer.create();
+    layer = await BlockLayer.create({ linkedModules: LINKED_PLUGINS });
     process.exitCode = (await body(layer)) ?? 0;
   } catch (error) {
     printError(command, errorText(error));

@@ -14,6 +14,7 @@ import { prepareEmbeddedDefault } from './embedded-default.js';
 import { type NbdArguments, startNbdFromOptions } from './nbd-options.js';
 import { addObjectsFromOptions, type ObjectArguments } from './object-options.js';
 import { reportReady } from './daemonize.js';
+import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export interface DaemonOptions extends DaemonArguments, NbdArguments, ObjectArguments {
   manifest?: string;
@@ -28,7 +29,7 @@ function optionError(option: string, value: string, error: unknown): BlockLayerE
 }
 
 export async function runDaemon(options: DaemonOptions): Promise<void> {
-  const layer = await BlockLayer.create(options.manifest === undefined ? {} : { manifest: options.manifest });
+  const layer = await BlockLayer.create(options.manifest === undefined ? { linkedModules: LINKED_PLUGINS } : { manifest: options.manifest });
   const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
   const qmp = [...(options.qmp ?? [])];
   try {

@@ -35,6 +35,13 @@ export function skipFilters(node: BlockNode): BlockNode {
   return current;
 }
 
+/** bdrv_skip_implicit_filters: below the filters a job put in without a name the user knows. */
+export function skipImplicitFilters(node: BlockNode): BlockNode {
+  let current = node;
+  for (let below = filteredChild(current); current.implicit && below !== undefined; below = filteredChild(current)) current = below;
+  return current;
+}
+
 /** bdrv_backing_chain_next: the next non-filter image down the chain. */
 export function backingChainNext(node: BlockNode): BlockNode | undefined {
   const cow = cowChild(skipFilters(node));

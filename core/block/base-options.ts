@@ -54,18 +54,21 @@ export interface NodeSettings {
  * user are inherited from the parent (QEMU opens the children of a
  * read-only node read-only, and bdrv_inherited_options passes cache.direct
  * and cache.no-flush down: a format node with no-flush does not flush its
- * file either).
+ * file either). A child opened with its parent other than a backing file
+ * unmaps unless told otherwise (bdrv_inherited_options again: the parent
+ * already applies its own discard policy, so what it passes down is meant).
  */
 export function nodeSettings(
   options: BaseNodeOptions,
   given: BaseNodeOptions,
   inheritReadOnly: boolean,
   inheritNoFlush = false,
+  childUnmaps = false,
 ): NodeSettings {
   return {
     readOnly: given['read-only'] ?? inheritReadOnly,
     autoReadOnly: options['auto-read-only'] ?? false,
-    discard: options.discard ?? 'ignore',
+    discard: given.discard ?? (childUnmaps ? 'unmap' : (options.discard ?? 'ignore')),
     detectZeroes: options['detect-zeroes'] ?? 'off',
     noFlush: given.cache?.['no-flush'] ?? (inheritNoFlush || (options.cache?.['no-flush'] ?? false)),
   };

@@ -13,7 +13,7 @@ import { type BaseNodeOptions, nodeSettings } from './base-options.js';
 import { BlockBackend } from './block-backend.js';
 import { BlockNode } from './block-node.js';
 import { BLOCKDEV_OPTIONS, type BlockdevOptionsValue } from './blockdev-ref.js';
-import type { BlockDriverDefinition, DriverOpenContext } from './driver.js';
+import type { BlockDriverDefinition, ChildSpec, DriverOpenContext } from './driver.js';
 import type { DriverRegistry } from './driver-registry.js';
 import { NodeEdge, type NodeParent } from './node-edge.js';
 import { checkDeviceName, checkNodeName } from './node-names.js';
@@ -31,6 +31,8 @@ interface OpenRequest {
   inheritReadOnly: boolean;
   /** cache.no-flush unless the options say otherwise (inherited from the parent, as in QEMU). */
   inheritNoFlush?: boolean;
+  /** Opened as a child other than a backing file: discard=unmap unless the options say otherwise (QEMU). */
+  childUnmaps?: boolean;
   /** Opened to be checked (and maybe repaired): the driver tolerates what it would otherwise refuse. */
   check?: boolean;
 }
@@ -42,6 +44,13 @@ export class BlockGraph {
   private readonly reserved = new Set<string>();
   private readonly backends = new Map<string, BlockBackend>();
   private implicitNames = 0;
+  /**
+   * When each edge was made or last re-pointed, and for a backing edge the
+   * op blocker it puts on its node (QEMU's backing_blocker, worded when the
+   * link is made): a node reports its newest blocker, as QEMU does.
+   */
+  private readonly edgeNotes = new WeakMap<NodeEdge, { at: number; backingBlocker?: string }>();
+  private edgeCount = 0;
 
   constructor(
     @inject(TOKENS.DriverRegistry) private readonly drivers: DriverRegistry,
@@ -158,6 +167,7 @@ export class BlockGraph {
    */
   attach(parent: NodeParent, node: BlockNode, role: string): NodeEdge {
     const edge = new NodeEdge(parent, node, role);
+    this.noteEdge(edge);
     node.parents.add(edge);
     for (const section of node.drainSections) {
       if (parent instanceof BlockNode) section.addNode(parent);
@@ -219,6 +229,22 @@ export class BlockGraph {
   }
 
   /**
+   * Why `node` may not be deleted or resized now, or undefined (QEMU's op
+   * blockers for drive-del and resize): the newest blocker among the jobs
+   * that hold it and the node it is the backing file of, whose blocker
+   * stops both ops (jobs check the ops they need with checkNotBusy).
+   */
+  busyReason(node: BlockNode): string | undefined {
+    let newest: { at: number; reason: string } | undefined;
+    for (const edge of node.parents) {
+      const note = this.edgeNotes.get(edge);
+      const reason = edge.parent.blocker ?? note?.backingBlocker;
+      if (reason !== undefined && (newest === undefined || (note?.at ?? 0) > newest.at)) newest = { at: note?.at ?? 0, reason };
+    }
+    return newest?.reason;
+  }
+
+  /**
    * A root node: only backends and exports use it, no parent node and no
    * job (QEMU's bdrv_is_root_node, which commands such as blockdev-mirror
    * require of their `device`).
@@ -241,6 +267,7 @@ export class BlockGraph {
       if ((edge.parent instanceof BlockNode && below.has(edge.parent)) || keep(edge)) continue;
       from.parents.delete(edge);
       edge.retarget(to);
+      this.noteEdge(edge);
       to.parents.add(edge);
     }
     // What was above a drained node stays drained; the new node in between is drained with it.
@@ -274,9 +301,45 @@ export class BlockGraph {
     } else {
       old.parents.delete(edge);
       edge.retarget(backing);
+      this.noteEdge(edge);
       backing.parents.add(edge);
     }
     await this.closeIfUnused(old);
+  }
+
+  /**
+   * Links `backing` (or nothing) below `node`, a node opened without its
+   * backing file, and tells its driver; the image is left as it is (QEMU's
+   * bdrv_set_backing_hd, as drive-mirror's end links its target's backing).
+   * Call with `node` drained.
+   */
+  async linkBacking(node: BlockNode, backing: BlockNode | undefined): Promise<void> {
+    if (node.children.get('backing')?.node === backing) return;
+    if (node.driver.linkBacking === undefined) throw new BlockLayerError(`Driver '${node.driver.name}' does not support backing files`);
+    await this.setBacking(node, backing);
+    await node.driver.linkBacking(node.driverState, node.children.get('backing'));
+  }
+
+  /**
+   * Opens the backing file `node`'s image names, for a node opened without
+   * it (QEMU's bdrv_open_backing_file); nothing if it names none or the
+   * node has a backing node already. What it opened closes again if it fails.
+   */
+  async openBackingFile(node: BlockNode): Promise<void> {
+    if (node.children.has('backing') || node.driver.openBackingFile === undefined) return;
+    const opened: BlockNode[] = [];
+    try {
+      await node.driver.openBackingFile(node.driverState, this.childOpener(node, '', opened));
+    } catch (error) {
+      const edge = node.children.get('backing');
+      if (edge !== undefined) {
+        node.children.delete('backing');
+        this.detach(edge);
+      }
+      await this.discardOpened(opened);
+      throw error;
+    }
+    for (const opening of opened) this.hooks.nodeAdded.call(opening);
   }
 
   /** Closes every node, users first. */
@@ -307,14 +370,19 @@ export class BlockGraph {
       for (const node of opened) this.hooks.nodeAdded.call(node);
       return root;
     } catch (error) {
-      for (const node of opened.reverse()) {
-        for (const edge of node.children.values()) this.detach(edge);
-        await node.close().catch(() => undefined);
-        this.nodes.delete(node.nodeName);
-      }
+      await this.discardOpened(opened);
       throw error;
     } finally {
       for (const name of names) this.reserved.delete(name);
+    }
+  }
+
+  /** Undoes a failed open: the nodes it opened close, newest first. */
+  private async discardOpened(opened: BlockNode[]): Promise<void> {
+    for (const node of opened.reverse()) {
+      for (const edge of node.children.values()) this.detach(edge);
+      await node.close().catch(() => undefined);
+      this.nodes.delete(node.nodeName);
     }
   }
 
@@ -336,9 +404,10 @@ export class BlockGraph {
         names.push(name);
       }
       for (const spec of this.drivers.require(tree.driver).children ?? []) {
-        const child = tree[spec.name];
-        if (typeof child === 'string') this.lookup(child);
-        else if (child !== null && typeof child === 'object') visit(child as BlockdevOptionsValue);
+        for (const [, child] of childRefs(spec, tree)) {
+          if (typeof child === 'string') this.lookup(child);
+          else if (child !== null && typeof child === 'object') visit(child as BlockdevOptionsValue);
+        }
       }
     };
     visit(options);
@@ -355,6 +424,7 @@ export class BlockGraph {
       request.given as BaseNodeOptions,
       request.inheritReadOnly,
       request.inheritNoFlush ?? false,
+      request.childUnmaps ?? false,
     );
     if ((options as BaseNodeOptions)['force-share'] === true && !settings.readOnly) {
       throw new BlockLayerError('force-share=on can only be used with read-only images');
@@ -370,23 +440,26 @@ export class BlockGraph {
     });
     try {
       for (const spec of driver.children ?? []) {
-        const ref = options[spec.name];
-        if (ref === undefined || ref === null) continue;
-        const childReadOnly = settings.readOnly || (spec.readOnly ?? false);
-        const child = typeof ref === 'string'
-          ? this.lookup(ref)
-          : await this.openNode(
-              {
-                options: ref as BlockdevOptionsValue,
-                given: request.given[spec.name] as Record<string, unknown>,
-                path: join(request.path, spec.name),
-                implicit: true,
-                inheritReadOnly: childReadOnly,
-                inheritNoFlush: settings.noFlush,
-              },
-              opened,
-            );
-        node.children.set(spec.name, this.attach(node, child, spec.name));
+        const given = childRefs(spec, request.given);
+        for (const [index, [role, ref]] of childRefs(spec, options).entries()) {
+          if (ref === undefined || ref === null) continue;
+          const childReadOnly = settings.readOnly || (spec.readOnly ?? false);
+          const child = typeof ref === 'string'
+            ? this.lookup(ref)
+            : await this.openNode(
+                {
+                  options: ref as BlockdevOptionsValue,
+                  given: given[index]![1] as Record<string, unknown>,
+                  path: join(request.path, role),
+                  implicit: true,
+                  inheritReadOnly: childReadOnly,
+                  inheritNoFlush: settings.noFlush,
+                  childUnmaps: role !== 'backing',
+                },
+                opened,
+              );
+          node.children.set(role, this.attach(node, child, role));
+        }
       }
       const context: DriverOpenContext<unknown> = {
         options: node.options,
@@ -397,25 +470,7 @@ export class BlockGraph {
         check: request.check ?? false,
         fallBackToReadOnly: () => node.fallBackToReadOnly(),
         children: node.children,
-        openChild: async (role, childOptions, childReadOnly) => {
-          const path = join(request.path, role);
-          const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, childOptions, path) as BlockdevOptionsValue;
-          const names = this.reserveNames(valid);
-          const childRequest = {
-            options: valid,
-            given: childOptions,
-            path,
-            implicit: true,
-            inheritReadOnly: childReadOnly,
-            inheritNoFlush: settings.noFlush,
-          };
-          const child = await this.openNode(childRequest, opened).finally(() => {
-            for (const name of names) this.reserved.delete(name);
-          });
-          const edge = this.attach(node, child, role);
-          node.children.set(role, edge);
-          return edge;
-        },
+        openChild: this.childOpener(node, request.path, opened),
       };
       node.activate(await driver.open(context));
     } catch (error) {
@@ -427,6 +482,38 @@ export class BlockGraph {
     this.nodes.set(nodeName, node);
     opened.push(node);
     return node;
+  }
+
+  /** A driver's `openChild` for `node`: opens a further child of it (a backing file named in its image). */
+  private childOpener(node: BlockNode, parentPath: string, opened: BlockNode[]): DriverOpenContext<unknown>['openChild'] {
+    return async (role, childOptions, childReadOnly) => {
+      const path = join(parentPath, role);
+      const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, childOptions, path) as BlockdevOptionsValue;
+      const names = this.reserveNames(valid);
+      const childRequest = {
+        options: valid,
+        given: childOptions,
+        path,
+        implicit: true,
+        inheritReadOnly: childReadOnly,
+        inheritNoFlush: node.settings.noFlush,
+        childUnmaps: role !== 'backing',
+      };
+      const child = await this.openNode(childRequest, opened).finally(() => {
+        for (const name of names) this.reserved.delete(name);
+      });
+      const edge = this.attach(node, child, role);
+      node.children.set(role, edge);
+      return edge;
+    };
+  }
+
+  /** Stamps an edge made or re-pointed; a node's backing link words its blocker with the parent's name now. */
+  private noteEdge(edge: NodeEdge): void {
+    const parent = edge.parent;
+    const cow = edge.role === 'backing' && parent instanceof BlockNode && parent.driver.kind !== 'filter';
+    const backingBlocker = cow ? `node is used as backing hd of '${this.deviceName(parent) || parent.nodeName}'` : undefined;
+    this.edgeNotes.set(edge, { at: ++this.edgeCount, ...(backingBlocker === undefined ? {} : { backingBlocker }) });
   }
 
   /** QEMU names nested nodes the user did not name '#blockNNN'. */
@@ -443,7 +530,7 @@ export class BlockGraph {
     if (users.some((p) => p.parentKind === 'backend' || p.parentKind === 'export')) {
       throw new BlockLayerError(`Node ${node.nodeName} is in use`);
     }
-    const blocker = blockerOf(node);
+    const blocker = this.busyReason(node);
     if (blocker !== undefined) throw new BlockLayerError(`Node '${node.nodeName}' is busy: ${blocker}`);
     if (node.implicit) throw new BlockLayerError(`Node ${node.nodeName} is not owned by the monitor`);
     if (users.length > 0) throw new BlockLayerError(`Block device ${node.nodeName} is in use`);
@@ -473,6 +560,13 @@ function subtree(node: BlockNode): Set<BlockNode> {
 function blockerOf(node: BlockNode): string | undefined {
   for (const edge of node.parents) if (edge.parent.blocker !== undefined) return edge.parent.blocker;
   return undefined;
+}
+
+/** The children `spec` names in `options`, by role: its member, or `name.0`, `name.1` … for a list. */
+function childRefs(spec: ChildSpec, options: Record<string, unknown>): [string, unknown][] {
+  const value = options[spec.name];
+  if (spec.list !== true) return [[spec.name, value]];
+  return Array.isArray(value) ? value.map((ref, i): [string, unknown] => [`${spec.name}.${i}`, ref]) : [];
 }
 
 function join(path: string, member: string): string {

@@ -99,6 +99,15 @@ export class BlockNode implements NodeParent {
     if (this.status === 'opening' && this.settings.autoReadOnly) this.readOnlyFallback = true;
   }
 
+  /**
+   * QEMU's bdrv_reopen_set_read_only(true), as an external snapshot does to
+   * the image below its overlay: the seam refuses writes from now on (the
+   * driver keeps its state). Flush the node before.
+   */
+  reopenReadOnly(): void {
+    this.readOnlyFallback = true;
+  }
+
   get length(): number {
     return this.io?.length ?? 0;
   }
@@ -118,6 +127,11 @@ export class BlockNode implements NodeParent {
 
   get quiesced(): boolean {
     return this.tracker.quiesced;
+  }
+
+  /** The end of the furthest write to this node (query-blockstats' wr_highest_offset). */
+  get wrHighestOffset(): number {
+    return this.tracker.wrHighestOffset;
   }
 
   /** The driver's per-node state, for the driver's own helpers and tests. */
@@ -147,13 +161,18 @@ export class BlockNode implements NodeParent {
     }
   }
 
-  async write(offset: number, buf: Buffer, flags: WriteFlags = {}, options: RequestOptions = {}): Promise<void> {
-    this.checkRequest('write', offset, buf.length);
-    if (flags.compressed && !this.capabilities.canCompress) {
-      throw new BlockIoError('ENOTSUP', `Driver '${this.driver.name}' of node '${this.nodeName}' cannot write compressed data`);
+  /** Not async: guest writes are the hot path, and each async layer costs a promise and microtasks per request. */
+  write(offset: number, buf: Buffer, flags: WriteFlags = {}, options: RequestOptions = {}): Promise<void> {
+    try {
+      this.checkRequest('write', offset, buf.length);
+      if (flags.compressed && !this.capabilities.canCompress) {
+        throw new BlockIoError('ENOTSUP', `Driver '${this.driver.name}' of node '${this.nodeName}' cannot write compressed data`);
+      }
+    } catch (error) {
+      return Promise.reject(error);
     }
-    if (buf.length === 0) return;
-    await this.writeRequest('write', offset, buf.length, flags, options, buf, () => this.io!.write(offset, buf, flags));
+    if (buf.length === 0) return Promise.resolve();
+    return this.writeRequest('write', offset, buf.length, flags, options, buf, () => this.io!.write(offset, buf, flags));
   }
 
   async writeZeroes(offset: number, length: number, flags: ZeroFlags = {}, options: RequestOptions = {}): Promise<void> {
@@ -185,6 +204,10 @@ export class BlockNode implements NodeParent {
     }
     const lost = Math.max(0, this.length - length);
     await this.writeRequest('truncate', length, lost, {}, options, undefined, () => this.io!.truncate(length));
+    // Nodes above that show this node's size (raw, filters) follow it, as QEMU's variable-length drivers do.
+    for (const node of this.selfAndAncestors()) {
+      if (node !== this && node.io !== undefined) node.io.length = node.driver.getLength(node.state);
+    }
   }
 
   /** Flushes the driver, then every child this node writes to (as QEMU's bdrv_co_flush). */
@@ -332,7 +355,12 @@ export class BlockNode implements NodeParent {
     }
   }
 
-  private async writeRequest(
+  /**
+   * Tracks a write-like request around `perform`, with the beforeWrite and
+   * afterWrite hooks. Without hooks and with nothing to wait for, that is a
+   * single `then` (no async frame).
+   */
+  private writeRequest(
     kind: WriteKind,
     offset: number,
     bytes: number,
@@ -347,6 +375,34 @@ export class BlockNode implements NodeParent {
         ? coveringRange(offset, bytes, align, this.length)
         : undefined;
     const begun = this.tracker.begin(kind, offset, bytes, options.nested ?? false, rmw);
+    if (begun instanceof Promise || this.hooks.beforeWrite.isUsed() || this.hooks.afterWrite.isUsed()) {
+      return this.hookedWriteRequest(kind, offset, bytes, flags, begun, buffer, perform);
+    }
+    let pending: Promise<void>;
+    try {
+      pending = perform();
+    } catch (error) {
+      this.tracker.end(begun);
+      return Promise.reject(toBlockIoError(error));
+    }
+    return pending.then(
+      () => this.tracker.end(begun),
+      (error: unknown) => {
+        this.tracker.end(begun);
+        throw toBlockIoError(error);
+      },
+    );
+  }
+
+  private async hookedWriteRequest(
+    kind: WriteKind,
+    offset: number,
+    bytes: number,
+    flags: ZeroFlags,
+    begun: TrackedRequest | Promise<TrackedRequest>,
+    buffer: Buffer | undefined,
+    perform: () => Promise<void>,
+  ): Promise<void> {
     const request = begun instanceof Promise ? await begun : begun;
     try {
       const writeRequest: WriteRequest = buffer === undefined

@@ -47,6 +47,7 @@ export class DriverIo {
   /** The driver's flush, then every child this node writes to (QEMU's bdrv_co_flush). */
   async flush(): Promise<void> {
     if (this.driver.flush !== undefined) await this.callDriver(() => this.driver.flush!(this.state));
+    if (this.driver.flushesChildren === true) return;
     for (const edge of this.children.values()) if (!edge.node.readOnly) await edge.flush();
   }
 
@@ -117,12 +118,18 @@ export class DriverIo {
     bounce.copy(buf, 0, offset - range.offset, offset - range.offset + buf.length);
   }
 
-  /** Read-modify-write for unaligned writes; the tracker has serialised the aligned range. */
-  private async alignedWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+  /** Aligned writes go straight through (not async: one promise less per request). */
+  private alignedWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
     const align = this.limits.requestAlignment;
     if (isAligned(offset, buf.length, align) || offset + buf.length === this.length && offset % align === 0) {
       return this.transferWrite(offset, buf, flags);
     }
+    return this.readModifyWrite(offset, buf, flags);
+  }
+
+  /** Read-modify-write for unaligned writes; the tracker has serialised the aligned range. */
+  private async readModifyWrite(offset: number, buf: Buffer, flags: WriteFlags): Promise<void> {
+    const align = this.limits.requestAlignment;
     const range = coveringRange(offset, buf.length, align, this.length);
     const bounce = Buffer.allocUnsafe(range.bytes);
     await this.transferRead(range.offset, bounce);
@@ -220,7 +227,7 @@ export class DriverIo {
     const child = this.filteredChild;
     if (driver.truncate !== undefined) await this.callDriver(() => driver.truncate!(this.state, length));
     else if (child !== undefined) await child.truncate(length);
-    else throw new BlockIoError('ENOTSUP', `Driver '${driver.name}' does not support resize`);
+    else throw new BlockIoError('ENOTSUP', 'Image format driver does not support resize');
     this.length = driver.getLength(this.state);
   }
 

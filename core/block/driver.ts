@@ -58,6 +58,8 @@ export interface ChildSpec {
   filtered?: boolean;
   /** The child need not be writable even when the node is. */
   readOnly?: boolean;
+  /** The member is a list of children, whose roles are `name.0`, `name.1` … (quorum's `children`). */
+  list?: boolean;
 }
 
 /** Everything a driver's `open` receives. */
@@ -185,6 +187,11 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   writeZeroes?(state: S, offset: number, length: number, flags: ZeroFlags): Promise<void>;
   discard?(state: S, offset: number, length: number): Promise<void>;
   flush?(state: S): Promise<void>;
+  /**
+   * `flush` flushes the children itself (quorum votes on their results), so
+   * the core does not flush them after it (QEMU's drivers with bdrv_co_flush).
+   */
+  readonly flushesChildren?: boolean;
   /** Changes the size; the node updates its length from `getLength` afterwards. */
   truncate?(state: S, length: number): Promise<void>;
   /**
@@ -194,6 +201,13 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   blockStatus?(state: S, offset: number, length: number): Promise<BlockStatusExtent[]>;
   /** Facts for query-named-block-nodes. */
   describe?(state: S): Promise<NodeDescription>;
+  /**
+   * Whether `toReplace`, somewhere below this node, may be replaced by a
+   * node showing this node's data without changing what this node shows
+   * (QEMU's bdrv_recurse_can_replace). Without it: only through the filtered
+   * child of a filter.
+   */
+  recurseCanReplace?(state: S, toReplace: BlockNode): boolean;
 
   /** Creates a new image (qemu-img create, drive-backup's target). */
   create?(ctx: DriverCreateContext<C>): Promise<void>;
@@ -223,6 +237,19 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * (ENOTSUP, as QEMU's drivers without the callback).
    */
   changeBackingFile?(state: S, change: BackingFileChange): Promise<void>;
+  /**
+   * The graph linked `child` as the backing node of a node opened without
+   * its backing file (`backing: null`, as drive-mirror opens its target),
+   * or unlinked it: reads go through it from now on; the image still names
+   * the backing file it named (QEMU's bdrv_set_backing_hd alone).
+   */
+  linkBacking?(state: S, child: NodeChild | undefined): Promise<void>;
+  /**
+   * Opens the backing file the image names, for a node opened without it
+   * (QEMU's bdrv_open_backing_file), with `openChild` (role `backing`),
+   * and reads through it from now on. Nothing if the image names none.
+   */
+  openBackingFile?(state: S, openChild: DriverOpenContext<unknown>['openChild']): Promise<void>;
 }
 
 /** What `changeBackingFile` records. */

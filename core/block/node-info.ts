@@ -41,14 +41,31 @@ export interface BlockDeviceInfo {
   'dirty-bitmaps'?: BlockDirtyInfoValue[];
 }
 
+/**
+ * The next image down a node's chain, whose ImageInfo nests as
+ * `backing-image`: query-named-block-nodes follows backing links;
+ * query-block passes its own step, which skips implicit filters.
+ */
+export type ChainStep = (node: BlockNode) => BlockNode | undefined;
+
+const backingStep: ChainStep = (node) => node.children.get('backing')?.node;
+
 /** The options that describe a node in a json: filename: its driver, given options and children. */
 function describeOptions(node: BlockNode): Record<string, unknown> {
-  const description: Record<string, unknown> = { driver: node.driver.name };
   const childMembers = new Set((node.driver.children ?? []).map((c) => c.name));
+  // A child given as null (`"backing": null`) is part of the description; QEMU lists it first.
+  const description: Record<string, unknown> = Object.fromEntries(Object.entries(node.givenOptions).filter(([key, value]) => childMembers.has(key) && value === null));
+  description.driver = node.driver.name;
   for (const [key, value] of Object.entries(node.givenOptions)) {
     if (!childMembers.has(key)) description[key] = value;
   }
-  for (const [role, edge] of node.children) description[role] = describeOptions(edge.node);
+  for (const [role, edge] of node.children) {
+    const child = describeOptions(edge.node);
+    // A list member's children (quorum's children.0 …) go back into its list, as QEMU gathers them.
+    const list = (node.driver.children ?? []).find((c) => c.list === true && role.startsWith(`${c.name}.`));
+    if (list === undefined) description[role] = child;
+    else ((description[list.name] ??= []) as unknown[]).push(child);
+  }
   return description;
 }
 
@@ -58,7 +75,7 @@ export async function nodeFilename(node: BlockNode): Promise<string> {
   if (own?.filename !== undefined) return own.filename;
   const file = node.children.get('file');
   const childMembers = new Set((node.driver.children ?? []).map((c) => c.name));
-  const hasOwnOptions = Object.keys(node.givenOptions).some((k) => !childMembers.has(k));
+  const hasOwnOptions = Object.entries(node.givenOptions).some(([k, v]) => !childMembers.has(k) || v === null);
   if (file !== undefined && node.children.size === 1 && !hasOwnOptions) return nodeFilename(file.node);
   return `json:${formatQemuJson(describeOptions(node))}`;
 }
@@ -70,7 +87,7 @@ async function actualSize(node: BlockNode): Promise<number | undefined> {
   return file === undefined ? undefined : actualSize(file.node);
 }
 
-export async function imageInfo(node: BlockNode, withBacking: boolean): Promise<ImageInfo> {
+export async function imageInfo(node: BlockNode, withBacking: boolean, next: ChainStep = backingStep): Promise<ImageInfo> {
   const description = await node.driver.describe?.(node.driverState);
   const info: ImageInfo = { filename: await nodeFilename(node), format: node.driver.name, 'virtual-size': node.length };
   if (description?.dirtyFlag !== undefined) info['dirty-flag'] = description.dirtyFlag;
@@ -80,15 +97,19 @@ export async function imageInfo(node: BlockNode, withBacking: boolean): Promise<
   const backing = node.children.get('backing');
   if (backing !== undefined) {
     info['backing-filename'] = await nodeFilename(backing.node);
-    if (withBacking) info['backing-image'] = await imageInfo(backing.node, true);
+  } else if (description?.backingFilename !== undefined) {
+    // Opened without the backing file its image names (QEMU shows the header's name).
+    info['backing-filename'] = description.backingFilename;
   }
+  const below = withBacking ? next(node) : undefined;
+  if (below !== undefined) info['backing-image'] = await imageInfo(below, true, next);
   if (description?.formatSpecific !== undefined) info['format-specific'] = description.formatSpecific;
   return info;
 }
 
-function backingDepth(node: BlockNode): number {
+function backingDepth(node: BlockNode, next: ChainStep): number {
   let depth = 0;
-  for (let edge = node.children.get('backing'); edge !== undefined; edge = edge.node.children.get('backing')) depth++;
+  for (let below = next(node); below !== undefined; below = next(below)) depth++;
   return depth;
 }
 
@@ -97,6 +118,7 @@ export async function blockDeviceInfo(
   node: BlockNode,
   flat: boolean,
   dirtyBitmaps?: BlockDirtyInfoValue[],
+  next: ChainStep = backingStep,
 ): Promise<BlockDeviceInfo> {
   const backing = node.children.get('backing');
   const info: BlockDeviceInfo = {
@@ -104,7 +126,7 @@ export async function blockDeviceInfo(
     'node-name': node.nodeName,
     ro: node.readOnly,
     drv: node.driver.name,
-    backing_file_depth: backingDepth(node),
+    backing_file_depth: backingDepth(node, next),
     encrypted: false,
     detect_zeroes: node.settings.detectZeroes,
     bps: 0,
@@ -113,7 +135,7 @@ export async function blockDeviceInfo(
     iops: 0,
     iops_rd: 0,
     iops_wr: 0,
-    image: await imageInfo(node, !flat),
+    image: await imageInfo(node, !flat, next),
     cache: { writeback: true, direct: false, 'no-flush': node.settings.noFlush },
     write_threshold: 0,
   };

@@ -59,6 +59,12 @@ export class RequestTracker {
   private quiesceDepth = 0;
   private resumed: Deferred | undefined;
   private idle: Deferred | undefined;
+  private highestWrite = 0;
+
+  /** The end of the furthest write (data or zeroes) that reached the node, failed or not (QEMU's wr_highest_offset). */
+  get wrHighestOffset(): number {
+    return this.highestWrite;
+  }
 
   get requests(): ReadonlySet<TrackedRequest> {
     return this.inFlight;
@@ -106,6 +112,9 @@ export class RequestTracker {
   end(request: TrackedRequest): void {
     const tracked = request as Tracked;
     if (!this.inFlight.delete(tracked)) return;
+    if ((tracked.kind === 'write' || tracked.kind === 'write-zeroes') && tracked.offset + tracked.bytes > this.highestWrite) {
+      this.highestWrite = tracked.offset + tracked.bytes;
+    }
     if (tracked.serialising !== undefined) this.serialisingCount--;
     tracked.finish();
     if (this.inFlight.size === 0 && this.idle !== undefined) {

@@ -42,6 +42,12 @@ export interface BlockCopyOptions {
   compress?: boolean;
   /** Zeroes may be written by deallocating (BDRV_REQ_MAY_UNMAP; default true). */
   unmap?: boolean;
+  /**
+   * The target gets a backing node only after the copy (drive-mirror's
+   * target, opened without the backing file it names): where it reads as
+   * zeroes now, that file may show through later, so zeroes are written.
+   */
+  targetBackingLater?: boolean;
   /** Bytes copied, by the background loop or copy-before-write. */
   onProgress?: (bytes: number) => void;
   /** Bytes found unallocated and left out. */
@@ -93,6 +99,12 @@ export class BlockCopy {
     while (end < bitmap.clusters && end - first < limit && bitmap.has(end) && !this.inFlight.has(end)) end++;
     for (let c = first; c < end; c++) bitmap.clear(c);
     return { first, end };
+  }
+
+  /** Whether a copy or hold is moving any cluster of `range`. */
+  moving(range: ClaimedRange): boolean {
+    for (let c = range.first; c < range.end; c++) if (this.inFlight.has(c)) return true;
+    return false;
   }
 
   /** Gives back a claim that will not be copied now. */
@@ -227,7 +239,7 @@ export class BlockCopy {
   /** The target already reads as zeroes there (and no backing file could show through instead). */
   private async targetReadsZero(offset: number, length: number): Promise<boolean> {
     const { target } = this.options;
-    if (target.node.children.has('backing')) return false;
+    if (target.node.children.has('backing') || this.options.targetBackingLater === true) return false;
     const extents = await target.blockStatus(offset, length).catch(() => []);
     return extents.length > 0 && extents.every((e) => e.zero);
   }

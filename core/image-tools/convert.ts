@@ -16,13 +16,12 @@
  *   cluster-aligned (the last one may be short, at the end of the image);
  *   the target driver must be able to (canCompress).
  * - Requests run `parallel` at a time (-m, default 8); reads go ahead in
- *   parallel, writes are issued in image order so that a format allocates
- *   clusters sequentially, unless `outOfOrder` (-W). An operation's writes
- *   are issued once the operation before it has issued its own (its last
- *   write need not have completed: a format allocates when a write is
- *   issued, in order, so the image is laid out as qemu-img's in-order
- *   writes lay it out, while the data transfers overlap). Each request slot
- *   reuses one buffer.
+ *   parallel, writes are made in image order so that a format allocates
+ *   clusters sequentially, unless `outOfOrder` (-W): as in qemu-img, an
+ *   operation's writes start once the operation before it has completed
+ *   its own. (Overlapping them gained nothing: buffered writes to one file
+ *   take its inode lock in turn, and the waiting writers spin on it,
+ *   costing CPU the reads need.) Each request slot reuses one buffer.
  * - The target's cache mode (-t) is qemu-img convert's default, unsafe:
  *   flushes are ignored, on the target node and the nodes under it (a
  *   conversion that does not complete leaves no usable image anyway). With
@@ -118,19 +117,19 @@ async function write(ctx: CopyContext, offset: number, buf: Buffer): Promise<voi
 /** An operation with its place in the write order: its writes wait for `previous` (unless -W). */
 interface Turn {
   op: CopyOp;
-  /** Resolves when the operation before has issued all its writes. */
+  /** Resolves when the operation before has completed its writes. */
   previous: Promise<void>;
-  /** Resolved when this operation has issued all its writes (or failed, or has none). */
-  issued: Deferred;
+  /** Resolved when this operation has completed its writes (or failed, or has none). */
+  done: Deferred;
 }
 
 /** Hands out the operations in order, chaining each one's write turn to the one before. */
 async function* inTurns(ops: AsyncIterable<CopyOp>): AsyncGenerator<Turn> {
   let previous: Promise<void> = Promise.resolve();
   for await (const op of ops) {
-    const issued = deferred();
-    yield { op, previous, issued };
-    previous = issued.promise;
+    const done = deferred();
+    yield { op, previous, done };
+    previous = done.promise;
   }
 }
 
@@ -139,9 +138,7 @@ async function copyOp(ctx: CopyContext, turn: Turn): Promise<void> {
   if (op.kind === 'skip') return;
   if (op.kind === 'zero') {
     if (ctx.inOrder) await previous;
-    const request = writeZeroes(ctx, op.offset, op.length);
-    turn.issued.resolve();
-    return request;
+    return writeZeroes(ctx, op.offset, op.length);
   }
   // Not zeroed: the read fills it all. Data ops are at most bufferSize long (planOps' maxData).
   const pooled = op.length <= ctx.bufferSize;
@@ -153,30 +150,19 @@ async function copyOp(ctx: CopyContext, turn: Turn): Promise<void> {
   }
 }
 
-/**
- * Reads the data, waits for its turn, then writes it run by run: each run
- * but the last completes before the next is issued (runs may share a
- * cluster, and a run waiting for its neighbour would be planned after the
- * next operation), and the turn passes on once the last one is issued.
- */
-async function copyData(ctx: CopyContext, { op, previous, issued }: Turn, buf: Buffer): Promise<void> {
+/** Reads the data, waits for its turn, then writes it run by run (runs may share a cluster: one at a time). */
+async function copyData(ctx: CopyContext, { op, previous }: Turn, buf: Buffer): Promise<void> {
   await ctx.source.read(op.offset, buf).catch((error: unknown) => {
     throw new ImageToolError(`error while reading at byte ${op.offset}: ${ioErrorText(error)}`);
   });
   if (ctx.inOrder) await previous;
   if (ctx.compress) {
-    const request = ctx.zeroInit && ctx.sparseSize > 0 && isAllZero(buf) ? undefined : write(ctx, op.offset, buf);
-    issued.resolve();
-    return request;
+    if (!(ctx.zeroInit && ctx.sparseSize > 0 && isAllZero(buf))) await write(ctx, op.offset, buf);
+    return;
   }
-  const runs = dataRuns(buf, op.offset, ctx.sparseSize);
-  for (let i = 0; i < runs.length; i++) {
-    const run = runs[i]!;
-    const request = run.zero
-      ? writeZeroes(ctx, run.offset, run.length)
-      : write(ctx, run.offset, buf.subarray(run.offset - op.offset, run.offset - op.offset + run.length));
-    if (i === runs.length - 1) issued.resolve();
-    await request;
+  for (const run of dataRuns(buf, op.offset, ctx.sparseSize)) {
+    if (run.zero) await writeZeroes(ctx, run.offset, run.length);
+    else await write(ctx, run.offset, buf.subarray(run.offset - op.offset, run.offset - op.offset + run.length));
   }
 }
 
@@ -231,7 +217,7 @@ async function runPool(turns: AsyncIterator<Turn>, workers: number, work: (turn:
       const next = await turns.next();
       if (next.done === true) return;
       // The turn passes on even when this one failed, so that no writer waits forever.
-      await work(next.value).finally(() => next.value.issued.resolve());
+      await work(next.value).finally(() => next.value.done.resolve());
     }
   };
   const results = await Promise.allSettled(

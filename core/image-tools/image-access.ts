@@ -90,11 +90,8 @@ export async function openImage(layer: BlockLayer, image: ImageRef, options: Ope
   if (layer.drivers.get(image.format) === undefined) fail(`Unknown driver '${image.format}'`);
   try {
     const node: Record<string, unknown> & { driver: string } = { ...imageOptions(layer, image), 'read-only': options.readOnly };
-    if (options.unmap) {
-      // As QEMU's inherited options: the protocol child unmaps too, so holes reach the file.
-      node.discard = 'unmap';
-      if (typeof node.file === 'object' && node.file !== null) (node.file as Record<string, unknown>).discard = 'unmap';
-    }
+    // The protocol child unmaps anyway (the graph's inherited default, as QEMU's).
+    if (options.unmap) node.discard = 'unmap';
     if (options.noFlush) node.cache = { 'no-flush': true };
     return await layer.graph.open(node, { readOnly: options.readOnly, check: options.check ?? false });
   } catch (error) {

@@ -37,6 +37,13 @@ export interface LoadedPlugin {
   readonly source: string;
 }
 
+/**
+ * Plugin modules that are already part of the program, by a manifest
+ * entry's `module`: a bundled build carries its built-in plugins inside,
+ * so they are not looked for on disk.
+ */
+export type LinkedPluginModules = ReadonlyMap<string, () => Promise<unknown>>;
+
 export class PluginLoadError extends BlockLayerError {
   constructor(plugin: string, source: string, reason: string) {
     super(`Plugin '${plugin}' (${source}): ${reason}`);
@@ -68,10 +75,13 @@ export class PluginLoader {
     this.owners.push({ name: 'core', source: 'core' });
   }
 
-  /** Loads one manifest entry; disabled entries are skipped. */
-  async loadEntry(entry: PluginEntry, baseDir: string): Promise<void> {
+  /**
+   * Loads one manifest entry; disabled entries are skipped. An entry whose
+   * module is in `linked` is taken from there instead of from disk.
+   */
+  async loadEntry(entry: PluginEntry, baseDir: string, linked?: LinkedPluginModules): Promise<void> {
     if (entry.enabled === false) return;
-    const plugin = await this.importPlugin(entry, baseDir);
+    const plugin = await this.importPlugin(entry, baseDir, linked?.get(entry.module));
     if (plugin.name !== entry.name) {
       throw new PluginLoadError(entry.name, entry.module, `the module's plugin is named '${plugin.name}'`);
     }
@@ -166,19 +176,19 @@ export class PluginLoader {
     );
   }
 
-  private async importPlugin(entry: PluginEntry, baseDir: string): Promise<Plugin> {
+  private async importPlugin(entry: PluginEntry, baseDir: string, linked?: () => Promise<unknown>): Promise<Plugin> {
     const fail = (reason: string): never => {
       throw new PluginLoadError(entry.name, entry.module, reason);
     };
-    let specifier: string;
+    let specifier = 'the linked module';
+    let exports: { default?: unknown };
     try {
-      specifier = await resolveModule(entry.module, baseDir);
+      if (linked === undefined) specifier = await resolveModule(entry.module, baseDir);
     } catch (error) {
       return fail((error as Error).message);
     }
-    let exports: { default?: unknown };
     try {
-      exports = (await import(specifier)) as { default?: unknown };
+      exports = (await (linked === undefined ? import(specifier) : linked())) as { default?: unknown };
     } catch (error) {
       return fail(`cannot load ${specifier}: ${(error as Error).message}`);
     }

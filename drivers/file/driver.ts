@@ -104,13 +104,21 @@ function pwrite(handle: FileHandle, buf: Buffer, at: number, length: number, pos
   );
 }
 
-/** pwrite until all of `buf` is written. */
-async function writeAll(handle: FileHandle, offset: number, buf: Buffer): Promise<void> {
-  for (let done = 0; done < buf.length; ) {
-    const bytesWritten = await pwrite(handle, buf, done, buf.length - done, offset + done);
+/** pwrite until all of `buf` is written: one call nearly always does (no async frame then). */
+function writeAll(handle: FileHandle, offset: number, buf: Buffer): Promise<void> {
+  return pwrite(handle, buf, 0, buf.length, offset).then((bytesWritten) =>
+    bytesWritten === buf.length ? undefined : writeRest(handle, offset, buf, bytesWritten),
+  );
+}
+
+/** The rest of a short write, after the first pwrite wrote `written` bytes. */
+async function writeRest(handle: FileHandle, offset: number, buf: Buffer, written: number): Promise<void> {
+  for (let done = 0, bytesWritten = written; ; ) {
     // A write that makes no progress would loop forever; QEMU reports it as EINVAL.
     if (bytesWritten === 0) throw new BlockIoError('EINVAL');
     done += bytesWritten;
+    if (done >= buf.length) return;
+    bytesWritten = await pwrite(handle, buf, done, buf.length - done, offset + done);
   }
 }
 

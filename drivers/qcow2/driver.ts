@@ -7,7 +7,7 @@
  */
 import { type BackingFileChange, defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
-import { changeBackingFile } from './qcow2-change-backing.js';
+import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
 import { createImage } from './qcow2-create.js';
@@ -140,4 +140,6 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   blockdevCreate: blockdevCreateImage,
   check: checkQcow2,
   changeBackingFile: qcow2ChangeBackingFile,
+  linkBacking,
+  openBackingFile,
 });

@@ -47,7 +47,7 @@ export interface BackingFromHeader {
  * none), else the header's backing file, else none.
  */
 export async function openBacking(
-  ctx: DriverOpenContext<unknown>,
+  ctx: Pick<DriverOpenContext<unknown>, 'givenOptions' | 'children' | 'openChild'>,
   imageName: string,
   imagePath: string,
   header: BackingFromHeader,

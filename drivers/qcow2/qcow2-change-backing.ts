@@ -5,9 +5,12 @@
  * flushed, so all data written so far (what a stream copied up) is durable
  * before the header stops naming the old backing file; then header cluster
  * 0 is rewritten in one write (qcow2-header.ts) and flushed. Reads go
- * through the new backing child from then on.
+ * through the new backing child from then on. Also a backing node linked
+ * to (or opened for) an image opened without one, the header unchanged.
  */
-import type { BackingFileChange } from '../../core/block/driver.js';
+import type { BackingFileChange, DriverOpenContext } from '../../core/block/driver.js';
+import type { NodeChild } from '../../core/block/node-edge.js';
+import { openBacking } from './qcow2-backing.js';
 import { readFixedHeader, headerWithBacking } from './qcow2-header.js';
 import { checkUsable, flushFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
 import { backingOverridden } from './qcow2-open.js';
@@ -30,4 +33,17 @@ export async function changeBackingFile(image: Qcow2Image, change: BackingFileCh
   image.backing = change.child;
   // The header names the backing node now, unless the name given is another one (QEMU's auto_backing_file).
   image.explicitBacking = await backingOverridden(change.child, change.name);
+}
+
+/** The graph linked (or unlinked) a backing node; the header stays as it is. */
+export async function linkBacking(image: Qcow2Image, child: NodeChild | undefined): Promise<void> {
+  image.backing = child;
+  image.explicitBacking = await backingOverridden(child, image.backingName);
+}
+
+/** Opens the backing file the header names (the image was opened with `backing: null`). */
+export async function openBackingFile(image: Qcow2Image, openChild: DriverOpenContext<unknown>['openChild']): Promise<void> {
+  const imagePath = image.imagePath ?? image.name;
+  const header = { name: image.backingName, format: image.backingFormat };
+  await linkBacking(image, await openBacking({ givenOptions: {}, children: new Map(), openChild }, image.name, imagePath, header));
 }

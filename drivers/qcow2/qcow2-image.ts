@@ -49,6 +49,8 @@ export interface Qcow2Image {
   backingName: string | undefined;
   /** The backing format the header records, if any. */
   backingFormat: string | undefined;
+  /** What a relative backing file name is relative to (the image file's name), once opened. */
+  imagePath?: string;
   readonly g: Geometry;
   readonly version: number;
   /** Virtual size in bytes (a multiple of 512). */
@@ -155,12 +157,14 @@ export async function trimFile(image: Qcow2Image): Promise<void> {
 }
 
 /** Writes and notes that a flush is due (after the write: a flush that began meanwhile may miss it). */
-export async function writeFile(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
-  try {
-    await image.file.write(offset, buf);
-  } finally {
+export function writeFile(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  const written = (): void => {
     image.unflushed = true;
-  }
+  };
+  return image.file.write(offset, buf).then(written, (error: unknown) => {
+    written();
+    throw error;
+  });
 }
 
 /** Flushes; writes that complete while it runs mark the file unflushed again. */

@@ -261,6 +261,7 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
       await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
     }
     const imagePath = typeof file.node.options.filename === 'string' ? file.node.options.filename : name;
+    image.imagePath = imagePath;
     image.backing = await openBacking(ctx, name, imagePath, { name: backingName, format: ext.backingFormat });
     image.explicitBacking = 'backing' in ctx.givenOptions && (await backingOverridden(image.backing, backingName));
   } catch (error) {

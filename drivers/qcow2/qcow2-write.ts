@@ -239,19 +239,50 @@ function inPlaceHost(image: Qcow2Image, offset: number, length: number): number 
  * side by side); any other write has them to itself (allocation and
  * copy-on-write must not interleave with anything on the same clusters).
  */
-export async function writeGuest(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
-  checkUsable(image);
+export function writeGuest(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  try {
+    checkUsable(image);
+  } catch (error) {
+    return Promise.reject(error);
+  }
   const cs = image.g.clusterSize;
   const first = Math.floor(offset / cs);
   const end = Math.ceil((offset + buf.length) / cs);
-  const shared = image.ranges.tryAcquire(first, end, false) ?? (await image.ranges.acquire(first, end, false));
+  // The common case, without an async frame: the clusters free to share and the write in place.
+  const shared = image.ranges.tryAcquire(first, end, false);
+  if (shared === undefined) return sharedThenLocked(image, offset, buf, first, end);
+  let host: number | undefined;
   try {
     // While the clusters are shared, nothing can change where they are.
+    host = inPlaceHost(image, offset, buf.length);
+  } catch (error) {
+    shared();
+    return Promise.reject(error);
+  }
+  if (host === undefined) {
+    shared();
+    return lockedWrite(image, offset, buf, first, end);
+  }
+  return writeFile(image, host, buf).then(shared, (error: unknown) => {
+    shared();
+    throw error;
+  });
+}
+
+/** writeGuest once the clusters could not be shared at once: waits for them, then as writeGuest. */
+async function sharedThenLocked(image: Qcow2Image, offset: number, buf: Buffer, first: number, end: number): Promise<void> {
+  const shared = await image.ranges.acquire(first, end, false);
+  try {
     const host = inPlaceHost(image, offset, buf.length);
     if (host !== undefined) return await writeFile(image, host, buf);
   } finally {
     shared();
   }
+  await lockedWrite(image, offset, buf, first, end);
+}
+
+/** A write that may change metadata, with its clusters to itself. */
+async function lockedWrite(image: Qcow2Image, offset: number, buf: Buffer, first: number, end: number): Promise<void> {
   const release = image.ranges.tryAcquire(first, end, true) ?? (await image.ranges.acquire(first, end, true));
   try {
     await writeLocked(image, offset, buf);

@@ -3,7 +3,8 @@
  * qcow2_subcluster_zeroize and qcow2_cluster_discard). v3 images mark whole
  * clusters as zero (keeping their host cluster, or dropping it when
  * unmapping is allowed); v2 images have no zero flag, so without a backing
- * file clusters are deallocated and with one zeroes are written as data.
+ * file clusters are deallocated and with one (open or only named in the
+ * header) zeroes are written as data.
  * A partial cluster becomes a zero cluster only if the rest of it already
  * reads as zeroes; otherwise zeroes are written as data.
  */
@@ -22,6 +23,15 @@ const ZERO_CHUNK = 1 << 20;
 
 function allocated(entry: L2Entry): boolean {
   return entry.kind === 'normal' || entry.kind === 'compressed' || entry.kind === 'zero-alloc';
+}
+
+/**
+ * An unallocated cluster reads as zeroes for good: no backing node, and no
+ * backing file named in the header that could be linked later (an image
+ * opened with `backing: null`, as drive-mirror's target is until the end).
+ */
+function unallocatedStaysZero(image: Qcow2Image): boolean {
+  return image.backing === undefined && image.backingName === undefined;
 }
 
 /** The new entry for a cluster being zeroed or discarded, or undefined to leave it. */
@@ -70,7 +80,7 @@ function zeroRewrite(image: Qcow2Image, mayUnmap: boolean): Rewrite {
   return (entry) => {
     if (entry.kind === 'zero-plain') return undefined;
     // Without a backing file an unallocated cluster already reads as zeroes: no table is needed for it.
-    if (entry.kind === 'unallocated' && image.backing === undefined) return undefined;
+    if (entry.kind === 'unallocated' && unallocatedStaysZero(image)) return undefined;
     const unmap = entry.kind === 'compressed' || (mayUnmap && allocated(entry));
     if (unmap || entry.kind === 'unallocated') return { host: 0, copied: false, zero: true, free: unmap };
     if (entry.kind === 'zero-alloc') return undefined;
@@ -109,7 +119,7 @@ async function zeroPartial(image: Qcow2Image, offset: number, end: number, flags
   const start = Math.floor(offset / cs) * cs;
   const { kind } = await image.lock.run(() => entryOf(image, start / cs));
   const zeroable = kind === 'unallocated' || kind === 'zero-plain' || kind === 'zero-alloc';
-  const canFlag = image.version >= 3 || image.backing === undefined;
+  const canFlag = image.version >= 3 || unallocatedStaysZero(image);
   if (canFlag && zeroable && (await readsZero(image, start, offset)) && (await readsZero(image, end, Math.min(start + cs, image.size)))) {
     await zeroClusters(image, start / cs, 1, flags);
   } else {
@@ -120,7 +130,7 @@ async function zeroPartial(image: Qcow2Image, offset: number, end: number, flags
 /** Whole clusters: zero flags (v3), deallocation (v2 without backing), else zeroes as data. */
 async function zeroClusters(image: Qcow2Image, first: number, count: number, flags: ZeroFlags): Promise<void> {
   if (image.version >= 3) return rewriteClusters(image, first, count, zeroRewrite(image, flags.mayUnmap ?? false));
-  if (image.backing === undefined) return rewriteClusters(image, first, count, discardRewrite(image));
+  if (unallocatedStaysZero(image)) return rewriteClusters(image, first, count, discardRewrite(image));
   const cs = image.g.clusterSize;
   const end = Math.min((first + count) * cs, image.size);
   await writeZeroData(image, first * cs, end - first * cs, flags);

@@ -2,14 +2,17 @@
  * drive-mirror's target (QEMU's qmp_drive_mirror up to blockdev_mirror_common):
  * a file it creates (mode absolute-paths, the default) or opens (mode
  * existing), in `format` (default: the source's; blocklayer does not
- * probe), sized like the source. A new image is backed by the source's
- * backing node for sync=top and by the source itself for sync=none, and
- * the target node uses that node as its backing from the start (QEMU
- * attaches it at completion; reads of the target are the same either
- * way); sync=full, or top without a backing file, makes an image without
- * one. An existing image opens its own backing file. The node gets
- * `node-name`, or none of its own and closes with the job.
+ * probe), sized like the source. A new image names the source's backing
+ * file for sync=top and the source for sync=none; sync=full, or top
+ * without a backing file, makes an image without one. Either way the
+ * target opens without its backing file (QEMU's BDRV_O_NO_BACKING: the
+ * job copies whole target clusters instead, mirror-cow.ts), and gets it
+ * when the job ends without failing (also a soft cancel): a new image the
+ * node it names (QEMU's MIRROR_SOURCE_BACKING_CHAIN), an existing one
+ * the file its header names, opened then (MIRROR_OPEN_BACKING_CHAIN).
+ * The node gets `node-name`, or none of its own and closes with the job.
  */
+import { cowChild, skipFilters } from '../../core/block/backing-chain.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import type { DriverRegistry } from '../../core/block/driver-registry.js';
@@ -25,6 +28,8 @@ export interface DriveMirrorTarget {
   sync: DriveMirrorArgs['sync'];
   /** QEMU's zero_target: sync=full into an existing image. */
   zeroTarget: boolean;
+  /** Gives the target its backing node (once the job ended without failing). */
+  linkBacking: () => Promise<void>;
 }
 
 export async function openDriveMirrorTarget(
@@ -57,13 +62,18 @@ export async function openDriveMirrorTarget(
       create.backing_fmt = backing.driver.name;
     }
     await creator.create(format, create);
-    if (driver.options.properties.backing !== undefined) options.backing = backing?.nodeName ?? null;
   } else if (driver === undefined) {
     throw new BlockLayerError(`Unknown driver '${format}'`);
   }
   if (args['node-name'] !== undefined) options['node-name'] = args['node-name'];
   Object.assign(options, driver.kind === 'protocol' ? { filename: args.target } : { file: { driver: 'file', filename: args.target } });
   options.discard = source.settings.discard;
+  if (driver.options.properties.backing !== undefined) options.backing = null;
   const node = await graph.open(options as unknown as Parameters<BlockGraph['open']>[0]);
-  return { node, sync, zeroTarget: sync === 'full' && mode === 'existing' };
+  const linkBacking = async (): Promise<void> => {
+    const image = skipFilters(node);
+    if (mode === 'existing') await graph.openBackingFile(image);
+    else if (cowChild(image) !== backing) await graph.linkBacking(image, backing);
+  };
+  return { node, sync, zeroTarget: sync === 'full' && mode === 'existing', linkBacking };
 }

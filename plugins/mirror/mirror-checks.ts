@@ -37,31 +37,30 @@ export function defaultGranularity(target: BlockNode): number {
   return cluster > 0 ? Math.min(64 * KiB, Math.max(4 * KiB, cluster)) : 64 * KiB;
 }
 
+/** The node a filter passes its I/O to (bdrv_filter_bs); undefined for other nodes. */
+function filteredChild(node: BlockNode): BlockNode | undefined {
+  const spec = node.driver.kind === 'filter' ? node.driver.children?.find((c) => c.filtered) : undefined;
+  return spec === undefined ? undefined : node.children.get(spec.name)?.node;
+}
+
 /** The node under `node`'s filters (bdrv_skip_filters). */
 export function skipFilters(node: BlockNode): BlockNode {
   let current = node;
-  for (;;) {
-    const spec = current.driver.kind === 'filter' ? current.driver.children?.find((c) => c.filtered) : undefined;
-    const below = spec === undefined ? undefined : current.children.get(spec.name)?.node;
-    if (below === undefined) return current;
-    current = below;
-  }
+  for (let below = filteredChild(current); below !== undefined; below = filteredChild(current)) current = below;
+  return current;
 }
 
 /**
  * bdrv_recurse_can_replace: replacing `toReplace` by a copy of `node`
- * cannot change what `node` shows: `toReplace` is `node`, or is reached
- * from it through filters.
+ * cannot change what `node` shows: `toReplace` is `node`, or a driver
+ * vouches for it (quorum, for a child only it uses), or it is reached
+ * through filters.
  */
 export function canReplace(node: BlockNode, toReplace: BlockNode): boolean {
-  let current = node;
-  for (;;) {
-    if (current === toReplace) return true;
-    const below = skipFilters(current);
-    if (below === current) return false;
-    const spec = current.driver.children!.find((c) => c.filtered)!;
-    current = current.children.get(spec.name)!.node;
-  }
+  if (node === toReplace) return true;
+  if (node.driver.recurseCanReplace !== undefined) return node.driver.recurseCanReplace(node.driverState, toReplace);
+  const below = filteredChild(node);
+  return below !== undefined && canReplace(below, toReplace);
 }
 
 /** check_to_replace_node and the size rule of blockdev_mirror_common. */

@@ -38,6 +38,7 @@ export function mirrorCommands(graph: BlockGraph, drivers: DriverRegistry, creat
           source,
           target: target.node,
           zeroTarget: target.zeroTarget,
+          linkTargetBacking: target.linkBacking,
           // The target is the command's (QEMU's drive-mirror holds no reference of its own): unused, it closes, named or not.
           releaseTarget: async () => {
             if (target.node.implicit) await graph.closeIfUnused(target.node);

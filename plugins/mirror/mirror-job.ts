@@ -12,6 +12,10 @@
  *   sleeps as long as the limiter says.
  * - Pause, drain and error-stop take effect between iterations, once the
  *   copies in flight have ended, so progress stands still while paused.
+ * - Into a target naming a backing file it has not open (drive-mirror's),
+ *   with the granularity below its cluster size, copies are widened to
+ *   whole target clusters until copied once (mirror-cow.ts); buf-size is
+ *   at least one target cluster then.
  * - Copy failures go to on-source-error / on-target-error once the copies
  *   in flight have ended: report fails the job, ignore retries (the
  *   clusters are dirty again), stop pauses it until resumed.
@@ -20,7 +24,9 @@
  *   target is flushed and the run ends with the source still drained, so
  *   no write can slip in before the pivot at finalisation (mirror-pivot.ts).
  *   Before ready, any cancel is a force cancel; after it, block-job-cancel
- *   without force makes the job finish without pivot (COMPLETED).
+ *   without force makes the job finish without pivot (COMPLETED). Unless
+ *   the job failed, drive-mirror's target gets its backing node before the
+ *   pivot (QEMU's mirror_exit_common).
  */
 import { DrainSection } from '../../core/block/drain-section.js';
 import type { BlockNode } from '../../core/block/block-node.js';
@@ -31,6 +37,7 @@ import { type BlockdevOnErrorValue, errorAction } from '../../core/job/error-pol
 import type { Job } from '../../core/job/job.js';
 import type { JobDriver } from '../../core/job/job-driver.js';
 import { MAX_IN_FLIGHT, type MirrorGeometry } from './mirror-checks.js';
+import { MirrorCow } from './mirror-cow.js';
 import type { MirrorPivot } from './mirror-pivot.js';
 import { scanSource, type ScanSettings } from './mirror-scan.js';
 import type { MirrorState } from './mirror-state.js';
@@ -54,6 +61,8 @@ export interface MirrorJobParts {
   onTargetError: BlockdevOnErrorValue;
   /** Closes a target the command opened (drive-mirror), once the job lets go of it. */
   releaseTarget: () => Promise<void>;
+  /** Gives drive-mirror's target its backing node, when the job did not fail. */
+  linkTargetBacking: () => Promise<void>;
 }
 
 export class MirrorJob implements JobDriver {
@@ -64,6 +73,9 @@ export class MirrorJob implements JobDriver {
   private ready = false;
   private completeRequested = false;
   private drained: DrainSection | undefined;
+  private cow: MirrorCow | undefined;
+  private bufSize = 0;
+  private backingLinked = false;
 
   /** Hands the job what it works on, once the command has set it up (the job exists first, as in QEMU). */
   init(parts: MirrorJobParts): void {
@@ -93,7 +105,14 @@ export class MirrorJob implements JobDriver {
   }
 
   async prepare(job: Job): Promise<void> {
+    // As QEMU: the backing link comes first; if it fails, the pivot still happens and the job fails.
+    let linkFailure: unknown;
+    if (!this.backingLinked) {
+      this.backingLinked = true;
+      await this.parts.linkTargetBacking().catch((error: unknown) => (linkFailure = error));
+    }
     await this.parts.pivot.finish(job, this.completeRequested, this.drained);
+    if (linkFailure !== undefined) throw linkFailure;
   }
 
   async abort(job: Job): Promise<void> {
@@ -108,6 +127,9 @@ export class MirrorJob implements JobDriver {
     const { source, sourceChild, targetChild, state, scan } = this.parts;
     if (source.length !== targetChild.length) throw new BlockLayerError('Source and target image have different sizes');
     if (source.length === 0) return this.mirrorNothing(job);
+    const { geometry } = this.parts;
+    this.cow = await MirrorCow.forTarget(targetChild.node, geometry.granularity, state.bitmap.clusters);
+    this.bufSize = Math.max(geometry.bufSize, this.cow?.clusterSize ?? 0);
     await scanSource(job, state, sourceChild, targetChild, scan);
     state.active = true;
     for (;;) {
@@ -158,17 +180,22 @@ export class MirrorJob implements JobDriver {
       await this.rateLimitSleep(job);
       return true;
     }
-    const claim = copy.claimNext(this.cursor, geometry.bufSize) ?? (this.cursor > 0 ? copy.claimNext(0, geometry.bufSize) : undefined);
+    const claim = copy.claimNext(this.cursor, this.bufSize) ?? (this.cursor > 0 ? copy.claimNext(0, this.bufSize) : undefined);
     if (claim === undefined) return false;
     const bytes = copy.bytesOf(claim);
     this.cursor = claim.end < state.bitmap.clusters ? claim.end : 0;
     state.pendingBytes += bytes;
     if (job.speed > 0) job.limiter.account(await this.accountedBytes(claim));
     const opClusters = geometry.maxOp / geometry.granularity;
-    for (let first = claim.first; first < claim.end; first += opClusters) {
+    for (let first = claim.first; first < claim.end; ) {
       const op = { first, end: Math.min(claim.end, first + opClusters) };
-      const opBytes = copy.bytesOf(op);
-      while (this.ops.size >= MAX_IN_FLIGHT || this.bufferInUse + opBytes > geometry.bufSize) await Promise.race(this.ops);
+      const range = this.cow?.align(op) ?? op;
+      // A widened copy also covers the claimed chunks up to its end (QEMU's bytes_handled).
+      const covered = { first, end: Math.min(claim.end, Math.max(op.end, range.end)) };
+      const rangeBytes = copy.bytesOf(range);
+      // Not over another copy's chunks (only a widened copy can reach them).
+      while (this.ops.size > 0 && (this.ops.size >= MAX_IN_FLIGHT || this.bufferInUse + rangeBytes > this.bufSize)) await Promise.race(this.ops);
+      while (copy.moving(range) && !job.isCancelled && state.failures.length === 0) await copy.oneSettled();
       if (job.isCancelled || state.failures.length > 0) {
         // Give back what was not started: it stays dirty.
         const rest = { first, end: claim.end };
@@ -176,7 +203,8 @@ export class MirrorJob implements JobDriver {
         state.pendingBytes -= copy.bytesOf(rest);
         return true;
       }
-      this.start(op, opBytes);
+      this.start(range, rangeBytes, copy.bytesOf(covered));
+      first = covered.end;
     }
     await this.rateLimitSleep(job);
     return true;
@@ -195,16 +223,18 @@ export class MirrorJob implements JobDriver {
     return extents.reduce((sum, e) => sum + (e.zero ? 0 : e.length), 0);
   }
 
-  private start(op: ClaimedRange, bytes: number): void {
+  /** Copies `range` (`bytes` long), which settles `claimed` bytes of the claim. */
+  private start(range: ClaimedRange, bytes: number, claimed: number): void {
     const { state } = this.parts;
     this.bufferInUse += bytes;
     const task: Promise<void> = state.copy
-      .copy(op)
+      .copy(range)
+      .then(() => this.cow?.markCopied(range))
       .catch((error: unknown) => state.fail(error as CopyError))
       .finally(() => {
         this.ops.delete(task);
         this.bufferInUse -= bytes;
-        state.pendingBytes -= bytes;
+        state.pendingBytes -= claimed;
       });
     this.ops.add(task);
   }

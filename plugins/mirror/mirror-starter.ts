@@ -29,6 +29,7 @@ import {
   type MirrorGeometry,
   mirrorGeometry,
 } from './mirror-checks.js';
+import { namesUnopenedBacking } from './mirror-cow.js';
 import { MirrorJob } from './mirror-job.js';
 import { MirrorPivot } from './mirror-pivot.js';
 import { MirrorState } from './mirror-state.js';
@@ -44,6 +45,8 @@ export interface MirrorStartRequest {
   zeroTarget: boolean;
   /** Closes a target the command opened itself (drive-mirror): when the job ends, or at once if it does not start. */
   releaseTarget?: () => Promise<void>;
+  /** Gives the target its backing node when the job did not fail (drive-mirror's; blockdev-mirror leaves it). */
+  linkTargetBacking?: () => Promise<void>;
 }
 
 @injectable()
@@ -66,8 +69,9 @@ export class MirrorStarter {
       checkSyncMode(sync);
       const geometry = mirrorGeometry(args, target);
       checkNotSelf(source, target);
+      const backingLater = await namesUnopenedBacking(target);
       await source.drained(async () => {
-        job = await this.createJob(request, sync as 'full' | 'top' | 'none', geometry, release);
+        job = await this.createJob(request, sync as 'full' | 'top' | 'none', geometry, release, backingLater);
       });
     } catch (error) {
       await release();
@@ -82,10 +86,11 @@ export class MirrorStarter {
     sync: 'full' | 'top' | 'none',
     geometry: MirrorGeometry,
     releaseTarget: () => Promise<void>,
+    backingLater: boolean,
   ): Promise<Job> {
     const { args, source, target } = request;
     const filter = await this.graph.openFilter(mirrorTopDriver, source, args['filter-node-name']);
-    // The target's own edges stay on the source (drive-mirror sync=none backs the target with it).
+    // The target's own edges stay on the source (a blockdev-mirror target may be backed by it).
     this.graph.replace(source, filter, (edge) => edge.parent === target);
     let job: Job | undefined;
     let undo: (() => void) | undefined;
@@ -103,7 +108,7 @@ export class MirrorStarter {
       });
       if (speed < 0) throw new BlockLayerError("Parameter 'speed' expects a non-negative value");
       checkTargetOutsideChain(source, target);
-      undo = this.setUp(job, driver, request, filter, sync, geometry, releaseTarget);
+      undo = this.setUp(job, driver, request, filter, sync, geometry, { releaseTarget, backingLater });
       return job;
     } catch (error) {
       undo?.();
@@ -124,7 +129,7 @@ export class MirrorStarter {
     filter: BlockNode,
     sync: 'full' | 'top' | 'none',
     geometry: MirrorGeometry,
-    releaseTarget: () => Promise<void>,
+    ending: { releaseTarget: () => Promise<void>; backingLater: boolean },
   ): () => void {
     const { args, source, target } = request;
     job.hold(this.graph.attach(job, filter, 'main node'));
@@ -141,6 +146,7 @@ export class MirrorStarter {
       bitmap: new ClusterBitmap(geometry.granularity, source.length),
       maxChunk: geometry.maxOp,
       unmap: args.unmap ?? true,
+      targetBackingLater: ending.backingLater,
       onProgress: (bytes) => job.progress(bytes),
     });
     const state = new MirrorState(copy, job, args['copy-mode'] === 'write-blocking');
@@ -156,7 +162,8 @@ export class MirrorStarter {
       scan: { sync, zeroTarget: request.zeroTarget },
       onSourceError: args['on-source-error'] ?? 'report',
       onTargetError: args['on-target-error'] ?? 'report',
-      releaseTarget,
+      releaseTarget: ending.releaseTarget,
+      linkTargetBacking: request.linkTargetBacking ?? (async () => undefined),
     });
     return () => writes.remove();
   }

@@ -13,7 +13,7 @@ export const NewImageMode = Qapi.enum('NewImageMode', ['existing', 'absolute-pat
 const jobId = Qapi.optional(Qapi.str({ description: 'the job id; default: the device name of the source' }));
 const device = Qapi.str({ description: 'the source: a root node, by device or node name' });
 const replaces = Qapi.optional(
-  Qapi.str({ description: 'the node the target replaces on completion (the source, or a node below it through filters); default: the source' }),
+  Qapi.str({ description: 'the node the target replaces on completion (the source, a node below it through filters, or a quorum child only the quorum uses); default: the source' }),
 );
 const sync = {
   ...MirrorSyncMode,

@@ -1,9 +1,12 @@
-/** Plugin: the QMP commands that add, delete and list nodes. */
+/** Plugin: the QMP commands that add, delete, list and resize nodes, and list devices and their I/O statistics. */
 import { ContainerModule } from 'inversify';
 import type { Plugin } from '../../core/plugin/plugin.js';
 import { TOKENS } from '../../core/tokens.js';
+import { BlockResizeCommand } from './block-resize.js';
 import { BlockdevAddCommand } from './blockdev-add.js';
 import { BlockdevDelCommand } from './blockdev-del.js';
+import { QueryBlockCommand } from './query-block.js';
+import { QueryBlockstatsCommand } from './query-blockstats.js';
 import { QueryNamedBlockNodesCommand } from './query-named-block-nodes.js';
 
 const plugin: Plugin = {
@@ -14,6 +17,9 @@ const plugin: Plugin = {
     bind(TOKENS.CommandContribution).to(BlockdevAddCommand).inSingletonScope();
     bind(TOKENS.CommandContribution).to(BlockdevDelCommand).inSingletonScope();
     bind(TOKENS.CommandContribution).to(QueryNamedBlockNodesCommand).inSingletonScope();
+    bind(TOKENS.CommandContribution).to(QueryBlockCommand).inSingletonScope();
+    bind(TOKENS.CommandContribution).to(QueryBlockstatsCommand).inSingletonScope();
+    bind(TOKENS.CommandContribution).to(BlockResizeCommand).inSingletonScope();
   }),
 };
 

@@ -11,9 +11,10 @@ const args = Qapi.struct('q_obj_query-named-block-nodes-arg', {
   flat: Qapi.optional(Qapi.bool({ description: 'omit the backing chain under each image', default: false })),
 });
 
-const returns = Qapi.list(
-  Qapi.struct('BlockDeviceInfo', { 'node-name': Qapi.str(), drv: Qapi.str() }, { additionalProperties: true }),
-);
+/** BlockDeviceInfo's schema, as far as introspection describes it (query-block's `inserted` too). */
+export const BLOCK_DEVICE_INFO = Qapi.struct('BlockDeviceInfo', { 'node-name': Qapi.str(), drv: Qapi.str() }, { additionalProperties: true });
+
+const returns = Qapi.list(BLOCK_DEVICE_INFO);
 
 @injectable()
 export class QueryNamedBlockNodesCommand implements QmpCommand<Static<typeof args>> {

@@ -13,7 +13,7 @@ import { ROOT } from '../helpers/daemons.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 const run = promisify(execFile);
-const compiledCli = join(ROOT, 'build/bin/blocklayer.js');
+const compiledCli = join(ROOT, 'build/bundle/blocklayer.js');
 
 async function waitFor(path: string, exited: () => boolean): Promise<void> {
   for (let i = 0; i < 600 && !(await stat(path).catch(() => undefined)); i++) {
@@ -48,7 +48,7 @@ test('npm start serves the default disk over QMP, created on first run and reuse
     t.is(disk?.image['virtual-size'], 1 << 30);
     t.is(disk?.image.filename, join(dataDir, 'disk0.raw'));
     const file = nodes.find((n) => n.drv === 'file');
-    t.deepEqual(file?.image['format-specific'], { type: 'file', data: { 'sparse-ops': 'native' } }, 'the compiled build finds the addon');
+    t.deepEqual(file?.image['format-specific'], { type: 'file', data: { 'sparse-ops': 'native' } }, 'the bundled build finds the addon');
     await run(process.execPath, [compiledCli, 'qmp', socket, 'quit']);
     t.is(await exited, 0, output);
   }

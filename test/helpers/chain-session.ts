@@ -100,10 +100,11 @@ export interface ChainSession {
   close(): Promise<void>;
 }
 
-export async function openChainSession(): Promise<ChainSession> {
+/** `plugins`: built-in plugins to load besides the usual ones (e.g. 'quorum'). */
+export async function openChainSession(plugins: readonly string[] = []): Promise<ChainSession> {
   const dir = await mkdtemp(join(tmpdir(), 'blocklayer-chain-'));
   const layer = await createTestLayer({
-    plugins: ['file', 'raw', 'qcow2', 'null-co', 'qmp-block-commands', 'job-commands', 'stream', 'commit', 'nbd-server', injectErrorPlugin],
+    plugins: ['file', 'raw', 'qcow2', 'null-co', 'qmp-block-commands', 'job-commands', 'stream', 'commit', 'nbd-server', injectErrorPlugin, ...plugins],
   });
   const log = new EventLog(layer);
   const path = (name: string): string => join(dir, `${name}.qcow2`);

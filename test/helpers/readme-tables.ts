@@ -12,6 +12,7 @@ import { memoryDriver } from '../../drivers/memory/driver.js';
 import { nbdDriver } from '../../drivers/nbd/driver.js';
 import { nullDriver } from '../../drivers/null/driver.js';
 import { qcow2Driver } from '../../drivers/qcow2/driver.js';
+import { quorumDriver } from '../../drivers/quorum/driver.js';
 import { rawDriver } from '../../drivers/raw/driver.js';
 import { BlockdevBackup } from '../../plugins/backup/options.js';
 import { BlockdevMirror, DriveMirror } from '../../plugins/mirror/options.js';
@@ -19,6 +20,7 @@ import { BlockStream } from '../../plugins/stream/options.js';
 import { BlockCommit } from '../../plugins/commit/options.js';
 import { BlockdevCreateArgs } from '../../plugins/blockdev-create/options.js';
 import { BlockDirtyBitmapAdd, BlockDirtyBitmapMerge } from '../../plugins/dirty-bitmap/options.js';
+import { BlockdevSnapshot, BlockdevSnapshotSync } from '../../plugins/blockdev-snapshot/options.js';
 import { BlockExportOptionsNbd, NbdServerOptions } from '../../plugins/nbd-server/options.js';
 import { tlsCredsPskProperties, tlsCredsX509Properties } from '../../plugins/tls-creds/options.js';
 
@@ -42,6 +44,7 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'drivers/qcow2/README.md', id: 'options', schema: qcow2Driver.options },
   { readme: 'drivers/qcow2/README.md', id: 'create-options', schema: qcow2Driver.createOptions! },
   { readme: 'drivers/qcow2/README.md', id: 'blockdev-create-options', schema: qcow2Driver.blockdevCreateOptions! },
+  { readme: 'drivers/quorum/README.md', id: 'options', schema: quorumDriver.options },
   { readme: 'plugins/backup/README.md', id: 'options', schema: BlockdevBackup },
   { readme: 'plugins/mirror/README.md', id: 'options', schema: BlockdevMirror },
   { readme: 'plugins/mirror/README.md', id: 'drive-mirror-options', schema: DriveMirror },
@@ -50,6 +53,8 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'plugins/blockdev-create/README.md', id: 'options', schema: BlockdevCreateArgs },
   { readme: 'plugins/dirty-bitmap/README.md', id: 'add-options', schema: BlockDirtyBitmapAdd },
   { readme: 'plugins/dirty-bitmap/README.md', id: 'merge-options', schema: BlockDirtyBitmapMerge },
+  { readme: 'plugins/blockdev-snapshot/README.md', id: 'sync-options', schema: BlockdevSnapshotSync },
+  { readme: 'plugins/blockdev-snapshot/README.md', id: 'options', schema: BlockdevSnapshot },
   { readme: 'plugins/nbd-server/README.md', id: 'nbd-server-options', schema: NbdServerOptions },
   { readme: 'plugins/nbd-server/README.md', id: 'export-options', schema: BlockExportOptionsNbd },
   { readme: 'plugins/tls-creds/README.md', id: 'psk-options', schema: tlsCredsPskProperties },

@@ -22,8 +22,15 @@ export class QueryQmpSchemaCommand implements QmpCommand {
     @inject(TOKENS.QapiValidator) private readonly validator: QapiValidator,
   ) {}
 
+  /** Built once per set of commands: clients (libvirt, the iotests) ask for it often, and it only changes as plugins load. */
+  private cached: { commands: number; schema: SchemaInfo[] } | undefined;
+
   execute(): SchemaInfo[] {
-    const commands = this.registry.list().map((c) => ({ name: c.name, args: c.args, returns: c.returns, allowOob: c.allowOob }));
-    return QapiIntrospection.build(commands, [], (name) => this.validator.lookup(name));
+    const listed = this.registry.list();
+    if (this.cached?.commands !== listed.length) {
+      const commands = listed.map((c) => ({ name: c.name, args: c.args, returns: c.returns, allowOob: c.allowOob }));
+      this.cached = { commands: listed.length, schema: QapiIntrospection.build(commands, [], (name) => this.validator.lookup(name)) };
+    }
+    return this.cached.schema;
   }
 }

@@ -123,7 +123,7 @@ test('the default manifest loads the built-in drivers and commands', async (t) =
   const layer = await BlockLayer.create();
   t.deepEqual(
     layer.drivers.list().map((d) => d.name).sort(),
-    ['file', 'memory', 'nbd', 'null-co', 'qcow2', 'raw'],
+    ['file', 'memory', 'nbd', 'null-co', 'qcow2', 'quorum', 'raw'],
   );
   t.true(layer.commands.list().some((c) => c.name === 'blockdev-add'));
   await layer.close();

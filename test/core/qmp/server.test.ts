@@ -71,12 +71,13 @@ test('a client that never reads is disconnected once its unsent replies pass the
   await new Promise((resolve) => greedy.once('data', resolve));
   greedy.pause();
   greedy.on('error', () => undefined);
+  // Listening from the start: the server may hang up (and a write fail with EPIPE) before the pause ends.
+  const closed = new Promise((resolve) => greedy.once('close', resolve));
   greedy.write('{"execute":"qmp_capabilities"}');
   for (let i = 0; i < 2000; i++) greedy.write('{"execute":"query-qmp-schema"}');
   await new Promise((resolve) => setTimeout(resolve, 1000));
   let replies = 0;
   greedy.on('data', (chunk: Buffer) => (replies += chunk.toString().split('\r\n').length - 1));
-  const closed = new Promise((resolve) => greedy.once('close', resolve));
   greedy.resume();
   await closed;
   t.true(replies < 2001, `the server hung up after ${replies} replies`);

@@ -110,16 +110,30 @@ test('hot-unplug of the device during a commit cancels the job (BLOCK_JOB_CANCEL
     t.like(qemuImgInfo(s.path('top')), { 'backing-filename': s.path('mid') });
   }));
 
-test('the implicit commit filter is invisible to the device: it stays on top, whose backing file still reads as mid', (t) =>
+test('the implicit commit filter is invisible to the device: query-block shows top over mid over base', (t) =>
   withSession(t, async (s) => {
     await s.chain('');
     s.layer.graph.attachBackend('drive0', 'top');
     await s.layer.execute('block-commit', { device: 'drive0', 'top-node': 'mid', 'base-node': 'base', speed: 1 });
     t.is(s.layer.graph.backend('drive0')!.node.nodeName, 'top');
+    // 040's test_implicit_node.
+    const [drive] = (await s.layer.execute('query-block')) as Record<string, any>[];
+    t.like(drive!.inserted, { file: s.path('top'), drv: 'qcow2', backing_file: s.path('mid'), backing_file_depth: 2 });
+    t.is(drive!.inserted.image.filename, s.path('top'));
+    t.is(drive!.inserted.image['backing-image'].filename, s.path('mid'));
+    t.is(drive!.inserted.image['backing-image'].format, 'qcow2', 'not the commit_top filter');
+    t.is(drive!.inserted.image['backing-image']['backing-image'].filename, s.path('base'));
     const nodes = (await s.layer.execute('query-named-block-nodes', { flat: true })) as Record<string, any>[];
     const top = nodes.find((n) => n['node-name'] === 'top')!;
     t.is(top.backing_file, s.path('mid'));
     t.true(nodes.some((n) => n.drv === 'commit_top' && /^#block\d+$/.test(n['node-name'])));
+    // query-blockstats skips the filter the same way; per node it is listed, over mid.
+    const [stats] = (await s.layer.execute('query-blockstats')) as Record<string, any>[];
+    t.like(stats, { device: 'drive0', 'node-name': 'top', backing: { 'node-name': 'mid', backing: { 'node-name': 'base' } } });
+    t.false('backing' in stats!.backing.backing);
+    const filter = nodes.find((n) => n.drv === 'commit_top')!['node-name'];
+    const perNode = (await s.layer.execute('query-blockstats', { 'query-nodes': true })) as Record<string, any>[];
+    t.like(perNode.find((n) => n['node-name'] === filter), { parent: { 'node-name': 'mid' } });
     await s.layer.execute('block-job-cancel', { device: 'drive0' });
     await s.log.status('drive0', 'null');
     t.false(s.layer.graph.list().some((n) => n.driver.name === 'commit_top'), 'the filter left with the job');

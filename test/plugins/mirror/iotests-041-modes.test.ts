@@ -4,10 +4,10 @@
  * of a source larger than its backing file), TestSetSpeed, TestUnbackedSource
  * (drive-mirror absolute-paths × full/top/none), TestGranularity, the
  * blockdev-mirror error cases (mirror to self, resizing source or target
- * during the job, a target of another size), and `replaces` (041's
- * TestRepairQuorum needs the quorum driver, which blocklayer does not have:
- * the same rules are exercised through a filter, the other node kind
- * `replaces` may name).
+ * during the job, a target of another size), and `replaces` through a
+ * filter (the other way a node may be replaced: reached from the source
+ * through filters). 041's TestRepairQuorum, `replaces` naming a quorum
+ * child, is iotests-041-quorum.test.ts.
  */
 import test, { type ExecutionContext } from 'ava';
 import type { BlockLayerError } from '../../../core/errors.js';
@@ -226,30 +226,32 @@ test.serial('041 a target of another size fails the job: Source and target image
     t.deepEqual(s.log.of('j'), ['created', 'running', 'aborting', 'BLOCK_JOB_COMPLETED', 'concluded', 'null']);
   }));
 
-// 041 resizes with block_resize while the job waits for job-finalize; blocklayer has no block_resize
-// command, and a resize through the API then waits for the drained source like any request from
-// outside: so the resizes are tried while the job is ready.
+// 041's do_test_resize: block_resize of the device, of the source node and of the target node while
+// the job waits for job-finalize; each is refused (a job's nodes block resizing: "Device 'x' is in use",
+// with "(null)" where QEMU was given no device).
 test.serial('041 resizing the source or the target during the job is refused (test_source_resize, test_target_resize)', (t) =>
   withSession(t, async (s) => {
     await s.add({ kind: 'raw', name: 'src', data: ['write -P 1 0 1M'] });
     await s.add({ kind: 'raw', name: 'tgt' });
-    await s.layer.execute('blockdev-mirror', { 'job-id': 'j', device: 'src', target: 'tgt', sync: 'full', 'auto-finalize': false, 'auto-dismiss': false });
+    s.layer.graph.attachBackend('drive0', 'src');
+    await s.layer.execute('blockdev-mirror', { 'job-id': 'j', device: 'drive0', target: 'tgt', sync: 'full', 'auto-finalize': false, 'auto-dismiss': false });
     await s.log.wait('BLOCK_JOB_READY', 'j');
-    for (const name of ['src', 'tgt']) {
-      const node = s.layer.graph.node(name)!;
-      const error = await t.throwsAsync(node.truncate(65536));
-      t.is(error?.message, `Node '${name}' is busy: block device is in use by block job: mirror`);
-      t.is(node.length, 16 * MiB);
-    }
     await s.layer.execute('job-complete', { id: 'j' });
     await s.log.wait('BLOCK_JOB_PENDING', 'j');
+    await expectError(t, s.layer.execute('block_resize', { device: 'drive0', size: 65536 }), "Device 'drive0' is in use");
+    for (const name of ['src', 'tgt']) {
+      await expectError(t, s.layer.execute('block_resize', { 'node-name': name, size: 65536 }), "Device '(null)' is in use");
+      t.is(s.layer.graph.node(name)!.length, 16 * MiB);
+    }
     await s.layer.execute('job-finalize', { id: 'j' });
     await s.layer.execute('job-dismiss', { id: 'j' });
-    await s.layer.graph.node('src')!.truncate(32 * MiB);
-    t.is(s.layer.graph.node('src')!.length, 32 * MiB, 'the source may be resized once the job is gone');
+    await s.layer.execute('block_resize', { device: 'drive0', size: 32 * MiB });
+    t.is(s.layer.graph.node('tgt')!.length, 32 * MiB, 'once the job is gone, the device (now on the target) may be resized');
+    await s.layer.execute('block_resize', { 'node-name': 'src', size: 65536 });
+    t.is(s.layer.graph.node('src')!.length, 65536, 'and so may the old source');
   }));
 
-// --- replaces (TestRepairQuorum's rules, through a filter) ------------------------------------------
+// --- replaces through a filter (a quorum child: iotests-041-quorum.test.ts) ---------------------------
 
 test.serial('041 replaces: drive-mirror needs node-name; the node must be the source or reachable from it through filters', (t) =>
   withSession(t, async (s) => {

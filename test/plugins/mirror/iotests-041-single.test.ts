@@ -2,13 +2,12 @@
  * qemu-iotests 041's TestSingleDrive and TestSingleBlockdev, and their
  * zero-length and unaligned-length variants: a qcow2 device `drive0` over a
  * raw backing file, mirrored with drive-mirror (to a new image) or
- * blockdev-mirror (to a qcow2 node over the same backing file). Where 041
- * checks query-block's `inserted/file`, these check the node behind the
- * device; images are compared with qemu-img compare, as 041 does.
+ * blockdev-mirror (to a qcow2 node over the same backing file). As 041,
+ * they check query-block's `inserted/file` after the job and compare the
+ * images with qemu-img compare.
  */
 import test, { type ExecutionContext } from 'ava';
 import { existsSync } from 'node:fs';
-import { nodeFilename } from '../../../core/block/node-info.js';
 import type { BlockLayerError } from '../../../core/errors.js';
 import {
   assertNoActiveJobs,
@@ -80,9 +79,11 @@ async function mirror(setup: Setup, args: Record<string, unknown> = {}): Promise
   await s.layer.execute(variant.command, { device: 'drive0', sync: 'full', target: qmpTarget, ...args });
 }
 
-/** 041's query-block `return[0]/inserted/file`: the file behind drive0's node. */
+/** 041's query-block `return[0]/inserted/file`. */
 async function driveFile(setup: Setup): Promise<string> {
-  return nodeFilename(setup.s.layer.graph.backend('drive0')!.node);
+  const [drive] = await setup.s.layer.execute<{ device: string; inserted: { file: string } }[]>('query-block');
+  if (drive?.device !== 'drive0') throw new Error('query-block: drive0 is not the first device');
+  return drive.inserted.file;
 }
 
 function compareTestAndTarget(t: ExecutionContext, setup: Setup): void {

@@ -1,0 +1,82 @@
+/**
+ * The external snapshot both actions take (QEMU 7.2's
+ * external_snapshot_prepare/commit/abort/clean): with the node drained,
+ * link the overlay's backing to it and move every user of the node (its
+ * devices, exports, parent nodes) onto the overlay. Commit reopens the old
+ * node read-only; abort puts every user back and unlinks the overlay.
+ */
+import type { BlockGraph } from '../../core/block/block-graph.js';
+import type { BlockNode } from '../../core/block/block-node.js';
+import { BlockLayerError } from '../../core/errors.js';
+import type { PreparedAction, TransactionContext } from '../../core/transaction/transaction-action.js';
+import { checkOverlay, checkSnapshotAllowed } from './snapshot-checks.js';
+
+export interface OverlaySource {
+  /** Opens (or finds) the overlay once the node passed its checks; may fail. */
+  open(old: BlockNode): Promise<BlockNode>;
+  /** After commit or abort: drops an overlay nobody uses, as QEMU's last reference goes. */
+  release(overlay: BlockNode): Promise<void> | void;
+}
+
+export async function prepareExternalSnapshot(
+  graph: BlockGraph,
+  context: TransactionContext,
+  findOld: () => BlockNode,
+  source: OverlaySource,
+): Promise<PreparedAction> {
+  const old = findOld();
+  await context.drain(old);
+  let overlay: BlockNode | undefined;
+  let appended = false;
+  const undo = async (): Promise<void> => {
+    if (overlay === undefined || !appended) return;
+    // Users back first: unlinking the backing would otherwise leave `old` unused for a moment.
+    graph.replace(overlay, old);
+    await graph.linkBacking(overlay, undefined);
+    appended = false;
+  };
+  const release = async (): Promise<void> => {
+    if (overlay !== undefined) await source.release(overlay);
+  };
+  try {
+    checkSnapshotAllowed(graph, old);
+    // Inside our own drained section: not held like a user's request (QEMU's bdrv_flush in a drained section).
+    if (!old.readOnly) await old.flush({ nested: true }).catch(() => Promise.reject(new BlockLayerError('An IO error has occurred')));
+    overlay = await source.open(old);
+    checkOverlay(overlay);
+    if (overlay === old || subtree(old).has(overlay)) {
+      throw new BlockLayerError(`Making '${old.nodeName}' a backing child of '${overlay.nodeName}' would create a cycle`);
+    }
+    await graph.linkBacking(overlay, old);
+    appended = true;
+    graph.replace(old, overlay);
+  } catch (error) {
+    // The runner only aborts actions whose prepare returned: undo this one here.
+    await undo();
+    await release();
+    throw error;
+  }
+  return {
+    commit: () => reopenReadOnly(old),
+    abort: undo,
+    clean: release,
+  };
+}
+
+/**
+ * bdrv_reopen_set_read_only(old, true): the old image is not written any
+ * more, and neither are the children it opened itself (which inherit its
+ * options, as QEMU's reopen queue takes them along). It was flushed in
+ * prepare and has been drained since.
+ */
+function reopenReadOnly(node: BlockNode): void {
+  node.reopenReadOnly();
+  for (const edge of node.children.values()) if (edge.node.implicit && !edge.node.readOnly) reopenReadOnly(edge.node);
+}
+
+/** `node` and every node below it. */
+function subtree(node: BlockNode): Set<BlockNode> {
+  const found = new Set<BlockNode>([node]);
+  for (const current of found) for (const edge of current.children.values()) found.add(edge.node);
+  return found;
+}
