@@ -13,6 +13,7 @@ export type { Disposable } from './plugin/named-registry.js';
 export { BlockNode } from './block/block-node.js';
 export type { BlockGraph } from './block/block-graph.js';
 export type { BlockBackend } from './block/block-backend.js';
+export { reopenRefusal, setReadOnly } from './block/node-reopen.js';
 export type { NodeChild, NodeParent, NodeEdge } from './block/node-edge.js';
 export {
   defineBlockDriver,

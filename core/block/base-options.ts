@@ -43,6 +43,8 @@ export type BaseNodeOptions = {
 /** What the node keeps of the base members once defaults are applied. */
 export interface NodeSettings {
   readOnly: boolean;
+  /** `read-only` was given for this node: a reopen of its parent leaves it as it is (QEMU's explicit options). */
+  readOnlyGiven?: boolean;
   autoReadOnly: boolean;
   discard: 'ignore' | 'unmap';
   detectZeroes: 'off' | 'on' | 'unmap';
@@ -67,6 +69,7 @@ export function nodeSettings(
 ): NodeSettings {
   return {
     readOnly: given['read-only'] ?? inheritReadOnly,
+    readOnlyGiven: given['read-only'] !== undefined,
     autoReadOnly: options['auto-read-only'] ?? false,
     discard: given.discard ?? (childUnmaps ? 'unmap' : (options.discard ?? 'ignore')),
     detectZeroes: options['detect-zeroes'] ?? 'off',

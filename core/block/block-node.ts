@@ -59,6 +59,8 @@ export class BlockNode implements NodeParent {
 
   private status: NodeStatus = 'opening';
   private readOnlyFallback = false;
+  /** Set by a reopen: the mode from then on, whatever the options said. */
+  private reopenedReadOnly: boolean | undefined;
   private state: unknown;
   /** Set once open: how requests reach the driver. */
   private io: DriverIo | undefined;
@@ -91,7 +93,7 @@ export class BlockNode implements NodeParent {
   }
 
   get readOnly(): boolean {
-    return this.settings.readOnly || this.readOnlyFallback;
+    return this.reopenedReadOnly ?? (this.settings.readOnly || this.readOnlyFallback);
   }
 
   /** The driver opened read-only under `auto-read-only`; called while opening. */
@@ -100,12 +102,15 @@ export class BlockNode implements NodeParent {
   }
 
   /**
-   * QEMU's bdrv_reopen_set_read_only(true), as an external snapshot does to
-   * the image below its overlay: the seam refuses writes from now on (the
-   * driver keeps its state). Flush the node before.
+   * One node's step of a reopen (its driver's `reopen`, then the seam's
+   * mode). Use `setReadOnly` (node-reopen.ts), which checks the users,
+   * takes the node's own children along in QEMU's order, flushes and drains.
    */
-  reopenReadOnly(): void {
-    this.readOnlyFallback = true;
+  async reopenReadOnly(readOnly: boolean): Promise<void> {
+    if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
+    if (this.readOnly === readOnly) return;
+    await this.driver.reopen?.(this.state, { readOnly });
+    this.reopenedReadOnly = readOnly;
   }
 
   get length(): number {

@@ -176,6 +176,18 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   open(ctx: DriverOpenContext<O>): Promise<S>;
   /** Releases the state; called once, after the node has drained. Children are closed by the core. */
   close?(state: S): Promise<void>;
+  /**
+   * Switches an open node between read-write and read-only (QEMU's
+   * bdrv_reopen_prepare + commit: the file driver reopens its descriptor,
+   * qcow2 writes its metadata back and clears the dirty bit, or checks and
+   * repairs as a read-write open does). Called with the node drained and
+   * flushed; going read-write, the children the node writes to already are
+   * read-write, going read-only they still are. All or nothing: on failure
+   * the state is left as it was and the core reopens the other nodes back.
+   * Optional: a driver whose state does not depend on the mode needs none
+   * (the node's seam alone then refuses or allows writes).
+   */
+  reopen?(state: S, change: DriverReopen): Promise<void>;
   /** Limits of this instance (they may depend on what was opened). */
   limits?(state: S): Partial<DriverLimits>;
   /** Size of the image in bytes, as seen by parents. */
@@ -250,6 +262,11 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * and reads through it from now on. Nothing if the image names none.
    */
   openBackingFile?(state: S, openChild: DriverOpenContext<unknown>['openChild']): Promise<void>;
+}
+
+/** What `reopen` changes. */
+export interface DriverReopen {
+  readonly readOnly: boolean;
 }
 
 /** What `changeBackingFile` records. */

@@ -15,6 +15,12 @@ export interface NodeParent {
   readonly parentKind: 'node' | 'backend' | 'job' | 'export' | 'other';
   /** Why the node may not be deleted while this user holds it, e.g. 'block device is in use by block job: backup'. */
   readonly blocker?: string;
+  /**
+   * Whether this user writes to the node (QEMU: it holds the WRITE
+   * permission), which keeps the node from being reopened read-only.
+   * Undefined: it does not say (backends, jobs), and is not counted.
+   */
+  readonly writes?: boolean;
   /** A node under this user is being drained: stop issuing requests (a job pauses). */
   drainedBegin?(): void;
   /** Resolves once the user issues no more requests (a job parked at a pause point). */

@@ -17,6 +17,7 @@ import {
 } from '../../core/block/driver.js';
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
+import { fileReopen } from './file-reopen.js';
 import { loadFileNativeOps } from './native/native.js';
 import {
   type FileBlockdevCreateOptions,
@@ -43,7 +44,8 @@ type Prealloc = NonNullable<FileCreateOptions['preallocation']>;
 
 export interface FileState {
   readonly filename: string;
-  readonly handle: FileHandle;
+  /** Replaced by a reopen (file-reopen.ts). */
+  handle: FileHandle;
   readonly blockDevice: boolean;
   length: number;
   /** fallocate modes the file system refused with ENOTSUP; not tried again (QEMU's has_write_zeroes, has_discard). */
@@ -384,6 +386,7 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   blockdevCreateOptions: fileBlockdevCreateOptions,
   capabilities: { canZero: ops !== undefined, canDiscard: ops !== undefined, canFua: false, concurrency: 'parallel' },
   open: fileOpen,
+  reopen: fileReopen,
   close: fileClose,
   limits: fileLimits,
   getLength: fileGetLength,

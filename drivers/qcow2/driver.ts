@@ -15,6 +15,7 @@ import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2
 import type { Qcow2Image } from './qcow2-image.js';
 import { openImage } from './qcow2-open.js';
 import { readGuest } from './qcow2-read.js';
+import { reopenImage } from './qcow2-reopen.js';
 import { statusExtents } from './qcow2-status.js';
 import { closeImage, syncMetadata } from './qcow2-sync.js';
 import { resizeGuest } from './qcow2-truncate.js';
@@ -125,6 +126,7 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   createOptions: qcow2CreateOptions,
   blockdevCreateOptions: qcow2BlockdevCreateOptions,
   open: openImage,
+  reopen: reopenImage,
   close: qcow2Close,
   limits: qcow2Limits,
   getLength: qcow2GetLength,

@@ -55,7 +55,8 @@ export interface Qcow2Image {
   readonly version: number;
   /** Virtual size in bytes (a multiple of 512). */
   size: number;
-  readonly writable: boolean;
+  /** Changed only by a reopen (qcow2-reopen.ts). */
+  writable: boolean;
   incompatible: bigint;
   readonly compatible: bigint;
   autoclear: bigint;

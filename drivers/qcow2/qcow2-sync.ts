@@ -85,12 +85,19 @@ export async function prepareMetadataChange(image: Qcow2Image): Promise<void> {
 export async function closeImage(image: Qcow2Image): Promise<void> {
   if (image.cleanTimer !== undefined) clearInterval(image.cleanTimer);
   if (!image.writable || image.failure !== undefined) return;
-  await image.lock.run(async () => {
-    await syncMetadata(image);
-    await trimFile(image);
-    if (image.unflushed) await flushFile(image);
-    if (image.lazyRefcounts && !image.keepDirty && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
-      await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
-    }
-  });
+  await image.lock.run(() => settleImage(image));
+}
+
+/**
+ * The end of writing (close, reopen read-only): cached metadata on disk,
+ * the file's slack cut, flushed, and the dirty bit lazy refcounts set
+ * cleared (QEMU's qcow2_inactivate / qcow2_mark_clean). With the lock held.
+ */
+export async function settleImage(image: Qcow2Image): Promise<void> {
+  await syncMetadata(image);
+  await trimFile(image);
+  if (image.unflushed) await flushFile(image);
+  if (image.lazyRefcounts && !image.keepDirty && (image.incompatible & INCOMPAT_DIRTY) !== 0n) {
+    await writeIncompatible(image, image.incompatible & ~INCOMPAT_DIRTY);
+  }
 }

@@ -3,10 +3,12 @@
  * external_snapshot_prepare/commit/abort/clean): with the node drained,
  * link the overlay's backing to it and move every user of the node (its
  * devices, exports, parent nodes) onto the overlay. Commit reopens the old
- * node read-only; abort puts every user back and unlinks the overlay.
+ * node read-only (core/block/node-reopen.ts: its file descriptor too); abort
+ * puts every user back and unlinks the overlay.
  */
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
+import { setReadOnly } from '../../core/block/node-reopen.js';
 import { BlockLayerError } from '../../core/errors.js';
 import type { PreparedAction, TransactionContext } from '../../core/transaction/transaction-action.js';
 import { checkOverlay, checkSnapshotAllowed } from './snapshot-checks.js';
@@ -57,21 +59,11 @@ export async function prepareExternalSnapshot(
     throw error;
   }
   return {
-    commit: () => reopenReadOnly(old),
+    // QEMU's external_snapshot_commit ignores a failed reopen: the snapshot is taken either way.
+    commit: () => setReadOnly(old, true).catch(() => undefined),
     abort: undo,
     clean: release,
   };
-}
-
-/**
- * bdrv_reopen_set_read_only(old, true): the old image is not written any
- * more, and neither are the children it opened itself (which inherit its
- * options, as QEMU's reopen queue takes them along). It was flushed in
- * prepare and has been drained since.
- */
-function reopenReadOnly(node: BlockNode): void {
-  node.reopenReadOnly();
-  for (const edge of node.children.values()) if (edge.node.implicit && !edge.node.readOnly) reopenReadOnly(edge.node);
 }
 
 /** `node` and every node below it. */

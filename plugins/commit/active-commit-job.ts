@@ -25,6 +25,7 @@ import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import { DrainSection } from '../../core/block/drain-section.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
+import { setReadOnly } from '../../core/block/node-reopen.js';
 import type { WriteRequest } from '../../core/block/request.js';
 import { type BlockCopy, type ClaimedRange, CopyError } from '../../core/copy/block-copy.js';
 import { allocatedAbove } from '../../core/block/backing-chain.js';
@@ -276,7 +277,12 @@ export class ActiveCommitJob implements JobDriver {
     untap(base.hooks.beforeWrite, this.tapName);
     this.job.releaseNodes();
     try {
-      if (pivot) graph.replace(top, base);
+      if (pivot) {
+        // QEMU's mirror_exit_common: the base takes the mode of what it replaces (the active layer: read-write).
+        // Without a pivot QEMU 7.2 leaves a base it reopened read-write so (recorded: snapshot-then-commit.test.ts).
+        if (base.readOnly !== top.readOnly) await setReadOnly(base, top.readOnly).catch(() => undefined);
+        graph.replace(top, base);
+      }
       await graph.dropFilter(filter);
     } finally {
       this.drained?.end();

@@ -13,12 +13,15 @@
  * the base, and that image records the base (`backing-file`, or the base's
  * file name and format); the filter leaves the graph, and `top` and the
  * images below it down to the base close if nothing named them. On
- * failure or cancel the filter goes and the chain is as it was.
+ * failure or cancel the filter goes and the chain is as it was. A read-only
+ * image above `top` is reopened read-write to record the base and back
+ * read-only after; a read-only base the starter reopened goes back in `clean`.
  */
 import { allocatedAbove } from '../../core/block/backing-chain.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import { BlockNode } from '../../core/block/block-node.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
+import { setReadOnly } from '../../core/block/node-reopen.js';
 import { nodeFilename } from '../../core/block/node-info.js';
 import { type BlockIoError, toBlockIoError } from '../../core/errors.js';
 import { type BlockdevOnErrorValue, handleJobError } from '../../core/job/error-policy.js';
@@ -41,6 +44,8 @@ export interface CommitParts {
   filter: BlockNode;
   backingFile: string | undefined;
   onError: BlockdevOnErrorValue;
+  /** The base was read-only and reopened read-write for the job: it goes back when the job is cleaned up. */
+  baseReadOnly: boolean;
 }
 
 export class CommitJob implements JobDriver {
@@ -110,10 +115,15 @@ export class CommitJob implements JobDriver {
       const users = [...filter.parents];
       graph.replace(filter, base);
       for (const edge of users) {
-        if (edge.parent instanceof BlockNode && edge.role === 'backing') await edge.parent.changeBackingFile(name, base.driver.name);
+        if (edge.parent instanceof BlockNode && edge.role === 'backing') await recordBacking(edge.parent, name, base.driver.name);
       }
       await this.dropFilter();
     });
+  }
+
+  /** QEMU's commit_clean: a base that was read-only is again, whatever the outcome (a failure to is ignored, as QEMU). */
+  async clean(): Promise<void> {
+    if (this.parts.baseReadOnly) await setReadOnly(this.parts.base, true).catch(() => undefined);
   }
 
   /** QEMU's commit_abort: the filter goes, its users back on `top`. */
@@ -126,5 +136,16 @@ export class CommitJob implements JobDriver {
     if (this.filterDropped) return;
     this.filterDropped = true;
     await this.parts.graph.dropFilter(this.parts.filter);
+  }
+}
+
+/** QEMU's bdrv_child_cb_update_filename: a read-only image is reopened read-write to record its new backing file, then back. */
+async function recordBacking(image: BlockNode, name: string, format: string): Promise<void> {
+  const readOnly = image.readOnly;
+  await setReadOnly(image, false);
+  try {
+    await image.changeBackingFile(name, format);
+  } finally {
+    if (readOnly) await setReadOnly(image, true).catch(() => undefined);
   }
 }

@@ -4,12 +4,14 @@
  * in its order):
  *
  * - intermediate: the job (status `created`; it is named after the device),
- *   the base writable, the commit_top filter above `top` (the image above
+ *   the base reopened read-write if it is read-only (back read-only when
+ *   the job is cleaned up), the commit_top filter above `top` (the image above
  *   `top` reads through it), then what the job holds: the device as its
  *   main node, every node from `top` down to the base (busy for other jobs
  *   and blockdev-del) and, through BlockBackends of its own in QEMU, `top`
  *   and the base ("Node x is in use").
- * - active: the base writable, the mirror_top filter above `top` (the
+ * - active: the base reopened read-write if it is read-only (before the
+ *   job exists, so a refusal shows no job events), the mirror_top filter above `top` (the
  *   device's users do their I/O through it), the job, then what it holds:
  *   the filter, `top`, the nodes down to the base and the base (through a
  *   BlockBackend), the dirty bitmap and the copy engine.
@@ -22,6 +24,7 @@ import { findOverlay, nextInChain } from '../../core/block/backing-chain.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import type { NodeEdge, NodeParent } from '../../core/block/node-edge.js';
+import { reopenRefusal, setReadOnly } from '../../core/block/node-reopen.js';
 import { ClusterBitmap } from '../../core/bitmap/cluster-bitmap.js';
 import { BlockCopy } from '../../core/copy/block-copy.js';
 import { BlockLayerError } from '../../core/errors.js';
@@ -48,9 +51,9 @@ function checkSpeed(speed: number): void {
   if (speed < 0) throw new BlockLayerError("Parameter 'speed' expects a non-negative value");
 }
 
-/** QEMU reopens a read-only base (or overlay) read-write; blocklayer cannot reopen, so it refuses as a failed reopen does. */
-function checkWritable(base: BlockNode): void {
-  if (base.readOnly) throw new BlockLayerError('Block node is read-only');
+/** Undoes the reopen of a read-only base after a failed start (QEMU ignores a failure there, keeping the first error). */
+async function restoreReadOnly(base: BlockNode, wasReadOnly: boolean): Promise<void> {
+  if (wasReadOnly) await setReadOnly(base, true).catch(() => undefined);
 }
 
 @injectable()
@@ -62,7 +65,6 @@ export class CommitStarter {
 
   async start(args: BlockCommitArgs, plan: CommitPlan): Promise<void> {
     const id = args['job-id'] ?? this.graph.deviceName(plan.device);
-    if (plan.active) checkWritable(plan.base);
     let job: Job | undefined;
     await plan.top.drained(async () => {
       job = plan.active ? await this.startActive(args, plan, id) : await this.startIntermediate(args, plan, id);
@@ -103,11 +105,15 @@ export class CommitStarter {
     let driver!: CommitJob;
     const job = this.createJob(args, id, () => (driver = new CommitJob()));
     let filter: BlockNode | undefined;
+    const baseReadOnly = base.readOnly;
     try {
       checkSpeed(args.speed ?? 0);
-      checkWritable(base);
-      // The image above `top` records the base at the end (QEMU reopens it read-write then).
-      checkWritable(plan.overlay!);
+      await setReadOnly(base, false);
+      // The image above `top` records the base at the end, reopened read-write for it then (QEMU's
+      // bdrv_child_cb_update_filename). Refused only then, QEMU 7.2 fails the job after the copy (and its
+      // daemon aborts): refuse it now.
+      const refusal = reopenRefusal(plan.overlay!, false);
+      if (refusal !== undefined) throw refusal;
       filter = await this.graph.openFilter(commitTopDriver, top, args['filter-node-name']);
       this.graph.replace(top, filter);
       job.hold(this.graph.attach(job, device, 'main node'));
@@ -126,19 +132,29 @@ export class CommitStarter {
         filter,
         backingFile: args['backing-file'],
         onError: args['on-error'] ?? 'report',
+        baseReadOnly,
       });
       return job;
     } catch (error) {
       job.releaseNodes();
       job.dismiss();
       if (filter !== undefined) await this.graph.dropFilter(filter);
+      await restoreReadOnly(base, baseReadOnly);
       throw error;
     }
   }
 
   private async startActive(args: BlockCommitArgs, plan: CommitPlan, id: string): Promise<Job> {
     const { top, base } = plan;
-    const filter = await this.graph.openFilter(activeCommitTopDriver, top, args['filter-node-name']);
+    const baseReadOnly = base.readOnly;
+    await setReadOnly(base, false);
+    let filter: BlockNode;
+    try {
+      filter = await this.graph.openFilter(activeCommitTopDriver, top, args['filter-node-name']);
+    } catch (error) {
+      await restoreReadOnly(base, baseReadOnly);
+      throw error;
+    }
     this.graph.replace(top, filter);
     let job: Job | undefined;
     try {
@@ -177,6 +193,7 @@ export class CommitStarter {
         job.dismiss();
       }
       await this.graph.dropFilter(filter);
+      await restoreReadOnly(base, baseReadOnly);
       throw error;
     }
   }

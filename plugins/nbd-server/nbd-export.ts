@@ -68,6 +68,11 @@ export class NbdExport implements NodeParent {
     return this.settings.id;
   }
 
+  /** A writable export keeps its node from being reopened read-only (QEMU: it holds WRITE). */
+  get writes(): boolean {
+    return this.settings.writable;
+  }
+
   /** The node the export's I/O reaches now (a job's filter while one sits above the exported node). */
   get nodeName(): string {
     return this.edge.node.nodeName;

@@ -14,12 +14,14 @@
  * image gets its new backing link: the node below the base's overlay at
  * that moment (or none), recorded in the image with `backing-file` or the
  * base's file name and format. On failure or cancel only the filter goes;
- * what was copied stays, harmless.
+ * what was copied stays, harmless. A device the starter reopened
+ * read-write goes back read-only at the end, whatever the outcome.
  */
 import { allocatedAbove, cowChild, nextInChain, skipFilters } from '../../core/block/backing-chain.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
+import { setReadOnly } from '../../core/block/node-reopen.js';
 import { nodeFilename } from '../../core/block/node-info.js';
 import { type BlockIoError, toBlockIoError } from '../../core/errors.js';
 import { type BlockdevOnErrorValue, handleJobError } from '../../core/job/error-policy.js';
@@ -46,6 +48,8 @@ export interface StreamParts {
   /** `backing-file`: the name to record instead of the base's file name. */
   backingFile: string | undefined;
   onError: BlockdevOnErrorValue;
+  /** The device's image was read-only and reopened read-write for the job: it goes back in `clean`. */
+  topReadOnly: boolean;
 }
 
 export class StreamJob implements JobDriver {
@@ -143,9 +147,14 @@ export class StreamJob implements JobDriver {
     });
   }
 
-  /** Failure or cancel: the filter goes (QEMU's stream_clean); the backing link stays. */
+  /**
+   * QEMU's stream_clean: after a failure or cancel the filter goes (the
+   * backing link stays); whatever the outcome, a device that was read-only
+   * is again (a failure to is ignored, as QEMU).
+   */
   async clean(): Promise<void> {
     if (!this.filterDropped) await this.parts.top.drained(() => this.dropFilter());
+    if (this.parts.topReadOnly) await setReadOnly(this.parts.top, true).catch(() => undefined);
   }
 
   private async dropFilter(): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * Starting a stream once its arguments are resolved (QEMU 7.2's
  * stream_start): the base's overlay and the node right above the base,
- * the device writable, then — with the device drained — the copy-on-read
+ * the device reopened read-write if it is read-only, then — with the device drained — the copy-on-read
  * filter above it (its users now do their I/O through the filter), the job
  * (status `created`), and what the job holds: the filter as its main node
  * (through a BlockBackend of its own in QEMU, so blockdev-del of the filter
@@ -15,6 +15,7 @@ import { cowChild, filteredChild, findOverlay, nextInChain } from '../../core/bl
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import type { NodeEdge, NodeParent } from '../../core/block/node-edge.js';
+import { setReadOnly } from '../../core/block/node-reopen.js';
 import { BlockLayerError } from '../../core/errors.js';
 import type { Job } from '../../core/job/job.js';
 import type { JobManager } from '../../core/job/job-manager.js';
@@ -62,17 +63,23 @@ export class StreamStarter {
       }
     }
     checkFreezable(top, aboveBase);
-    // QEMU reopens a read-only device read-write; blocklayer cannot reopen, so it refuses as a failed reopen does.
-    if (top.readOnly) throw new BlockLayerError('Block node is read-only');
+    // QEMU's stream_start reopens a read-only device read-write before anything else exists (back in the job's clean).
+    const topReadOnly = top.readOnly;
+    await setReadOnly(top, false);
     let job: Job | undefined;
-    await top.drained(async () => {
-      job = await this.createJob(args, top, baseOverlay, aboveBase);
-    });
+    try {
+      await top.drained(async () => {
+        job = await this.createJob(args, top, baseOverlay, aboveBase, topReadOnly);
+      });
+    } catch (error) {
+      if (topReadOnly) await setReadOnly(top, true).catch(() => undefined);
+      throw error;
+    }
     job!.start();
   }
 
   /** Inside the device's drained section: the filter, the job and what it holds; undone if anything fails. */
-  private async createJob(args: BlockStreamArgs, top: BlockNode, baseOverlay: BlockNode, aboveBase: BlockNode): Promise<Job> {
+  private async createJob(args: BlockStreamArgs, top: BlockNode, baseOverlay: BlockNode, aboveBase: BlockNode, topReadOnly: boolean): Promise<Job> {
     const filter = await this.graph.openFilter(copyOnReadDriver, top, args['filter-node-name']).catch((error: unknown) => {
       throw new BlockLayerError(`Could not create node: ${(error as Error).message}`);
     });
@@ -112,6 +119,7 @@ export class StreamStarter {
         aboveBase,
         backingFile: args['backing-file'],
         onError: args['on-error'] ?? 'report',
+        topReadOnly,
       });
       return job;
     } catch (error) {
