@@ -1,62 +1,51 @@
 /**
  * The block graph: named nodes, the edges between them and to their users,
- * and named backends. Opens node trees from QEMU's blockdev-add options,
- * deletes them under QEMU's in-use rules, and replaces one node by another
- * for all its users.
+ * and named backends. Opens node trees from QEMU's blockdev-add options
+ * (the opening itself is node-opener.ts), deletes them under QEMU's in-use
+ * rules (the op blockers are op-blockers.ts), replaces one node by another
+ * for all its users, and rewrites backing links.
  */
 import { inject, injectable } from 'inversify';
 import { BlockLayerError } from '../errors.js';
 import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
-import { type BaseNodeOptions, nodeSettings } from './base-options.js';
 import { BlockBackend } from './block-backend.js';
 import { BlockNode } from './block-node.js';
 import { BLOCKDEV_OPTIONS, type BlockdevOptionsValue } from './blockdev-ref.js';
-import type { BlockDriverDefinition, ChildSpec, DriverOpenContext } from './driver.js';
+import type { BlockDriverDefinition } from './driver.js';
 import type { DriverRegistry } from './driver-registry.js';
 import { NodeEdge, type NodeParent } from './node-edge.js';
-import { checkDeviceName, checkNodeName } from './node-names.js';
-
-interface OpenRequest {
-  /** Validated, defaults applied. */
-  options: BlockdevOptionsValue;
-  /** As the user wrote them (for the node's json: filename). */
-  given: Record<string, unknown>;
-  /** Where these options sit in the blockdev-add tree, for messages ('file'). */
-  path: string;
-  /** Opened as part of another node's options. */
-  implicit: boolean;
-  /** Read-only unless the options say otherwise (children inherit from their parent). */
-  inheritReadOnly: boolean;
-  /** cache.no-flush unless the options say otherwise (inherited from the parent, as in QEMU). */
-  inheritNoFlush?: boolean;
-  /** Opened as a child other than a backing file: discard=unmap unless the options say otherwise (QEMU). */
-  childUnmaps?: boolean;
-  /** Opened to be checked (and maybe repaired): the driver tolerates what it would otherwise refuse. */
-  check?: boolean;
-}
+import { checkDeviceName } from './node-names.js';
+import { NodeOpener } from './node-opener.js';
+import { OpBlockers } from './op-blockers.js';
 
 @injectable()
 export class BlockGraph {
   private readonly nodes = new Map<string, BlockNode>();
-  /** Names of nodes being opened, so a concurrent open cannot take them. */
-  private readonly reserved = new Set<string>();
   private readonly backends = new Map<string, BlockBackend>();
-  private implicitNames = 0;
-  /**
-   * When each edge was made or last re-pointed, and for a backing edge the
-   * op blocker it puts on its node (QEMU's backing_blocker, worded when the
-   * link is made): a node reports its newest blocker, as QEMU does.
-   */
-  private readonly edgeNotes = new WeakMap<NodeEdge, { at: number; backingBlocker?: string }>();
-  private edgeCount = 0;
+  private readonly opener: NodeOpener;
+  /** Stamps every edge made or re-pointed (`attach`, `replace`, `setBacking`): a node reports its newest blocker. */
+  private readonly blockers = new OpBlockers((node) => this.deviceName(node));
 
   constructor(
-    @inject(TOKENS.DriverRegistry) private readonly drivers: DriverRegistry,
+    @inject(TOKENS.DriverRegistry) drivers: DriverRegistry,
     @inject(TOKENS.QapiValidator) private readonly validator: QapiValidator,
     @inject(TOKENS.BlockLayerHooks) private readonly hooks: BlockLayerHooks,
-  ) {}
+  ) {
+    this.opener = new NodeOpener(
+      {
+        nodes: this.nodes,
+        hasBackend: (name) => this.backends.has(name),
+        lookup: (deviceOrNode) => this.lookup(deviceOrNode),
+        attach: (parent, node, role) => this.attach(parent, node, role),
+        detach: (edge) => this.detach(edge),
+        nodeAdded: (node) => this.hooks.nodeAdded.call(node),
+      },
+      drivers,
+      validator,
+    );
+  }
 
   /**
    * blockdev-add: validates the whole option tree, then opens it (children
@@ -67,7 +56,7 @@ export class BlockGraph {
     if (valid['node-name'] === undefined) {
       throw new BlockLayerError("'node-name' must be specified for the root node");
     }
-    return this.openTree(valid, options as Record<string, unknown>, false);
+    return this.opener.openTree(valid, options as Record<string, unknown>, false);
   }
 
   /**
@@ -77,7 +66,7 @@ export class BlockGraph {
    */
   async open(options: BlockdevOptionsValue, how: { readOnly?: boolean; check?: boolean } = {}): Promise<BlockNode> {
     const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, options) as BlockdevOptionsValue;
-    return this.openTree(valid, options, how.readOnly ?? false, valid['node-name'] === undefined, how.check ?? false);
+    return this.opener.openTree(valid, options, how.readOnly ?? false, valid['node-name'] === undefined, how.check ?? false);
   }
 
   /** Closes a node nobody named and nobody uses any more (an internal open's root). */
@@ -90,41 +79,8 @@ export class BlockGraph {
    * backup's copy-before-write; the driver need not be registered). Its
    * users are moved onto it separately, with `replace`.
    */
-  async openFilter(driver: BlockDriverDefinition, child: BlockNode, nodeName?: string): Promise<BlockNode> {
-    if (nodeName !== undefined) {
-      checkNodeName(nodeName);
-      if (this.nodes.has(nodeName) || this.reserved.has(nodeName) || this.backends.has(nodeName)) {
-        throw new BlockLayerError(`Duplicate nodes with node-name='${nodeName}'`);
-      }
-      this.reserved.add(nodeName);
-    }
-    const name = nodeName ?? this.reserveImplicitName();
-    const settings = nodeSettings({}, {}, child.readOnly);
-    const node = new BlockNode(name, driver, { options: {}, given: {}, settings, implicit: nodeName === undefined });
-    try {
-      node.children.set('file', this.attach(node, child, 'file'));
-      node.activate(
-        await driver.open({
-          options: {},
-          givenOptions: {},
-          nodeName: name,
-          readOnly: settings.readOnly,
-          autoReadOnly: false,
-          check: false,
-          fallBackToReadOnly: () => undefined,
-          children: node.children,
-          openChild: () => Promise.reject(new BlockLayerError(`Filter '${driver.name}' cannot open children`)),
-        }),
-      );
-    } catch (error) {
-      for (const edge of node.children.values()) this.detach(edge);
-      throw error;
-    } finally {
-      this.reserved.delete(name);
-    }
-    this.nodes.set(name, node);
-    this.hooks.nodeAdded.call(node);
-    return node;
+  openFilter(driver: BlockDriverDefinition, child: BlockNode, nodeName?: string): Promise<BlockNode> {
+    return this.opener.openFilter(driver, child, nodeName);
   }
 
   /** Takes a filter out: its users go back to the node under it, and it closes. */
@@ -167,7 +123,7 @@ export class BlockGraph {
    */
   attach(parent: NodeParent, node: BlockNode, role: string): NodeEdge {
     const edge = new NodeEdge(parent, node, role);
-    this.noteEdge(edge);
+    this.blockers.noteEdge(edge);
     node.parents.add(edge);
     for (const section of node.drainSections) {
       if (parent instanceof BlockNode) section.addNode(parent);
@@ -222,10 +178,7 @@ export class BlockGraph {
    * "Node 'x' is busy: …", naming the node by its device name if it has one.
    */
   checkNotBusy(node: BlockNode): void {
-    const blocker = blockerOf(node);
-    if (blocker === undefined) return;
-    const name = this.deviceName(node) || node.nodeName;
-    throw new BlockLayerError(`Node '${name}' is busy: ${blocker}`);
+    this.blockers.checkNotBusy(node);
   }
 
   /**
@@ -235,13 +188,7 @@ export class BlockGraph {
    * stops both ops (jobs check the ops they need with checkNotBusy).
    */
   busyReason(node: BlockNode): string | undefined {
-    let newest: { at: number; reason: string } | undefined;
-    for (const edge of node.parents) {
-      const note = this.edgeNotes.get(edge);
-      const reason = edge.parent.blocker ?? note?.backingBlocker;
-      if (reason !== undefined && (newest === undefined || (note?.at ?? 0) > newest.at)) newest = { at: note?.at ?? 0, reason };
-    }
-    return newest?.reason;
+    return this.blockers.busyReason(node);
   }
 
   /**
@@ -267,7 +214,7 @@ export class BlockGraph {
       if ((edge.parent instanceof BlockNode && below.has(edge.parent)) || keep(edge)) continue;
       from.parents.delete(edge);
       edge.retarget(to);
-      this.noteEdge(edge);
+      this.blockers.noteEdge(edge);
       to.parents.add(edge);
     }
     // What was above a drained node stays drained; the new node in between is drained with it.
@@ -301,7 +248,7 @@ export class BlockGraph {
     } else {
       old.parents.delete(edge);
       edge.retarget(backing);
-      this.noteEdge(edge);
+      this.blockers.noteEdge(edge);
       backing.parents.add(edge);
     }
     await this.closeIfUnused(old);
@@ -325,21 +272,8 @@ export class BlockGraph {
    * it (QEMU's bdrv_open_backing_file); nothing if it names none or the
    * node has a backing node already. What it opened closes again if it fails.
    */
-  async openBackingFile(node: BlockNode): Promise<void> {
-    if (node.children.has('backing') || node.driver.openBackingFile === undefined) return;
-    const opened: BlockNode[] = [];
-    try {
-      await node.driver.openBackingFile(node.driverState, this.childOpener(node, '', opened));
-    } catch (error) {
-      const edge = node.children.get('backing');
-      if (edge !== undefined) {
-        node.children.delete('backing');
-        this.detach(edge);
-      }
-      await this.discardOpened(opened);
-      throw error;
-    }
-    for (const opening of opened) this.hooks.nodeAdded.call(opening);
+  openBackingFile(node: BlockNode): Promise<void> {
+    return this.opener.openBackingFile(node);
   }
 
   /** Closes every node, users first. */
@@ -354,175 +288,6 @@ export class BlockGraph {
         await this.remove(node);
       }
     }
-  }
-
-  private async openTree(
-    options: BlockdevOptionsValue,
-    given: Record<string, unknown>,
-    readOnly: boolean,
-    implicit = false,
-    check = false,
-  ): Promise<BlockNode> {
-    const names = this.reserveNames(options);
-    const opened: BlockNode[] = [];
-    try {
-      const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly, check }, opened);
-      for (const node of opened) this.hooks.nodeAdded.call(node);
-      return root;
-    } catch (error) {
-      await this.discardOpened(opened);
-      throw error;
-    } finally {
-      for (const name of names) this.reserved.delete(name);
-    }
-  }
-
-  /** Undoes a failed open: the nodes it opened close, newest first. */
-  private async discardOpened(opened: BlockNode[]): Promise<void> {
-    for (const node of opened.reverse()) {
-      for (const edge of node.children.values()) this.detach(edge);
-      await node.close().catch(() => undefined);
-      this.nodes.delete(node.nodeName);
-    }
-  }
-
-  /**
-   * Checks every node name of the tree and the nodes it refers to before
-   * anything is opened, and reserves the names so a concurrent open cannot
-   * take them. The caller releases them.
-   */
-  private reserveNames(options: BlockdevOptionsValue): string[] {
-    const names: string[] = [];
-    const visit = (tree: BlockdevOptionsValue): void => {
-      const name = tree['node-name'];
-      if (name !== undefined) {
-        checkNodeName(name);
-        if (this.nodes.has(name) || this.reserved.has(name) || names.includes(name)) {
-          throw new BlockLayerError(`Duplicate nodes with node-name='${name}'`);
-        }
-        if (this.backends.has(name)) throw new BlockLayerError(`node-name=${name} is conflicting with a device id`);
-        names.push(name);
-      }
-      for (const spec of this.drivers.require(tree.driver).children ?? []) {
-        for (const [, child] of childRefs(spec, tree)) {
-          if (typeof child === 'string') this.lookup(child);
-          else if (child !== null && typeof child === 'object') visit(child as BlockdevOptionsValue);
-        }
-      }
-    };
-    visit(options);
-    for (const name of names) this.reserved.add(name);
-    return names;
-  }
-
-  private async openNode(request: OpenRequest, opened: BlockNode[]): Promise<BlockNode> {
-    const { options } = request;
-    const driver = this.drivers.require(options.driver);
-    const nodeName = options['node-name'] ?? this.reserveImplicitName();
-    const settings = nodeSettings(
-      options as BaseNodeOptions,
-      request.given as BaseNodeOptions,
-      request.inheritReadOnly,
-      request.inheritNoFlush ?? false,
-      request.childUnmaps ?? false,
-    );
-    if ((options as BaseNodeOptions)['force-share'] === true && !settings.readOnly) {
-      throw new BlockLayerError('force-share=on can only be used with read-only images');
-    }
-    if ((options as BaseNodeOptions).cache?.direct === true) {
-      throw new BlockLayerError(`Node '${nodeName}': cache.direct=on is not supported (blocklayer uses the host page cache)`);
-    }
-    const node = new BlockNode(nodeName, driver, {
-      options: driverMembers(driver, options),
-      given: driverMembers(driver, request.given as BlockdevOptionsValue),
-      settings,
-      implicit: request.implicit,
-    });
-    try {
-      for (const spec of driver.children ?? []) {
-        const given = childRefs(spec, request.given);
-        for (const [index, [role, ref]] of childRefs(spec, options).entries()) {
-          if (ref === undefined || ref === null) continue;
-          const childReadOnly = settings.readOnly || (spec.readOnly ?? false);
-          const child = typeof ref === 'string'
-            ? this.lookup(ref)
-            : await this.openNode(
-                {
-                  options: ref as BlockdevOptionsValue,
-                  given: given[index]![1] as Record<string, unknown>,
-                  path: join(request.path, role),
-                  implicit: true,
-                  inheritReadOnly: childReadOnly,
-                  inheritNoFlush: settings.noFlush,
-                  childUnmaps: role !== 'backing',
-                },
-                opened,
-              );
-          node.children.set(role, this.attach(node, child, role));
-        }
-      }
-      const context: DriverOpenContext<unknown> = {
-        options: node.options,
-        givenOptions: node.givenOptions,
-        nodeName,
-        readOnly: settings.readOnly,
-        autoReadOnly: settings.autoReadOnly,
-        check: request.check ?? false,
-        fallBackToReadOnly: () => node.fallBackToReadOnly(),
-        children: node.children,
-        openChild: this.childOpener(node, request.path, opened),
-      };
-      node.activate(await driver.open(context));
-    } catch (error) {
-      for (const edge of node.children.values()) this.detach(edge);
-      throw error;
-    } finally {
-      if (options['node-name'] === undefined) this.reserved.delete(nodeName);
-    }
-    this.nodes.set(nodeName, node);
-    opened.push(node);
-    return node;
-  }
-
-  /** A driver's `openChild` for `node`: opens a further child of it (a backing file named in its image). */
-  private childOpener(node: BlockNode, parentPath: string, opened: BlockNode[]): DriverOpenContext<unknown>['openChild'] {
-    return async (role, childOptions, childReadOnly) => {
-      const path = join(parentPath, role);
-      const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, childOptions, path) as BlockdevOptionsValue;
-      const names = this.reserveNames(valid);
-      const childRequest = {
-        options: valid,
-        given: childOptions,
-        path,
-        implicit: true,
-        inheritReadOnly: childReadOnly,
-        inheritNoFlush: node.settings.noFlush,
-        childUnmaps: role !== 'backing',
-      };
-      const child = await this.openNode(childRequest, opened).finally(() => {
-        for (const name of names) this.reserved.delete(name);
-      });
-      const edge = this.attach(node, child, role);
-      node.children.set(role, edge);
-      return edge;
-    };
-  }
-
-  /** Stamps an edge made or re-pointed; a node's backing link words its blocker with the parent's name now. */
-  private noteEdge(edge: NodeEdge): void {
-    const parent = edge.parent;
-    const cow = edge.role === 'backing' && parent instanceof BlockNode && parent.driver.kind !== 'filter';
-    const backingBlocker = cow ? `node is used as backing hd of '${this.deviceName(parent) || parent.nodeName}'` : undefined;
-    this.edgeNotes.set(edge, { at: ++this.edgeCount, ...(backingBlocker === undefined ? {} : { backingBlocker }) });
-  }
-
-  /** QEMU names nested nodes the user did not name '#blockNNN'. */
-  private reserveImplicitName(): string {
-    let name: string;
-    do name = `#block${String(++this.implicitNames).padStart(3, '0')}`;
-    while (this.nodes.has(name) || this.reserved.has(name));
-    this.reserved.add(name);
-    return name;
   }
 
   private checkDeletable(node: BlockNode): void {
@@ -554,30 +319,4 @@ function subtree(node: BlockNode): Set<BlockNode> {
   const found = new Set<BlockNode>([node]);
   for (const current of found) for (const edge of current.children.values()) found.add(edge.node);
   return found;
-}
-
-/** Why a user of `node` keeps other jobs off it, if one does (the first such user's blocker). */
-function blockerOf(node: BlockNode): string | undefined {
-  for (const edge of node.parents) if (edge.parent.blocker !== undefined) return edge.parent.blocker;
-  return undefined;
-}
-
-/** The children `spec` names in `options`, by role: its member, or `name.0`, `name.1` … for a list. */
-function childRefs(spec: ChildSpec, options: Record<string, unknown>): [string, unknown][] {
-  const value = options[spec.name];
-  if (spec.list !== true) return [[spec.name, value]];
-  return Array.isArray(value) ? value.map((ref, i): [string, unknown] => [`${spec.name}.${i}`, ref]) : [];
-}
-
-function join(path: string, member: string): string {
-  return path === '' ? member : `${path}.${member}`;
-}
-
-/** The driver's own members of `options` (child members included), without the base members. */
-function driverMembers(driver: BlockDriverDefinition, options: BlockdevOptionsValue): Record<string, unknown> {
-  const own: Record<string, unknown> = {};
-  for (const key of Object.keys(driver.options.properties)) {
-    if (options[key] !== undefined) own[key] = options[key];
-  }
-  return own;
 }

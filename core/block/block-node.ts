@@ -1,12 +1,13 @@
 /**
  * A node of the block graph: one driver instance behind the seam that checks
  * every request, tracks it, runs the write hooks and holds requests while
- * drained (nbdkit's backend.c, QEMU's block/io.c). DriverIo then aligns and
- * splits what reaches the driver.
+ * drained (nbdkit's backend.c, QEMU's block/io.c). A write-type request's
+ * way through the seam is write-path.ts; DriverIo then aligns and splits
+ * what reaches the driver.
  */
 import { AsyncSeriesBailHook, AsyncSeriesHook, SyncHook } from 'tapable';
 import { BlockIoError, toBlockIoError } from '../errors.js';
-import { alignDown, alignUp, coveringRange, isAligned } from './alignment.js';
+import { alignDown, alignUp } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
 import type { BlockDriverDefinition, DriverCapabilities, DriverLimits } from './driver.js';
 import { DrainSection } from './drain-section.js';
@@ -23,6 +24,7 @@ import type {
   WriteResult,
   ZeroFlags,
 } from './request.js';
+import { trackedWrite } from './write-path.js';
 
 const defaultLimits: DriverLimits = { requestAlignment: 1, maxTransfer: Number.MAX_SAFE_INTEGER, clusterSize: 0 };
 const defaultCapabilities: DriverCapabilities = {
@@ -360,11 +362,7 @@ export class BlockNode implements NodeParent {
     }
   }
 
-  /**
-   * Tracks a write-like request around `perform`, with the beforeWrite and
-   * afterWrite hooks. Without hooks and with nothing to wait for, that is a
-   * single `then` (no async frame).
-   */
+  /** A checked write-type request, tracked and hooked (write-path.ts). */
   private writeRequest(
     kind: WriteKind,
     offset: number,
@@ -374,63 +372,6 @@ export class BlockNode implements NodeParent {
     buffer: Buffer | undefined,
     perform: () => Promise<void>,
   ): Promise<void> {
-    const align = this.limits.requestAlignment;
-    const rmw =
-      (kind === 'write' || kind === 'write-zeroes') && !isAligned(offset, bytes, align)
-        ? coveringRange(offset, bytes, align, this.length)
-        : undefined;
-    const begun = this.tracker.begin(kind, offset, bytes, options.nested ?? false, rmw);
-    if (begun instanceof Promise || this.hooks.beforeWrite.isUsed() || this.hooks.afterWrite.isUsed()) {
-      return this.hookedWriteRequest(kind, offset, bytes, flags, begun, buffer, perform);
-    }
-    let pending: Promise<void>;
-    try {
-      pending = perform();
-    } catch (error) {
-      this.tracker.end(begun);
-      return Promise.reject(toBlockIoError(error));
-    }
-    return pending.then(
-      () => this.tracker.end(begun),
-      (error: unknown) => {
-        this.tracker.end(begun);
-        throw toBlockIoError(error);
-      },
-    );
+    return trackedWrite(this, this.tracker, kind, offset, bytes, flags, options, buffer, perform);
   }
-
-  private async hookedWriteRequest(
-    kind: WriteKind,
-    offset: number,
-    bytes: number,
-    flags: ZeroFlags,
-    begun: TrackedRequest | Promise<TrackedRequest>,
-    buffer: Buffer | undefined,
-    perform: () => Promise<void>,
-  ): Promise<void> {
-    const request = begun instanceof Promise ? await begun : begun;
-    try {
-      const writeRequest: WriteRequest = buffer === undefined
-        ? { node: this, kind, offset, bytes, flags }
-        : { node: this, kind, offset, bytes, flags, buffer };
-      if (this.hooks.beforeWrite.isUsed()) {
-        const veto = await this.hooks.beforeWrite.promise(writeRequest);
-        if (veto !== undefined) throw veto;
-      }
-      let failure: Error | undefined;
-      try {
-        await perform();
-      } catch (error) {
-        failure = toBlockIoError(error);
-        throw failure;
-      } finally {
-        if (this.hooks.afterWrite.isUsed()) {
-          await this.hooks.afterWrite.promise(writeRequest, failure === undefined ? {} : { error: failure });
-        }
-      }
-    } finally {
-      this.tracker.end(request);
-    }
-  }
-
 }

@@ -1,6 +1,7 @@
 /**
  * QEMU's job lifecycle as two tables (job.c's JobSTT and JobVerbTable):
- * which status may follow which, and which user verb each status accepts.
+ * which status may follow which, and which user verb each status accepts;
+ * and the statuses in which a job's run is over.
  * test/core/job/job-states.test.ts walks every cell.
  */
 import type { JobStatus } from './job-handle.js';
@@ -32,6 +33,9 @@ export const JOB_VERBS: Readonly<Record<JobVerb, readonly JobStatus[]>> = {
   finalize: ['pending'],
   dismiss: ['concluded'],
 };
+
+/** Statuses after the run ended (QEMU's job_is_completed). */
+export const RUN_OVER: readonly JobStatus[] = ['waiting', 'pending', 'aborting', 'concluded', 'null'];
 
 export function transitionAllowed(from: JobStatus, to: JobStatus): boolean {
   return JOB_TRANSITIONS[from].includes(to);

@@ -13,10 +13,7 @@
  *   nothing and is always dismissed.
  */
 import type { Job } from './job.js';
-import type { JobStatus } from './job-handle.js';
-
-/** QEMU's job_is_completed: the run is over. */
-const RUN_OVER: readonly JobStatus[] = ['waiting', 'pending', 'aborting', 'concluded', 'null'];
+import { RUN_OVER } from './job-states.js';
 
 export class JobTxn {
   private readonly jobs: Job[] = [];

@@ -3,19 +3,18 @@
  * the status and its events, progress, speed, pausing (by the user, by
  * drained nodes, by a `stop` error policy), cancellation, and the user
  * verbs with QEMU's checks and messages. How a finished job concludes with
- * the others of its group is job-txn.ts.
+ * the others of its group is job-txn.ts; the timer its sleeps wait on is
+ * wakeable-sleep.ts.
  */
 import { BlockLayerError } from '../errors.js';
 import type { NodeEdge, NodeParent } from '../block/node-edge.js';
 import { deferred, type Deferred } from '../util/deferred.js';
 import type { JobDriver } from './job-driver.js';
 import type { JobHandle, JobStatus, JobType } from './job-handle.js';
-import { type JobVerb, transitionAllowed, verbAllowed } from './job-states.js';
+import { type JobVerb, RUN_OVER, transitionAllowed, verbAllowed } from './job-states.js';
 import type { JobTxn } from './job-txn.js';
 import { RateLimiter } from './rate-limiter.js';
-
-/** Statuses after the run ended (QEMU's job_is_completed). */
-const RUN_OVER: readonly JobStatus[] = ['waiting', 'pending', 'aborting', 'concluded', 'null'];
+import { WakeableSleep } from './wakeable-sleep.js';
 
 /** Thrown from `pausePoint`/`sleep` once the job is cancelled, to unwind `run`. */
 export class JobCancelled extends Error {
@@ -77,7 +76,7 @@ export class Job implements JobHandle, NodeParent {
   private working = false;
   private parked: Deferred | undefined;
   private resumed: Deferred | undefined;
-  private sleeper: { timer: NodeJS.Timeout | undefined; wake: () => void } | undefined;
+  private readonly sleeper = new WakeableSleep();
   private runEnded = deferred();
   private readonly edges: NodeEdge[] = [];
 
@@ -209,23 +208,14 @@ export class Job implements JobHandle, NodeParent {
   async nap(ns: number): Promise<void> {
     if (ns > 0 && !this.isCancelled && this.pauseCount === 0) {
       this.working = false;
-      await new Promise<void>((resolve) => {
-        const wake = (): void => {
-          clearTimeout(this.sleeper?.timer);
-          this.sleeper = undefined;
-          resolve();
-        };
-        // setTimeout takes at most 2^31-1 ms; waking early is harmless (the caller asks the limiter again).
-        const timer = Number.isFinite(ns) ? setTimeout(wake, Math.min(ns / 1e6, 2 ** 31 - 1)) : undefined;
-        this.sleeper = { timer, wake };
-      });
+      await this.sleeper.sleep(ns);
       this.working = true;
     }
   }
 
   /** Ends a `sleep` or `nap` early: the driver has work again (mirror: new dirty data, job-complete). */
   wake(): void {
-    this.sleeper?.wake();
+    this.sleeper.wake();
   }
 
   /** The job can be completed by the user now (mirror): running → ready, with BLOCK_JOB_READY. */
@@ -247,7 +237,7 @@ export class Job implements JobHandle, NodeParent {
   async requestPause(byUser: boolean): Promise<void> {
     this.pauseCount++;
     if (byUser) this.pausedByUser = true;
-    if (this.sleeper !== undefined) {
+    if (this.sleeper.active) {
       this.parked ??= deferred();
       const parked = this.parked.promise;
       this.sleeper.wake();
@@ -335,7 +325,7 @@ export class Job implements JobHandle, NodeParent {
     this.checkVerb('set-speed');
     if (speed < 0) throw new BlockLayerError("Parameter 'speed' expects a non-negative value");
     this.setSpeedValue(speed);
-    this.sleeper?.wake();
+    this.sleeper.wake();
   }
 
   userComplete(): void {
@@ -375,7 +365,7 @@ export class Job implements JobHandle, NodeParent {
     if (!forced && RUN_OVER.includes(this.currentStatus)) return;
     this.cancelRequested = true;
     this.forceCancel ||= forced;
-    this.sleeper?.wake();
+    this.sleeper.wake();
     this.wakeParked();
   }
 

@@ -4,21 +4,23 @@
  * the libuv thread pool. Holes (SEEK_DATA/SEEK_HOLE), fast zeroing and
  * discard (fallocate) come from the native addon; without it the driver
  * still works, reporting everything as data and writing zeroes as data.
+ * This file holds the node state and the driver's requests; the host I/O
+ * under them is file-io.ts, creating and resizing files file-create.ts,
+ * reopening file-reopen.ts.
  */
-import { constants, read, write } from 'node:fs';
+import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import {
   defineBlockDriver,
-  type DriverBlockdevCreateContext,
-  type DriverCreateContext,
   type DriverLimits,
   type DriverOpenContext,
   type NodeDescription,
 } from '../../core/block/driver.js';
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
+import { fileBlockdevCreate, fileCreate, resizeRegular } from './file-create.js';
+import { codeOf, type FallocateMode, native, ops, pread, tryFallocate, writeAll, writeZeroData } from './file-io.js';
 import { fileReopen } from './file-reopen.js';
-import { loadFileNativeOps } from './native/native.js';
 import {
   type FileBlockdevCreateOptions,
   type FileCreateOptions,
@@ -28,19 +30,8 @@ import {
   fileOptions,
 } from './options.js';
 
-/** Decided once per process, so capabilities and operations agree. */
-const native = loadFileNativeOps();
-const ops = native.ops;
-
 /** fs reads and writes take at most 2 GiB - 1; stay well below. */
 const MAX_TRANSFER = 1 << 30;
-/** Largest buffer used when zeroes have to be written as data. */
-const ZERO_CHUNK = 1 << 20;
-/** fallocate errors meaning "not on this file system" (QEMU's translate_err). */
-const UNSUPPORTED = new Set(['ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'ENODEV', 'ENOTTY']);
-
-type FallocateMode = 'punchHole' | 'zeroRange' | 'allocate';
-type Prealloc = NonNullable<FileCreateOptions['preallocation']>;
 
 export interface FileState {
   readonly filename: string;
@@ -52,120 +43,6 @@ export interface FileState {
   readonly unsupported: Set<FallocateMode>;
   /** A failed fdatasync: dirty pages may be lost, so every later flush fails too (QEMU's page_cache_inconsistent). */
   flushFailure?: BlockIoError;
-}
-
-function codeOf(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** An error of create or resize, worded as QEMU: `Could not resize file: No space left on device`. */
-function ioFailure(what: string, error: unknown): BlockIoError {
-  return new BlockIoError(toBlockIoError(error).errno, `${what}: ${systemErrorText(error)}`);
-}
-
-/**
- * One fallocate call; true if done, false if the file system declined
- * (unsupported, or EINVAL/EBUSY that some file systems return for
- * unaligned ranges), so the caller tries the next way. Other errors throw.
- */
-async function tryFallocate(state: FileState, mode: FallocateMode, offset: number, length: number): Promise<boolean> {
-  if (ops === undefined || state.unsupported.has(mode)) return false;
-  try {
-    await ops[mode](state.handle.fd, offset, length);
-    return true;
-  } catch (error) {
-    const code = codeOf(error);
-    if (code !== undefined && UNSUPPORTED.has(code)) state.unsupported.add(mode);
-    else if (code !== 'EINVAL' && code !== 'EBUSY') throw error;
-    return false;
-  }
-}
-
-/** Writes zeroes as data, in bounded chunks. */
-async function writeZeroData(handle: FileHandle, offset: number, length: number): Promise<void> {
-  const zeroes = Buffer.alloc(Math.min(length, ZERO_CHUNK));
-  for (let done = 0; done < length; done += zeroes.length) {
-    await writeAll(handle, offset + done, zeroes.subarray(0, Math.min(zeroes.length, length - done)));
-  }
-}
-
-/**
- * pread/pwrite through fs's callback API on the handle's descriptor: a
- * quarter faster per request than FileHandle.read/write, which matters at
- * queue depth 1 (bench/raw-io.ts).
- */
-function pread(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    read(handle.fd, buf, at, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
-  );
-}
-
-function pwrite(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    write(handle.fd, buf, at, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
-  );
-}
-
-/** pwrite until all of `buf` is written: one call nearly always does (no async frame then). */
-function writeAll(handle: FileHandle, offset: number, buf: Buffer): Promise<void> {
-  return pwrite(handle, buf, 0, buf.length, offset).then((bytesWritten) =>
-    bytesWritten === buf.length ? undefined : writeRest(handle, offset, buf, bytesWritten),
-  );
-}
-
-/** The rest of a short write, after the first pwrite wrote `written` bytes. */
-async function writeRest(handle: FileHandle, offset: number, buf: Buffer, written: number): Promise<void> {
-  for (let done = 0, bytesWritten = written; ; ) {
-    // A write that makes no progress would loop forever; QEMU reports it as EINVAL.
-    if (bytesWritten === 0) throw new BlockIoError('EINVAL');
-    done += bytesWritten;
-    if (done >= buf.length) return;
-    bytesWritten = await pwrite(handle, buf, done, buf.length - done, offset + done);
-  }
-}
-
-/** Grows a file from `from` to `to` with reserved (falloc) or written (full) blocks. */
-async function preallocate(handle: FileHandle, from: number, to: number, prealloc: 'falloc' | 'full'): Promise<void> {
-  if (prealloc === 'falloc' && ops !== undefined) {
-    try {
-      await ops.allocate(handle.fd, from, to - from);
-      return;
-    } catch (error) {
-      // Where the file system cannot allocate, posix_fallocate writes zeroes instead.
-      if (!UNSUPPORTED.has(codeOf(error) ?? '')) throw ioFailure('Could not preallocate new data', error);
-    }
-  }
-  try {
-    await handle.truncate(to);
-    await writeZeroData(handle, from, to - from);
-    if (prealloc === 'full') await handle.sync();
-  } catch (error) {
-    throw ioFailure('Could not write zeros for preallocation', error);
-  }
-}
-
-/**
- * Resizes a regular file the way QEMU's handle_aiocb_truncate does: growth is
- * sparse (off), reserved (falloc) or written (full), a failed preallocation
- * restores the old size, and growing an empty file writes its first block,
- * so images we create map like qemu-img's.
- */
-async function resizeRegular(handle: FileHandle, length: number, prealloc: Prealloc): Promise<void> {
-  const current = (await handle.stat()).size;
-  if (prealloc === 'off' || length <= current) {
-    await handle.truncate(length).catch((error: unknown) => {
-      throw ioFailure('Could not resize file', error);
-    });
-  } else {
-    await preallocate(handle, current, length, prealloc).catch(async (error: unknown) => {
-      await handle.truncate(current).catch(() => undefined);
-      throw error;
-    });
-  }
-  if (current === 0 && length > 0 && prealloc !== 'full') {
-    // QEMU's allocate_first_block (512 bytes below 4 KiB, else 4 KiB), but never past the new end.
-    await writeAll(handle, 0, Buffer.alloc(Math.min(length, length < 4096 ? 512 : 4096))).catch(() => undefined);
-  }
 }
 
 /** A file maps its bytes one to one: every extent's host offset is its offset. */
@@ -328,53 +205,6 @@ async function fileDescribe(state: FileState): Promise<NodeDescription> {
     actualSize: stats.blocks * 512,
     formatSpecific: { type: 'file', data: { 'sparse-ops': ops === undefined ? 'fallback' : 'native' } },
   };
-}
-
-/**
- * Creates or truncates the file, then grows it to `size` with `preallocation`
- * (QEMU's raw_co_create): `size` may be negative only from blockdev-create,
- * where QEMU reads it as an unsigned number that ftruncate refuses.
- */
-async function createFile(
-  filename: string,
-  size: number,
-  preallocation: FileBlockdevCreateOptions['preallocation'] = 'off',
-  nocow = false,
-): Promise<void> {
-  let handle: FileHandle;
-  try {
-    handle = await open(filename, constants.O_RDWR | constants.O_CREAT, 0o644);
-  } catch (error) {
-    throw new BlockLayerError(`Could not create '${filename}': ${systemErrorText(error)}`);
-  }
-  try {
-    await resizeRegular(handle, 0, 'off');
-    // An optimisation only, ignored where unsupported, as in QEMU.
-    if (nocow) await ops?.setNoCow(handle.fd).catch(() => undefined);
-    if (preallocation === 'metadata') throw new BlockLayerError('Unsupported preallocation mode: metadata');
-    if (size < 0) throw new BlockLayerError('Could not resize file: Invalid argument');
-    await resizeRegular(handle, size, preallocation);
-  } finally {
-    await handle.close();
-  }
-}
-
-/** qemu-img create, drive-backup's target, the raw driver's file. */
-async function fileCreate({ options }: DriverCreateContext<FileCreateOptions>): Promise<void> {
-  await createFile(options.filename, options.size, options.preallocation, options.nocow);
-}
-
-/**
- * QMP blockdev-create with QEMU's BlockdevCreateOptionsFile. The extent size
- * hint is checked as QEMU checks it, and not applied (an XFS optimisation).
- */
-async function fileBlockdevCreate(ctx: DriverBlockdevCreateContext<FileBlockdevCreateOptions>): Promise<void> {
-  const { filename, size, preallocation, nocow } = ctx.options;
-  if ((ctx.options['extent-size-hint'] ?? 0) > 0xffffffff || (ctx.options['extent-size-hint'] ?? 0) < 0) {
-    throw new BlockLayerError('Extent size hint is too large');
-  }
-  await ctx.checkNotOpen(filename);
-  await createFile(filename, size, preallocation, nocow);
 }
 
 export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOptions, FileBlockdevCreateOptions>({

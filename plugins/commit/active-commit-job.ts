@@ -7,7 +7,8 @@
  * rate-limited; every write reaching `top` marks its clusters again (a tap
  * on `top`'s `afterWrite`). When nothing is dirty and nothing in flight,
  * the base is flushed and the job is ready (BLOCK_JOB_READY, type commit),
- * and keeps the base in sync until it is completed or cancelled.
+ * and keeps the base in sync until it is completed or cancelled (the loop
+ * is core/copy/convergence.ts, the mirror's too).
  *
  * - Completion (job-complete, or a soft cancel once ready): `top` is
  *   drained with the job inside; once nothing is dirty and the base is
@@ -23,11 +24,11 @@
  */
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
-import { DrainSection } from '../../core/block/drain-section.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import { setReadOnly } from '../../core/block/node-reopen.js';
 import type { WriteRequest } from '../../core/block/request.js';
 import { type BlockCopy, type ClaimedRange, CopyError } from '../../core/copy/block-copy.js';
+import { Convergence, type ConvergingCopy } from '../../core/copy/convergence.js';
 import { allocatedAbove } from '../../core/block/backing-chain.js';
 import { BlockIoError, BlockLayerError, toBlockIoError } from '../../core/errors.js';
 import { untap } from '../../core/hooks/untap.js';
@@ -35,12 +36,8 @@ import { type BlockdevOnErrorValue, handleJobError } from '../../core/job/error-
 import type { Job } from '../../core/job/job.js';
 import type { JobDriver } from '../../core/job/job-driver.js';
 
-/** QEMU's BLOCK_JOB_SLICE_TIME: how long a ready, idle job sleeps before looking again. */
-const SLICE_NS = 100_000_000;
 /** Pause before retrying after an ignored error, so a persistent one does not spin. */
 const IGNORED_ERROR_BACKOFF_NS = 100_000_000;
-/** Copies in flight at most (QEMU's MAX_IN_FLIGHT). */
-const MAX_IN_FLIGHT = 16;
 /** Bytes asked about per step while marking the first pass. */
 const SCAN_STEP = 2 ** 30;
 
@@ -59,15 +56,13 @@ export interface ActiveCommitParts {
   onError: BlockdevOnErrorValue;
 }
 
-export class ActiveCommitJob implements JobDriver {
+export class ActiveCommitJob implements JobDriver, ConvergingCopy {
   private parts!: ActiveCommitParts;
-  private readonly ops = new Set<Promise<void>>();
+  readonly ops = new Set<Promise<void>>();
   private readonly failures: CopyError[] = [];
   private pendingBytes = 0;
   private cursor = 0;
-  private ready = false;
-  private completeRequested = false;
-  private drained: DrainSection | undefined;
+  private convergence!: Convergence;
   private finished = false;
   /** The job grows the base itself (the one resize allowed). */
   private growing = false;
@@ -78,6 +73,7 @@ export class ActiveCommitJob implements JobDriver {
   init(job: Job, parts: ActiveCommitParts): void {
     this.job = job;
     this.parts = parts;
+    this.convergence = new Convergence(this, parts.top);
     this.tapName = `commit ${job.id}`;
     const refuse = { name: this.tapName, stage: 1000 };
     parts.top.hooks.afterWrite.tapPromise(this.tapName, (request) => Promise.resolve(this.written(request)));
@@ -90,14 +86,14 @@ export class ActiveCommitJob implements JobDriver {
       await this.sync(job);
     } finally {
       // Copies in flight end, and `top` stays drained until the job finalises (QEMU's immediate_exit).
-      await this.settle();
-      await this.drainTop(job);
+      await this.convergence.settle();
+      await this.convergence.drainSource(job);
     }
   }
 
   complete(job: Job): void {
-    if (!this.ready) throw new BlockLayerError(`The active block job '${job.id}' cannot be completed`);
-    this.completeRequested = true;
+    if (!this.convergence.ready) throw new BlockLayerError(`The active block job '${job.id}' cannot be completed`);
+    this.convergence.completeRequested = true;
     job.wake();
   }
 
@@ -107,7 +103,7 @@ export class ActiveCommitJob implements JobDriver {
   }
 
   async prepare(): Promise<void> {
-    await this.finish(this.completeRequested);
+    await this.finish(this.convergence.completeRequested);
   }
 
   async abort(): Promise<void> {
@@ -125,33 +121,15 @@ export class ActiveCommitJob implements JobDriver {
       await baseEdge.truncate(top.length).finally(() => (this.growing = false));
     }
     await this.scan(job);
-    for (;;) {
-      await this.handleFailures(job);
-      if (job.paused || job.isCancelled) {
-        await this.settle();
-        await job.pausePoint();
-      }
-      this.updateRemaining();
-      if (this.bitmap.count > 0) {
-        if (this.ops.size < MAX_IN_FLIGHT && (await this.iteration(job))) continue;
-        await (this.ops.size > 0 ? Promise.race(this.ops) : this.parts.copy.oneSettled());
-        continue;
-      }
-      if (this.ops.size > 0) {
-        await Promise.race(this.ops);
-        continue;
-      }
-      if (!this.ready) {
-        if (!(await this.flushBase())) continue;
-        this.ready = true;
-        job.markReady();
-      }
-      if (this.completeRequested || job.isCancelRequested) {
-        if (await this.finalSync(job)) return;
-        continue;
-      }
-      await job.nap(SLICE_NS);
-    }
+    await this.convergence.run(job);
+  }
+
+  dirtyCount(): number {
+    return this.bitmap.count;
+  }
+
+  oneSettled(): Promise<void> {
+    return this.parts.copy.oneSettled();
   }
 
   /** QEMU's mirror_dirty_init for a commit: marks what the images from `top` down to the base's overlay allocate. */
@@ -167,7 +145,7 @@ export class ActiveCommitJob implements JobDriver {
   }
 
   /** Starts copying the next run of dirty clusters; false if none could be claimed (all being copied). */
-  private async iteration(job: Job): Promise<boolean> {
+  async iteration(job: Job): Promise<boolean> {
     const { copy } = this.parts;
     for (let wait = job.limiter.delay(0); wait > 0 && !job.paused && !job.isCancelled; wait = job.limiter.delay(0)) await job.nap(wait);
     if (job.paused || job.isCancelled) return true;
@@ -192,12 +170,8 @@ export class ActiveCommitJob implements JobDriver {
     this.ops.add(task);
   }
 
-  private async settle(): Promise<void> {
-    while (this.ops.size > 0) await Promise.all(this.ops);
-  }
-
   /** QEMU's job_progress_set_remaining: total = done + in flight + dirty. */
-  private updateRemaining(): void {
+  updateRemaining(): void {
     this.job.totalProgress = this.job.currentProgress + this.pendingBytes + this.bitmap.dirtyBytes;
   }
 
@@ -222,7 +196,7 @@ export class ActiveCommitJob implements JobDriver {
     return new BlockIoError('EPERM', `Node '${request.node.nodeName}' is busy: block device is in use by block job: commit`);
   }
 
-  private async flushBase(): Promise<boolean> {
+  async flushDestination(): Promise<boolean> {
     try {
       await this.parts.baseEdge.flush();
       return true;
@@ -232,30 +206,14 @@ export class ActiveCommitJob implements JobDriver {
     }
   }
 
-  /** Drains `top` with the job inside; in sync: true, and `top` stays drained. Else the job goes on. */
-  private async finalSync(job: Job): Promise<boolean> {
-    await this.drainTop(job);
-    if (this.bitmap.count === 0 && (await this.flushBase())) return true;
-    this.drained!.end();
-    this.drained = undefined;
-    return false;
-  }
-
-  private async drainTop(job: Job): Promise<void> {
-    if (this.drained !== undefined) return;
-    this.drained = new DrainSection(job);
-    this.drained.addNode(this.parts.top);
-    await this.drained.settle();
-  }
-
   /**
    * The failures since the last look, once the copies in flight have ended:
    * a BLOCK_JOB_ERROR for each; a reported one ends the job, a stop pauses
    * it until resumed, ignored ones are retried after a short pause.
    */
-  private async handleFailures(job: Job): Promise<void> {
+  async handleFailures(job: Job): Promise<void> {
     if (this.failures.length === 0) return;
-    await this.settle();
+    await this.convergence.settle();
     for (const failure of this.failures.splice(0)) {
       const action = await handleJobError(job, this.parts.onError, failure.operation, failure.ioError);
       if (action === 'report') throw failure.ioError;
@@ -285,7 +243,7 @@ export class ActiveCommitJob implements JobDriver {
       }
       await graph.dropFilter(filter);
     } finally {
-      this.drained?.end();
+      this.convergence.drained?.end();
     }
   }
 }

@@ -8,12 +8,12 @@ import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import { BlockLayerError } from '../../core/errors.js';
 import type { MirrorArgs } from './options.js';
+import { MAX_IN_FLIGHT } from '../../core/copy/convergence.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** QEMU's DEFAULT_MIRROR_BUF_SIZE: 16 requests of 1 MiB in flight. */
 export const DEFAULT_BUF_SIZE = 16 * MiB;
-export const MAX_IN_FLIGHT = 16;
 const MAX_IO_BYTES = MiB;
 
 /** qmp_get_root_bs: the device must be a node only backends and exports use. */

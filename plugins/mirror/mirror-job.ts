@@ -10,8 +10,8 @@
  *   only if the target cannot write them by deallocating), and copies it
  *   in requests of at most 1 MiB, 16 and buf-size bytes in flight; then it
  *   sleeps as long as the limiter says.
- * - Pause, drain and error-stop take effect between iterations, once the
- *   copies in flight have ended, so progress stands still while paused.
+ * - The loop (in sync, ready, completion's drain) is core/copy/convergence.ts,
+ *   shared with active commit; this file is the mirror's side of it.
  * - Into a target naming a backing file it has not open (drive-mirror's),
  *   with the granularity below its cluster size, copies are widened to
  *   whole target clusters until copied once (mirror-cow.ts); buf-size is
@@ -28,22 +28,20 @@
  *   the job failed, drive-mirror's target gets its backing node before the
  *   pivot (QEMU's mirror_exit_common).
  */
-import { DrainSection } from '../../core/block/drain-section.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import { type ClaimedRange, CopyError } from '../../core/copy/block-copy.js';
+import { Convergence, type ConvergingCopy, MAX_IN_FLIGHT } from '../../core/copy/convergence.js';
 import { BlockLayerError, toBlockIoError } from '../../core/errors.js';
 import { type BlockdevOnErrorValue, errorAction } from '../../core/job/error-policy.js';
 import type { Job } from '../../core/job/job.js';
 import type { JobDriver } from '../../core/job/job-driver.js';
-import { MAX_IN_FLIGHT, type MirrorGeometry } from './mirror-checks.js';
+import type { MirrorGeometry } from './mirror-checks.js';
 import { MirrorCow } from './mirror-cow.js';
 import type { MirrorPivot } from './mirror-pivot.js';
 import { scanSource, type ScanSettings } from './mirror-scan.js';
 import type { MirrorState } from './mirror-state.js';
 
-/** QEMU's BLOCK_JOB_SLICE_TIME: how long a ready, idle job sleeps before looking again. */
-const SLICE_NS = 100_000_000;
 /** Pause before retrying after an ignored error, so a persistent one does not spin. */
 const IGNORED_ERROR_BACKOFF_NS = 100_000_000;
 
@@ -65,14 +63,12 @@ export interface MirrorJobParts {
   linkTargetBacking: () => Promise<void>;
 }
 
-export class MirrorJob implements JobDriver {
+export class MirrorJob implements JobDriver, ConvergingCopy {
   private parts!: MirrorJobParts;
-  private readonly ops = new Set<Promise<void>>();
+  readonly ops = new Set<Promise<void>>();
   private bufferInUse = 0;
   private cursor = 0;
-  private ready = false;
-  private completeRequested = false;
-  private drained: DrainSection | undefined;
+  private convergence!: Convergence;
   private cow: MirrorCow | undefined;
   private bufSize = 0;
   private backingLinked = false;
@@ -80,6 +76,7 @@ export class MirrorJob implements JobDriver {
   /** Hands the job what it works on, once the command has set it up (the job exists first, as in QEMU). */
   init(parts: MirrorJobParts): void {
     this.parts = parts;
+    this.convergence = new Convergence(this, parts.source);
   }
 
   async run(job: Job): Promise<void> {
@@ -87,15 +84,15 @@ export class MirrorJob implements JobDriver {
       await this.mirror(job);
     } finally {
       // QEMU's immediate_exit: copies in flight end, and the source stays drained until the job finalises.
-      await this.settleOps();
-      await this.drainSource(job);
+      await this.convergence.settle();
+      await this.convergence.drainSource(job);
     }
   }
 
   complete(job: Job): void {
-    if (!this.ready) throw new BlockLayerError(`The active block job '${job.id}' cannot be completed`);
+    if (!this.convergence.ready) throw new BlockLayerError(`The active block job '${job.id}' cannot be completed`);
     this.parts.pivot.prepareCompletion(job);
-    this.completeRequested = true;
+    this.convergence.completeRequested = true;
     job.wake();
   }
 
@@ -111,12 +108,12 @@ export class MirrorJob implements JobDriver {
       this.backingLinked = true;
       await this.parts.linkTargetBacking().catch((error: unknown) => (linkFailure = error));
     }
-    await this.parts.pivot.finish(job, this.completeRequested, this.drained);
+    await this.parts.pivot.finish(job, this.convergence.completeRequested, this.convergence.drained);
     if (linkFailure !== undefined) throw linkFailure;
   }
 
   async abort(job: Job): Promise<void> {
-    await this.parts.pivot.finish(job, false, this.drained).catch(() => undefined);
+    await this.parts.pivot.finish(job, false, this.convergence.drained).catch(() => undefined);
   }
 
   async clean(): Promise<void> {
@@ -132,40 +129,26 @@ export class MirrorJob implements JobDriver {
     this.bufSize = Math.max(geometry.bufSize, this.cow?.clusterSize ?? 0);
     await scanSource(job, state, sourceChild, targetChild, scan);
     state.active = true;
-    for (;;) {
-      await this.handleFailures(job);
-      if (job.paused || job.isCancelled) {
-        await this.settleOps();
-        await job.pausePoint();
-      }
-      state.updateRemaining();
-      if (state.bitmap.count > 0) {
-        if (this.ops.size < MAX_IN_FLIGHT && (await this.iteration(job))) continue;
-        await (this.ops.size > 0 ? Promise.race(this.ops) : state.copy.oneSettled());
-        continue;
-      }
-      if (this.ops.size > 0) {
-        await Promise.race(this.ops);
-        continue;
-      }
-      if (!this.ready) {
-        if (!(await this.flushTarget())) continue;
-        this.ready = true;
-        job.markReady();
-      }
-      if (this.completeRequested || job.isCancelRequested) {
-        if (await this.finalSync(job)) return;
-        continue;
-      }
-      await job.nap(SLICE_NS);
-    }
+    await this.convergence.run(job);
   }
 
   /** A zero-length source is in sync at once; it waits for complete or cancel. */
   private async mirrorNothing(job: Job): Promise<void> {
-    this.ready = true;
+    this.convergence.ready = true;
     job.markReady();
-    while (!this.completeRequested && !job.isCancelRequested) await job.sleep(Number.POSITIVE_INFINITY);
+    while (!this.convergence.completeRequested && !job.isCancelRequested) await job.sleep(Number.POSITIVE_INFINITY);
+  }
+
+  dirtyCount(): number {
+    return this.parts.state.bitmap.count;
+  }
+
+  oneSettled(): Promise<void> {
+    return this.parts.state.copy.oneSettled();
+  }
+
+  updateRemaining(): void {
+    this.parts.state.updateRemaining();
   }
 
   /**
@@ -173,7 +156,7 @@ export class MirrorJob implements JobDriver {
    * mirror_iteration), then sleeps for the rate limit. False if nothing
    * could be claimed (every dirty cluster is being copied or written).
    */
-  private async iteration(job: Job): Promise<boolean> {
+  async iteration(job: Job): Promise<boolean> {
     const { state, geometry } = this.parts;
     const { copy } = state;
     if (job.limiter.delay(0) > 0) {
@@ -248,12 +231,8 @@ export class MirrorJob implements JobDriver {
     }
   }
 
-  private async settleOps(): Promise<void> {
-    while (this.ops.size > 0) await Promise.all(this.ops);
-  }
-
   /** Flushes the target (before ready, and before completing); a failure goes to on-target-error. */
-  private async flushTarget(): Promise<boolean> {
+  async flushDestination(): Promise<boolean> {
     const { state, targetChild } = this.parts;
     try {
       await targetChild.flush();
@@ -265,37 +244,16 @@ export class MirrorJob implements JobDriver {
   }
 
   /**
-   * Drains the source with the job inside; in sync (nothing dirty, target
-   * flushed): true, and the source stays drained. Else the drain ends and
-   * the job goes on.
-   */
-  private async finalSync(job: Job): Promise<boolean> {
-    await this.drainSource(job);
-    if (this.parts.state.bitmap.count === 0 && (await this.flushTarget())) return true;
-    this.drained!.end();
-    this.drained = undefined;
-    return false;
-  }
-
-  /** Drains the source, the job included but not waited for (it is the one waiting): the job counts as paused, as in QEMU. */
-  private async drainSource(job: Job): Promise<void> {
-    if (this.drained !== undefined) return;
-    this.drained = new DrainSection(job);
-    this.drained.addNode(this.parts.source);
-    await this.drained.settle();
-  }
-
-  /**
    * The failures since the last look, once the copies in flight have ended:
    * a BLOCK_JOB_ERROR for each, and the strongest action. A reported
    * failure ends the job with its error; a stop pauses the job (paused and
    * io-status set before the event, as in QEMU) and returns once it is
    * resumed; ignored ones are retried after a short pause.
    */
-  private async handleFailures(job: Job): Promise<void> {
+  async handleFailures(job: Job): Promise<void> {
     const { state } = this.parts;
     if (state.failures.length === 0) return;
-    await this.settleOps();
+    await this.convergence.settle();
     const failures = state.failures.splice(0).map((failure) => {
       const policy = failure.operation === 'read' ? this.parts.onSourceError : this.parts.onTargetError;
       return { failure, action: errorAction(policy, failure.ioError) };
