@@ -46,6 +46,8 @@ export interface DriverCapabilities {
   canCompress: boolean;
   /** 'parallel': requests may overlap in time; 'serialize': the core runs one at a time. */
   concurrency: 'parallel' | 'serialize';
+  /** What a truncate adds reads as zeroes (QEMU's bdrv_has_zero_init_truncate). */
+  growsZeroed?: boolean;
 }
 
 /** A child the driver takes from its options (`file`, `backing`, `image` …). */

@@ -214,7 +214,7 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   options: fileOptions,
   createOptions: fileCreateOptions,
   blockdevCreateOptions: fileBlockdevCreateOptions,
-  capabilities: { canZero: ops !== undefined, canDiscard: ops !== undefined, canFua: false, concurrency: 'parallel' },
+  capabilities: { canZero: ops !== undefined, canDiscard: ops !== undefined, canFua: false, concurrency: 'parallel', growsZeroed: true },
   open: fileOpen,
   reopen: fileReopen,
   close: fileClose,

@@ -68,7 +68,7 @@ export const memoryDriver = defineBlockDriver<MemoryOptions, MemoryState>({
   kind: 'protocol',
   summary: 'sparse disk in RAM',
   options: memoryOptions,
-  capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel' },
+  capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel', growsZeroed: true },
   open: memoryOpen,
   getLength: memoryGetLength,
   read: memoryRead,

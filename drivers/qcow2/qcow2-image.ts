@@ -120,6 +120,19 @@ export interface Qcow2Image {
    * cut when the image is closed. `end` is the end the image needs.
    */
   growAhead?: { end: number };
+  /**
+   * Set on images opened read-write over a file that grows zeroed: from
+   * here on the file reads as zeroes for sure (past its length at open, and
+   * past every write issued since). A cluster allocated there needs no
+   * zeroes written around a partial write (QEMU zeroes it with one
+   * write-zeroes instead: handle_alloc_space).
+   */
+  freshFrom?: number;
+}
+
+/** Where the file is known to read as zeroes, for an image that may write: see Qcow2Image.freshFrom. */
+export function freshFromOpen(file: NodeChild): number | undefined {
+  return file.node.capabilities.growsZeroed === true ? file.length : undefined;
 }
 
 export function newLocks(): { lock: Mutex; ranges: RangeLock } {
@@ -159,6 +172,8 @@ export async function trimFile(image: Qcow2Image): Promise<void> {
 
 /** Writes and notes that a flush is due (after the write: a flush that began meanwhile may miss it). */
 export function writeFile(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  // Noted when issued: a cluster freed after a failed write may hold part of it.
+  if (image.freshFrom !== undefined && offset + buf.length > image.freshFrom) image.freshFrom = offset + buf.length;
   const written = (): void => {
     image.unflushed = true;
   };

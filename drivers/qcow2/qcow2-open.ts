@@ -39,7 +39,7 @@ import {
   readFixedHeader,
   unsupportedFeatures,
 } from './qcow2-header.js';
-import { type ImageFile, newLocks, type Qcow2Image, readFile, writeIncompatible } from './qcow2-image.js';
+import { freshFromOpen, type ImageFile, newLocks, type Qcow2Image, readFile, writeIncompatible } from './qcow2-image.js';
 import { writeMetadata } from './qcow2-overlap.js';
 import { readSnapshotTable, type SnapshotTable } from './qcow2-snapshots.js';
 import { writeBackL2Slice } from './qcow2-sync.js';
@@ -252,7 +252,11 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
   });
   image.backingName = backingName;
   image.backingFormat = ext.backingFormat;
-  if (writable) image.growAhead = { end: file.length };
+  if (writable) {
+    image.growAhead = { end: file.length };
+    const freshFrom = freshFromOpen(file);
+    if (freshFrom !== undefined) image.freshFrom = freshFrom;
+  }
   try {
     // As QEMU: a dirty image is repaired when opened read-write, except for a check, which reports (and repairs) it itself.
     if ((image.incompatible & INCOMPAT_DIRTY) !== 0n && ctx.check) image.keepDirty = true;

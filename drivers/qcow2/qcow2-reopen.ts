@@ -31,6 +31,7 @@ export async function reopenImage(image: Qcow2Image, { readOnly }: DriverReopen)
       // An image marked corrupt while open refuses every request; there is nothing it may still write.
       if (image.failure === undefined) await settleImage(image);
       delete image.growAhead;
+      delete image.freshFrom;
       image.writable = false;
       return;
     }

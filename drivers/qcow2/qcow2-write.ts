@@ -39,6 +39,8 @@ interface Allocation {
   count: number;
   host: number;
   old: L2Entry[];
+  /** The new clusters lie where the file reads as zeroes (Qcow2Image.freshFrom). */
+  fresh: boolean;
 }
 
 type Piece = InPlace | ReuseZero | Allocation;
@@ -85,7 +87,8 @@ async function planWrite(image: Qcow2Image, offset: number, length: number): Pro
       await writableL2Table(image, Math.floor(cluster / l2Entries));
       const host = await allocateNonZero(image, count, 'data cluster');
       await checkOverlap(image, host, count * cs);
-      pieces.push({ kind: 'alloc', first: cluster, count, host, old: entries.slice(i, i + count) });
+      const fresh = image.freshFrom !== undefined && host >= image.freshFrom;
+      pieces.push({ kind: 'alloc', first: cluster, count, host, old: entries.slice(i, i + count), fresh });
       i += count;
     }
   }
@@ -124,14 +127,18 @@ async function mergeBuffer(image: Qcow2Image, cluster: number, entry: L2Entry, f
     (await readCompressed(image, entry)).copy(buf);
   } else if (entry.kind === 'normal') {
     await readFile(image.file, entry.host, buf);
-  } else if (entry.kind === 'unallocated' && image.backing !== undefined) {
+  } else if (!readsAsZeroes(image, entry)) {
     await readBacking(image, cluster * cs, buf);
   } else {
-    // Zeroes: without a backing node an unallocated cluster reads as zeroes, as zero clusters do.
     buf.fill(0, 0, from);
     buf.fill(0, to);
   }
   return buf;
+}
+
+/** Without a backing node an unallocated cluster reads as zeroes, as zero clusters do. */
+function readsAsZeroes(image: Qcow2Image, entry: L2Entry): boolean {
+  return entry.kind !== 'compressed' && entry.kind !== 'normal' && !(entry.kind === 'unallocated' && image.backing !== undefined);
 }
 
 /** Writes one piece's data (no lock): whole clusters straight from `buf`, partial ones merged with their old content. */
@@ -171,7 +178,13 @@ async function writePiece(image: Qcow2Image, piece: Piece, offset: number, buf: 
     }
     if (j === piece.count) break;
     const [from, to] = range(cluster);
-    await merged(cluster, await mergeBuffer(image, cluster, piece.old[j]!, from, to), piece.host + j * cs);
+    const old = piece.old[j]!;
+    if (piece.fresh && readsAsZeroes(image, old)) {
+      // The rest of the cluster reads as zeroes already, as it must: only the data is written.
+      await writeFile(image, piece.host + j * cs + from, slice(cluster * cs + from, cluster * cs + to));
+      continue;
+    }
+    await merged(cluster, await mergeBuffer(image, cluster, old, from, to), piece.host + j * cs);
   }
 }
 
