@@ -8,8 +8,7 @@
  * the quorum first, so comparing the images says something, and the
  * repaired quorum is shown to write to the new child. Not here:
  * test_medium_not_found (an empty CD-ROM drive, which blocklayer has no
- * notion of) and test_after_a_quorum_snapshot (blockdev-snapshot-sync,
- * which blocklayer does not have).
+ * notion of).
  */
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -32,7 +31,7 @@ async function withQuorum(t: ExecutionContext, body: (s: QuorumSession) => Promi
   if (!havePeers(t)) return;
   const dir = await tempDir(t, 'blocklayer-041-quorum-');
   const layer = await createTestLayer({
-    plugins: ['file', 'raw', 'qcow2', 'quorum', 'qmp-block-commands', 'job-commands', 'mirror', 'nbd-server'],
+    plugins: ['file', 'raw', 'qcow2', 'quorum', 'qmp-block-commands', 'job-commands', 'mirror', 'nbd-server', 'blockdev-snapshot'],
   });
   const s: QuorumSession = { layer, log: new EventLog(layer), dir, images: [1, 2, 3].map((i) => join(dir, `quorum${i}.img`)), repair: join(dir, 'quorum_repair.img') };
   try {
@@ -194,4 +193,22 @@ test('replaces naming a node below a quorum child is refused: only the children 
       `Cannot replace '${file}' by a node mirrored from 'quorum0', because it cannot be guaranteed that doing so would not lead to an abrupt change of visible data`,
     );
     await assertNoActiveJobs(t, s.layer);
+  }));
+
+test('041 TestRepairQuorum.test_after_a_quorum_snapshot: the snapshot, not the image under it, is what may be replaced', (t) =>
+  withQuorum(t, async (s) => {
+    const snapshot = join(s.dir, 'quorum_snapshot.img');
+    await s.layer.execute('blockdev-snapshot-sync', { 'node-name': 'img1', 'snapshot-file': snapshot, 'snapshot-node-name': 'snap1' });
+    t.is(quorumChild(s, 1), 'snap1');
+    await expectError(
+      t,
+      driveMirror(s),
+      "Cannot replace 'img1' by a node mirrored from 'quorum0', because it cannot be guaranteed that doing so would not lead to an abrupt change of visible data",
+    );
+    await driveMirror(s, { replaces: 'snap1' });
+    await completeAndWait(s.layer, s.log, 'job0');
+    t.true(await hasBlockNode(s, 'repair0', s.repair));
+    t.is(quorumChild(s, 1), 'repair0');
+    await s.layer.close();
+    assertIdentical(t, s.images[0]!, s.repair, 'qcow2', 'qcow2');
   }));
