@@ -180,8 +180,9 @@ export class Replay {
   async waitForEvents(requests: number): Promise<boolean> {
     const expected = this.section.events.filter((e) => e.afterRequests <= requests);
     const ids = [...new Set(expected.map((e) => jobOf(e)).filter((id): id is string => id !== undefined))];
-    // Generous: it only runs out when an event is missing, and CI runs test files side by side on 2 cores.
-    const deadline = Date.now() + (this.options.eventTimeoutMs ?? 10_000);
+    // Generous: it only runs out when an event is missing, and with other test files beside it a job's
+    // end can wait long on the disk (closing a filter flushes the chain below it, fdatasync included).
+    const deadline = Date.now() + (this.options.eventTimeoutMs ?? 60_000);
     for (;;) {
       const ours = this.log.collect();
       const done = ids.every((id) => {
