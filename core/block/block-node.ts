@@ -19,7 +19,6 @@ import type {
   RequestKind,
   RequestOptions,
   WriteFlags,
-  WriteKind,
   WriteRequest,
   WriteResult,
   ZeroFlags,
@@ -179,14 +178,14 @@ export class BlockNode implements NodeParent {
       return Promise.reject(error);
     }
     if (buf.length === 0) return Promise.resolve();
-    return this.writeRequest('write', offset, buf.length, flags, options, buf, () => this.io!.write(offset, buf, flags));
+    return trackedWrite(this, this.tracker, 'write', offset, buf.length, flags, options, buf, () => this.io!.write(offset, buf, flags));
   }
 
   async writeZeroes(offset: number, length: number, flags: ZeroFlags = {}, options: RequestOptions = {}): Promise<void> {
     this.checkRequest('write-zeroes', offset, length);
     if (length === 0) return;
     const effective = { ...flags, mayUnmap: (flags.mayUnmap ?? false) && this.settings.discard === 'unmap' };
-    await this.writeRequest('write-zeroes', offset, length, effective, options, undefined, () =>
+    await trackedWrite(this, this.tracker, 'write-zeroes', offset, length, effective, options, undefined, () =>
       this.io!.writeZeroes(offset, length, effective),
     );
   }
@@ -199,7 +198,7 @@ export class BlockNode implements NodeParent {
     const start = alignUp(offset, align);
     const end = offset + length === this.length ? offset + length : alignDown(offset + length, align);
     if (end <= start) return;
-    await this.writeRequest('discard', start, end - start, {}, options, undefined, () =>
+    await trackedWrite(this, this.tracker, 'discard', start, end - start, {}, options, undefined, () =>
       this.io!.discard(start, end - start),
     );
   }
@@ -210,7 +209,7 @@ export class BlockNode implements NodeParent {
       throw new BlockIoError('EINVAL', `Invalid length ${length} for node '${this.nodeName}'`);
     }
     const lost = Math.max(0, this.length - length);
-    await this.writeRequest('truncate', length, lost, {}, options, undefined, () => this.io!.truncate(length));
+    await trackedWrite(this, this.tracker, 'truncate', length, lost, {}, options, undefined, () => this.io!.truncate(length));
     // Nodes above that show this node's size (raw, filters) follow it, as QEMU's variable-length drivers do.
     for (const node of this.selfAndAncestors()) {
       if (node !== this && node.io !== undefined) node.io.length = node.driver.getLength(node.state);
@@ -362,16 +361,4 @@ export class BlockNode implements NodeParent {
     }
   }
 
-  /** A checked write-type request, tracked and hooked (write-path.ts). */
-  private writeRequest(
-    kind: WriteKind,
-    offset: number,
-    bytes: number,
-    flags: ZeroFlags,
-    options: RequestOptions,
-    buffer: Buffer | undefined,
-    perform: () => Promise<void>,
-  ): Promise<void> {
-    return trackedWrite(this, this.tracker, kind, offset, bytes, flags, options, buffer, perform);
-  }
 }
