@@ -165,7 +165,7 @@ async function fileTruncate(state: FileState, length: number): Promise<void> {
     if (length !== state.length) throw new BlockIoError('ENOTSUP', 'Cannot resize device files');
     return;
   }
-  await resizeRegular(state.handle, length, 'off');
+  await resizeRegular(state.handle, length, 'off', state.length);
   state.length = length;
 }
 

@@ -42,10 +42,12 @@ async function preallocate(handle: FileHandle, from: number, to: number, preallo
  * Resizes a regular file the way QEMU's handle_aiocb_truncate does: growth is
  * sparse (off), reserved (falloc) or written (full), a failed preallocation
  * restores the old size, and growing an empty file writes its first block,
- * so images we create map like qemu-img's.
+ * so images we create map like qemu-img's. `known` is the current size when
+ * the caller knows it (an open node does), which saves asking the file
+ * system: growing image files do this often, behind queued I/O.
  */
-export async function resizeRegular(handle: FileHandle, length: number, prealloc: Prealloc): Promise<void> {
-  const current = (await handle.stat()).size;
+export async function resizeRegular(handle: FileHandle, length: number, prealloc: Prealloc, known?: number): Promise<void> {
+  const current = known ?? (await handle.stat()).size;
   if (prealloc === 'off' || length <= current) {
     await handle.truncate(length).catch((error: unknown) => {
       throw ioFailure('Could not resize file', error);

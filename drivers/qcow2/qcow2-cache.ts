@@ -23,6 +23,8 @@ export class TableCache {
   private readonly entries = new Map<number, CacheEntry>();
   private clock = 0;
   private lastClean = 0;
+  /** The most recently used entry: using it again changes no order (most lookups in a row hit the same slice). */
+  private newest: CacheEntry | undefined;
 
   constructor(
     readonly capacity: number,
@@ -98,9 +100,12 @@ export class TableCache {
   private touch(offset: number): CacheEntry | undefined {
     const entry = this.entries.get(offset);
     if (entry === undefined) return undefined;
-    this.entries.delete(offset);
+    if (entry !== this.newest) {
+      this.entries.delete(offset);
+      this.entries.set(offset, entry);
+      this.newest = entry;
+    }
     entry.used = ++this.clock;
-    this.entries.set(offset, entry);
     return entry;
   }
 
@@ -113,6 +118,7 @@ export class TableCache {
       }
       if (this.entries.get(victimOffset) === victim) this.entries.delete(victimOffset);
     }
-    this.entries.set(offset, { buf, dirty, used: ++this.clock });
+    this.newest = { buf, dirty, used: ++this.clock };
+    this.entries.set(offset, this.newest);
   }
 }

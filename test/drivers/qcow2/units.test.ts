@@ -77,6 +77,27 @@ test('the table cache evicts the least recently used entry, writing it back firs
   t.deepEqual(cache.dirty().map(([o]) => o), [4], 'dirty entries are never dropped');
 });
 
+test('the table cache keeps its use order when the same entry is used again and again, or the newest is dropped', async (t) => {
+  const loaded: number[] = [];
+  const cache = new TableCache(2, 8, {
+    load: async (offset) => void loaded.push(offset),
+    writeBack: async () => undefined,
+  });
+  await cache.get(1);
+  await cache.get(2);
+  cache.peek(1);
+  cache.peek(1);
+  cache.peek(2);
+  await cache.get(3);
+  t.is(cache.peek(1), undefined, '1 was used before 2 last, so it went first');
+  t.not(cache.peek(2), undefined);
+  cache.dropRange(3, 4);
+  await cache.get(5);
+  await cache.get(3);
+  t.is(cache.peek(2), undefined, 'after 3 was dropped, 2 was the least recently used');
+  t.deepEqual(loaded, [1, 2, 3, 5, 3]);
+});
+
 test('the range lock lets readers share, and writers wait for earlier overlapping holders only', async (t) => {
   const lock = new RangeLock();
   const order: string[] = [];
