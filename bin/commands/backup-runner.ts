@@ -4,7 +4,7 @@
  * (hooks.event) and its progress (query-jobs) until it concludes.
  */
 import { stat } from 'node:fs/promises';
-import { SingleBar } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
 import { deferred } from '../../core/util/deferred.js';
@@ -46,18 +46,26 @@ interface JobInfo {
   'total-progress': number;
 }
 
-/** A progress bar on stderr in MiB, fed from query-jobs. */
+/** A progress bar on stderr in MiB, fed from query-jobs; cli-progress is loaded only when one is shown. */
 class ProgressBar {
-  private readonly bar = new SingleBar({
-    stream: process.stderr,
-    format: 'backup |{bar}| {percentage}% | {done}/{all} MiB | ETA {eta_formatted}',
-    barCompleteChar: '\u2588',
-    barIncompleteChar: '\u2591',
-    hideCursor: true,
-    clearOnComplete: true,
-    etaBuffer: 20,
-  });
   private started = false;
+
+  private constructor(private readonly bar: SingleBar) {}
+
+  static async create(): Promise<ProgressBar> {
+    const { SingleBar } = await import('cli-progress');
+    return new ProgressBar(
+      new SingleBar({
+        stream: process.stderr,
+        format: 'backup |{bar}| {percentage}% | {done}/{all} MiB | ETA {eta_formatted}',
+        barCompleteChar: '\u2588',
+        barIncompleteChar: '\u2591',
+        hideCursor: true,
+        clearOnComplete: true,
+        etaBuffer: 20,
+      }),
+    );
+  }
 
   update(done: number, total: number): void {
     const payload = { done: (done / 2 ** 20).toFixed(0), all: (total / 2 ** 20).toFixed(0) };
@@ -106,7 +114,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     if (jobExists) cancel();
   };
   process.on('SIGINT', onSigint);
-  const bar = request.progress ? new ProgressBar() : undefined;
+  const bar = request.progress ? await ProgressBar.create() : undefined;
   let poller: NodeJS.Timeout | undefined;
   try {
     await layer

@@ -55,7 +55,7 @@ export function convertCommand(program: Command): void {
         };
         if (options.B !== undefined) request.backingFile = options.B;
         if (options.F !== undefined) request.backingFormat = options.F;
-        const bar = options.p && !options.q ? new ProgressBar('convert') : undefined;
+        const bar = options.p && !options.q ? await ProgressBar.create('convert') : undefined;
         try {
           await convertImage(layer, request, bar === undefined ? undefined : (done, total) => bar.update(done, total));
         } finally {

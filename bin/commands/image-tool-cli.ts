@@ -4,7 +4,7 @@
  * code, --output, numbers as qemu-img reads them, and a progress bar.
  */
 import { InvalidArgumentError, Option } from 'commander';
-import { SingleBar } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import { errorText, ImageToolError } from '../../core/image-tools/image-access.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
@@ -66,13 +66,19 @@ export function parseUnsigned(text: string | undefined, fallback: number, messag
   return value;
 }
 
-/** A progress bar on stderr in MiB (also when stderr is not a terminal: then a line every 2 s and at the end). */
+/**
+ * A progress bar on stderr in MiB (also when stderr is not a terminal: then
+ * a line every 2 s and at the end). cli-progress is loaded when a bar is
+ * made, so that the commands that show none do not load it at start-up.
+ */
 export class ProgressBar {
-  private readonly bar: SingleBar;
   private started = false;
 
-  constructor(label: string) {
-    this.bar = new SingleBar({
+  private constructor(private readonly bar: SingleBar) {}
+
+  static async create(label: string): Promise<ProgressBar> {
+    const { SingleBar } = await import('cli-progress');
+    const bar = new SingleBar({
       stream: process.stderr,
       format: `${label} |{bar}| {percentage}% | {done}/{all} MiB`,
       barCompleteChar: '\u2588',
@@ -80,6 +86,7 @@ export class ProgressBar {
       hideCursor: true,
       noTTYOutput: true,
     });
+    return new ProgressBar(bar);
   }
 
   update(done: number, total: number): void {

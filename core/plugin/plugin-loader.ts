@@ -134,7 +134,11 @@ export class PluginLoader {
     const hooks = this.container.get<BlockLayerHooks>(TOKENS.BlockLayerHooks);
     const objects = this.container.get<ObjectRegistry>(TOKENS.ObjectRegistry);
     for (const { name, source } of this.owners) {
-      const own = <T>(token: symbol): T[] => this.container.getAll<T>(this.ownToken(name, token));
+      // A token the owner never named has no bindings: asking the container would only cost a plan.
+      const own = <T>(token: symbol): T[] => {
+        const ownToken = this.ownTokens.get(ownTokenKey(name, token));
+        return ownToken === undefined ? [] : this.container.getAll<T>(ownToken);
+      };
       try {
         for (const d of own<BlockDriverDefinition>(TOKENS.BlockDriverContribution)) drivers.register(d, name);
         for (const c of own<QmpCommand | QmpCommand[]>(TOKENS.CommandContribution).flat()) commands.register(c, name);
@@ -150,7 +154,7 @@ export class PluginLoader {
 
   /** The token `owner`'s bindings of a contribution token really go to. */
   private ownToken(owner: string, token: symbol): symbol {
-    const key = `${owner}\0${token.description}`;
+    const key = ownTokenKey(owner, token);
     let own = this.ownTokens.get(key);
     if (own === undefined) {
       own = Symbol(`${token.description} of ${owner}`);
@@ -196,6 +200,10 @@ export class PluginLoader {
     if (!isPlugin(exports.default)) fail('the default export is not a plugin ({ name, version, apiVersion, module })');
     return exports.default as Plugin;
   }
+}
+
+function ownTokenKey(owner: string, token: symbol): string {
+  return `${owner}\0${token.description}`;
 }
 
 /** A path (relative to `baseDir`; a directory means its index) or a package name, as an importable specifier. */

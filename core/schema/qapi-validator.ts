@@ -72,6 +72,8 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 @injectable()
 export class QapiValidator {
   private readonly compiled = new WeakMap<TSchema, TypeCheck<TSchema>>();
+  /** Schemas checked once so far: interpreted, not compiled (see `check`). */
+  private readonly checkedOnce = new WeakSet<TSchema>();
   private named = new Map<string, TSchema>();
   private references: TSchema[] = [];
 
@@ -112,9 +114,19 @@ export class QapiValidator {
     return value as Static<T>;
   }
 
+  /**
+   * Compiling a schema costs more than interpreting it once, and most are
+   * checked once per process (the manifest, each plugin's options, a CLI
+   * run's image): a schema is interpreted the first time and compiled when
+   * it is checked again (a command's arguments, a driver's options).
+   */
   check(schema: TSchema, value: unknown): boolean {
     let check = this.compiled.get(schema);
     if (check === undefined) {
+      if (!this.checkedOnce.has(schema)) {
+        this.checkedOnce.add(schema);
+        return Value.Check(schema, this.references, value);
+      }
       check = TypeCompiler.Compile(schema, this.references);
       this.compiled.set(schema, check);
     }
