@@ -3,7 +3,7 @@
  * monitors, a pid file; runs until `quit` or SIGINT/SIGTERM, then closes
  * every node and removes what it created.
  */
-import { rm, writeFile } from 'node:fs/promises';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { BlockLayer } from '../../core/block-layer.js';
 import { BlockLayerError } from '../../core/errors.js';
@@ -59,7 +59,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     await startNbdFromOptions(layer, options);
     const listeners = parseMonitors({ ...options, qmp }, validator);
     await startMonitors(layer, listeners);
-    if (options.pidfile !== undefined) await writeFile(options.pidfile, `${process.pid}\n`);
+    if (options.pidfile !== undefined) await writePidfile(options.pidfile);
   } catch (error) {
     await layer.close();
     throw error;
@@ -90,4 +90,14 @@ async function startMonitors(layer: BlockLayer, listeners: readonly QmpListener[
     await server.listen(listener.address);
     if (listener.waitForClient) await server.waitForClient();
   }
+}
+
+/** Written aside and renamed into place: whoever sees the pid file sees the pid in it. */
+async function writePidfile(path: string): Promise<void> {
+  const aside = `${path}.${process.pid}.tmp`;
+  await writeFile(aside, `${process.pid}\n`);
+  await rename(aside, path).catch(async (error: unknown) => {
+    await rm(aside, { force: true });
+    throw error;
+  });
 }
