@@ -18,14 +18,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ExecutionContext } from 'ava';
 import type { BlockLayer } from '../../core/block-layer.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
 import { QmpClient, type QmpMessage } from '../../core/qmp/qmp-client.js';
 import { createTestLayer } from '../../core/testing/index.js';
 import injectErrorPlugin from '../fixtures/error-filter/index.js';
 import type { TranscriptRequest } from './job-transcripts.js';
-import { requirePeer } from './peers.js';
+export { havePeers } from './peers.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -34,11 +33,6 @@ export const MiB = 1024 * KiB;
 export const BASE = ['write -P 0x11 0 2M', 'write -P 0x14 8M 1M'];
 export const MID = ['write -P 0x22 2M 2M', 'write -P 0x25 8M 512k'];
 export const TOP = ['write -P 0x33 4M 2M'];
-
-/** True if qemu-img and qemu-io are there (else the test is skipped, or failed in CI). */
-export function havePeers(t: ExecutionContext): boolean {
-  return requirePeer(t, 'qemu-img') && requirePeer(t, 'qemu-io');
-}
 
 export class EventLog {
   readonly events: BlockLayerEvent[] = [];

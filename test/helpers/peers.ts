@@ -47,3 +47,23 @@ export function requirePeer(t: ExecutionContext, peer: string): boolean {
   }
   return false;
 }
+
+/** True if qemu-img and qemu-io are there (else the test is skipped, or failed in CI). */
+export function havePeers(t: ExecutionContext): boolean {
+  return requirePeer(t, 'qemu-img') && requirePeer(t, 'qemu-io');
+}
+
+/** Runs `body` on the session `open` makes, if qemu-img and qemu-io are there (havePeers), and closes it after, also on failure. */
+export async function withPeerSession<S extends { close(): Promise<unknown> }>(
+  t: ExecutionContext,
+  open: () => Promise<S>,
+  body: (s: S) => Promise<void>,
+): Promise<void> {
+  if (!havePeers(t)) return;
+  const s = await open();
+  try {
+    await body(s);
+  } finally {
+    await s.close();
+  }
+}

@@ -18,21 +18,14 @@ import {
   checkImage,
   compareImages,
   flatten,
-  havePeers,
   MiB,
   openChainSession,
   qemuImgInfo,
 } from '../../helpers/chain-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
-async function withSession(t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await openChainSession();
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => openChainSession(), body);
 
 async function refused(t: ExecutionContext, s: ChainSession, args: Record<string, unknown>, message: string, errorClass: BlockLayerError['errorClass'] = 'GenericError'): Promise<void> {
   const error = await t.throwsAsync<BlockLayerError>(s.layer.execute('block-commit', args), undefined, JSON.stringify(args));

@@ -11,7 +11,8 @@
 import { execFileSync } from 'node:child_process';
 import test, { type ExecutionContext } from 'ava';
 import { completeAndWait, createImage, qcow2Over, qemuImg, qemuIo } from './iotest-images.js';
-import { assertIdentical, havePeers, KiB, type MirrorSession, MiB, openSession } from './mirror-session.js';
+import { assertIdentical, KiB, type MirrorSession, MiB, openSession } from './mirror-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
 const LENGTH = 4 * MiB;
 
@@ -52,15 +53,8 @@ async function assertTargetSound(t: ExecutionContext, s: MirrorSession): Promise
   t.regex(check, /No errors were found on the image/);
 }
 
-async function withSession(t: ExecutionContext, body: (s: MirrorSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await sourceSession();
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, body: (s: MirrorSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => sourceSession(), body);
 
 test.serial('mode existing, sync=top, 64 KiB granularity into 128 KiB clusters: copies widened; the backing file opened at the end', (t) =>
   withSession(t, async (s) => {

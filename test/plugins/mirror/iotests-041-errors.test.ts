@@ -12,7 +12,8 @@ import test, { type ExecutionContext } from 'ava';
 import type { JobManager } from '../../../core/job/job-manager.js';
 import { TOKENS } from '../../../core/tokens.js';
 import { assertNoActiveJobs, completeAndWait, createImage, qcow2Over, qemuIo } from './iotest-images.js';
-import { assertIdentical, havePeers, type MirrorSession, MiB, openSession } from './mirror-session.js';
+import { assertIdentical, type MirrorSession, MiB, openSession } from './mirror-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
 /** 041's MIRROR_GRANULARITY, where its blkdebug rule injects the error. */
 const MIRROR_GRANULARITY = MiB;
@@ -110,15 +111,8 @@ async function stopCase(
   compare();
 }
 
-async function withSession(t: ExecutionContext, make: () => Promise<MirrorSession>, body: (s: MirrorSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await make();
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, make: () => Promise<MirrorSession>, body: (s: MirrorSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, make, body);
 
 const driveMirror = (s: MirrorSession, args: Record<string, unknown> = {}) => () =>
   s.layer.execute('drive-mirror', { device: 'drive0', sync: 'full', target: s.image('target', 'img'), ...args });

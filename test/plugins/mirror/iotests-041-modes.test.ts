@@ -12,17 +12,11 @@
 import test, { type ExecutionContext } from 'ava';
 import type { BlockLayerError } from '../../../core/errors.js';
 import { assertNoActiveJobs, completeAndWait, createImage, qcow2Node, qcow2Over, qemuImg, qemuIo, waitReadyAndCancel } from './iotest-images.js';
-import { assertIdentical, havePeers, type MirrorSession, MiB, openSession } from './mirror-session.js';
+import { assertIdentical, type MirrorSession, MiB, openSession } from './mirror-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
-async function withSession(t: ExecutionContext, body: (s: MirrorSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await openSession();
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, body: (s: MirrorSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => openSession(), body);
 
 /** drive0: qcow2 test.img over a raw backing.img of `backingLength` (resized to `length`). */
 async function drive0(s: MirrorSession, backingLength: number, length = backingLength): Promise<void> {

@@ -26,7 +26,7 @@ import type { QmpCommand } from '../../../core/qmp/qmp-command.js';
 import { createTestLayer } from '../../../core/testing/index.js';
 import { TOKENS } from '../../../core/tokens.js';
 import injectErrorPlugin from '../../fixtures/error-filter/index.js';
-import { requirePeer } from '../../helpers/peers.js';
+export { havePeers } from '../../helpers/peers.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * KiB;
@@ -147,11 +147,6 @@ export interface MirrorSession {
   /** A QMP client on this layer (connected on first use). */
   client(): Promise<QmpClient>;
   close(): Promise<void>;
-}
-
-/** True if qemu-img and qemu-io are there (else the test is skipped, or failed in CI). */
-export function havePeers(t: ExecutionContext): boolean {
-  return requirePeer(t, 'qemu-img') && requirePeer(t, 'qemu-io');
 }
 
 export async function openSession(images: readonly ImageSpec[] = []): Promise<MirrorSession> {

@@ -9,23 +9,17 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { BlockLayerError } from '../../../core/errors.js';
-import { havePeers, type MirrorSession, openSession, SOURCE_DATA } from './mirror-session.js';
+import { type MirrorSession, openSession, SOURCE_DATA } from './mirror-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
-async function withSession(t: ExecutionContext, body: (s: MirrorSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await openSession([
+const withSession = (t: ExecutionContext, body: (s: MirrorSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => openSession([
     { kind: 'raw', name: 'src', data: SOURCE_DATA },
     { kind: 'raw', name: 'm1' },
     { kind: 'raw', name: 'm2' },
     { kind: 'raw', name: 'm3' },
     { kind: 'raw', name: 'm4' },
-  ]);
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+  ]), body);
 
 async function refused(t: ExecutionContext, s: MirrorSession, command: string, args: Record<string, unknown>, message: string): Promise<void> {
   const error = await t.throwsAsync<BlockLayerError>(s.layer.execute(command, args), undefined, `${command} ${JSON.stringify(args)}`);

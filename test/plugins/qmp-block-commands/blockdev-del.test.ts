@@ -8,17 +8,11 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import type { BlockLayerError } from '../../../core/errors.js';
-import { type ChainSession, havePeers, openChainSession } from '../../helpers/chain-session.js';
+import { type ChainSession, openChainSession } from '../../helpers/chain-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
-async function withSession(t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await openChainSession();
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => openChainSession(), body);
 
 async function del(t: ExecutionContext, s: ChainSession, node: string, message?: string): Promise<void> {
   const run = s.layer.execute('blockdev-del', { 'node-name': node });

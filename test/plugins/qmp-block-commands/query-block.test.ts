@@ -7,19 +7,13 @@
  * these run in-process, with devices attached as QEMU's -drive makes them.
  */
 import test, { type ExecutionContext } from 'ava';
-import { type ChainSession, havePeers, MiB, openChainSession } from '../../helpers/chain-session.js';
+import { type ChainSession, MiB, openChainSession } from '../../helpers/chain-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
 type Info = Record<string, any>;
 
-async function withSession(t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await openChainSession(['mirror', 'dirty-bitmap']);
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => openChainSession(['mirror', 'dirty-bitmap']), body);
 
 const queryBlock = (s: ChainSession): Promise<Info[]> => s.layer.execute<Info[]>('query-block');
 

@@ -18,21 +18,14 @@ import {
   checkImage,
   compareImages,
   flatten,
-  havePeers,
   MiB,
   openChainSession,
   qemuImgInfo,
 } from '../../helpers/chain-session.js';
+import { withPeerSession } from '../../helpers/peers.js';
 
-async function withSession(t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> {
-  if (!havePeers(t)) return;
-  const s = await openChainSession();
-  try {
-    await body(s);
-  } finally {
-    await s.close();
-  }
-}
+const withSession = (t: ExecutionContext, body: (s: ChainSession) => Promise<void>): Promise<void> =>
+  withPeerSession(t, () => openChainSession(), body);
 
 /** The byte ranges `qemu-img map` reports present (allocated in the image or, with its chain, anywhere in it), merged. */
 function allocated(path: string, chain: boolean): [number, number][] {
