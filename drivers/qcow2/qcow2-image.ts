@@ -162,11 +162,17 @@ export async function growFile(image: Qcow2Image, end: number): Promise<void> {
     if (end > length) await image.file.truncate(end);
     return;
   }
-  if (end > ahead.end) ahead.end = end;
+  noteFileEnd(image, end);
   if (end <= length) return;
   const cs = image.g.clusterSize;
   const step = Math.max(GROW_STEP, Math.floor(length / 8));
   await image.file.truncate(Math.ceil(Math.max(end, length + step) / cs) * cs);
+}
+
+/** Notes that the image needs the file up to `end` (what trimFile keeps); growFile's part without I/O. */
+export function noteFileEnd(image: Qcow2Image, end: number): void {
+  const ahead = image.growAhead;
+  if (ahead !== undefined && end > ahead.end) ahead.end = end;
 }
 
 /** Cuts what growFile added ahead of need (the image is being closed; the slack holds nothing). */

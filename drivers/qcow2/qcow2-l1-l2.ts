@@ -175,17 +175,64 @@ export async function updateEntries(
   count: number,
   update: (cluster: number, slice: Buffer, at: number) => void,
 ): Promise<void> {
+  for (const span of sliceSpans(image, first, count)) {
+    const sliceOffset = (await writableL2Table(image, span.l1Index)) + span.sliceStart * 8;
+    updateSlice(image, span, sliceOffset, await image.l2Cache.get(sliceOffset), update);
+  }
+}
+
+/**
+ * updateEntries without waiting: only if every L2 table involved is ours
+ * (COPIED) and every slice cached. Returns whether it did; if not, nothing
+ * changed and updateEntries must do it.
+ */
+export function updateCachedEntries(
+  image: Qcow2Image,
+  first: number,
+  count: number,
+  update: (cluster: number, slice: Buffer, at: number) => void,
+): boolean {
+  const slices: [SliceSpan, number, Buffer][] = [];
+  for (const span of sliceSpans(image, first, count)) {
+    const { offset, copied, reserved } = readL1Entry(image.l1, span.l1Index * 8);
+    if (offset === 0 || !copied || reserved || offset % image.g.clusterSize !== 0) return false;
+    const slice = image.l2Cache.peek(offset + span.sliceStart * 8);
+    if (slice === undefined) return false;
+    slices.push([span, offset + span.sliceStart * 8, slice]);
+  }
+  for (const [span, sliceOffset, slice] of slices) updateSlice(image, span, sliceOffset, slice, update);
+  return true;
+}
+
+/** The clusters `[from, to)` of one L2 slice: table `l1Index`, slice starting at entry `sliceStart`. */
+interface SliceSpan {
+  l1Index: number;
+  sliceStart: number;
+  from: number;
+  to: number;
+}
+
+/** `count` guest clusters from `first`, cut where L2 slices end. */
+function* sliceSpans(image: Qcow2Image, first: number, count: number): Generator<SliceSpan> {
   const { l2Entries } = image.g;
   const sliceEntries = image.l2SliceEntries;
   const end = first + count;
   for (let cluster = first; cluster < end; ) {
-    const table = await writableL2Table(image, Math.floor(cluster / l2Entries));
     const l2Index = cluster % l2Entries;
-    const sliceStart = l2Index - (l2Index % sliceEntries);
-    const sliceEnd = Math.min(end, cluster - (l2Index % sliceEntries) + sliceEntries);
-    const sliceOffset = table + sliceStart * 8;
-    const slice = await image.l2Cache.get(sliceOffset);
-    for (; cluster < sliceEnd; cluster++) update(cluster, slice, ((cluster % l2Entries) - sliceStart) * 8);
-    image.l2Cache.markDirty(sliceOffset);
+    const to = Math.min(end, cluster - (l2Index % sliceEntries) + sliceEntries);
+    yield { l1Index: Math.floor(cluster / l2Entries), sliceStart: l2Index - (l2Index % sliceEntries), from: cluster, to };
+    cluster = to;
   }
+}
+
+function updateSlice(
+  image: Qcow2Image,
+  span: SliceSpan,
+  sliceOffset: number,
+  slice: Buffer,
+  update: (cluster: number, slice: Buffer, at: number) => void,
+): void {
+  const { l2Entries } = image.g;
+  for (let cluster = span.from; cluster < span.to; cluster++) update(cluster, slice, ((cluster % l2Entries) - span.sliceStart) * 8);
+  image.l2Cache.markDirty(sliceOffset);
 }

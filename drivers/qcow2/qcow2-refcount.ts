@@ -56,25 +56,33 @@ export async function getRefcount(image: Qcow2Image, cluster: number): Promise<n
  * changed only if none of its values would leave the valid range.
  */
 async function adjustRefcounts(image: Qcow2Image, first: number, count: number, delta: number): Promise<number> {
-  const { refblockEntries, refcountOrder } = image.g;
-  const max = refcountMax(refcountOrder);
+  const { refblockEntries } = image.g;
   let last = 0;
   for (let cluster = first; cluster < first + count; ) {
     const index = Math.floor(cluster / refblockEntries);
     const offset = await refblockOffset(image, index);
     if (offset === 0) throw new BlockIoError('EIO', `qcow2: no refcount block for cluster ${cluster}`);
-    const block = await image.refcountCache.get(offset);
     const blockEnd = Math.min(first + count, (index + 1) * refblockEntries);
-    for (let c = cluster; c < blockEnd; c++) {
-      const value = readRefcount(block, c % refblockEntries, refcountOrder) + delta;
-      if (value < 0 || value > max) throw new BlockIoError('EIO', `qcow2: refcount of cluster ${c} would leave the range 0..${max}`);
-    }
-    for (; cluster < blockEnd; cluster++) {
-      last = readRefcount(block, cluster % refblockEntries, refcountOrder) + delta;
-      writeRefcount(block, cluster % refblockEntries, refcountOrder, last);
-    }
-    image.refcountCache.markDirty(offset);
+    last = adjustInBlock(image, await image.refcountCache.get(offset), offset, cluster, blockEnd, delta);
+    cluster = blockEnd;
   }
+  return last;
+}
+
+/** Adds `delta` to the refcounts of clusters `[from, to)`, all in `block` (at `offset`), after checking every one; returns the last. */
+export function adjustInBlock(image: Qcow2Image, block: Buffer, offset: number, from: number, to: number, delta: number): number {
+  const { refblockEntries, refcountOrder } = image.g;
+  const max = refcountMax(refcountOrder);
+  for (let c = from; c < to; c++) {
+    const value = readRefcount(block, c % refblockEntries, refcountOrder) + delta;
+    if (value < 0 || value > max) throw new BlockIoError('EIO', `qcow2: refcount of cluster ${c} would leave the range 0..${max}`);
+  }
+  let last = 0;
+  for (let c = from; c < to; c++) {
+    last = readRefcount(block, c % refblockEntries, refcountOrder) + delta;
+    writeRefcount(block, c % refblockEntries, refcountOrder, last);
+  }
+  image.refcountCache.markDirty(offset);
   return last;
 }
 
@@ -83,36 +91,48 @@ let zeroes = Buffer.alloc(0);
 
 /** Whether bytes `[from, to)` of `block` are all zero. */
 function allZero(block: Buffer, from: number, to: number): boolean {
+  // A few bytes (the refcounts of one new cluster) are quicker to look at than to hand to memcmp.
+  if (to - from <= 16) {
+    for (let i = from; i < to; i++) if (block[i] !== 0) return false;
+    return true;
+  }
   if (zeroes.length < to - from) zeroes = Buffer.alloc(block.length);
   return block.compare(zeroes, 0, to - from, from, to) === 0;
 }
 
 /** First run of `count` clusters with refcount 0 from free_cluster_index; clusters nothing describes are free. */
 async function findFree(image: Qcow2Image, count: number): Promise<number> {
-  const { refblockEntries, refcountOrder, refcountBits } = image.g;
-  let start = image.freeClusterIndex;
-  let cluster = start;
-  while (cluster - start < count) {
-    const index = Math.floor(cluster / refblockEntries);
-    const blockStart = index * refblockEntries;
-    const blockEnd = blockStart + refblockEntries;
-    const block = await refblock(image, index);
-    if (block === undefined) {
-      cluster = blockEnd;
-      continue;
-    }
-    const wanted = Math.min(blockEnd, start + count);
-    const bitFrom = (cluster - blockStart) * refcountBits;
-    const bitTo = (wanted - blockStart) * refcountBits;
-    if (bitFrom % 8 === 0 && bitTo % 8 === 0 && allZero(block, bitFrom / 8, bitTo / 8)) {
-      cluster = wanted;
-      continue;
-    }
-    for (; cluster < blockEnd && cluster - start < count; cluster++) {
-      if (readRefcount(block, cluster - blockStart, refcountOrder) !== 0) start = cluster + 1;
-    }
+  const search = { start: image.freeClusterIndex, cluster: image.freeClusterIndex };
+  while (search.cluster - search.start < count) {
+    const index = Math.floor(search.cluster / image.g.refblockEntries);
+    scanRefblock(image, await refblock(image, index), index, search, count);
   }
-  return start;
+  return search.start;
+}
+
+/**
+ * One step of the search for `count` free clusters: goes over refcount
+ * block `index` (undefined: there is none, all free) from `search.cluster`,
+ * moving `search.start` past every cluster in use.
+ */
+export function scanRefblock(image: Qcow2Image, block: Buffer | undefined, index: number, search: { start: number; cluster: number }, count: number): void {
+  const { refblockEntries, refcountOrder, refcountBits } = image.g;
+  const blockStart = index * refblockEntries;
+  const blockEnd = blockStart + refblockEntries;
+  if (block === undefined) {
+    search.cluster = blockEnd;
+    return;
+  }
+  const wanted = Math.min(blockEnd, search.start + count);
+  const bitFrom = (search.cluster - blockStart) * refcountBits;
+  const bitTo = (wanted - blockStart) * refcountBits;
+  if (bitFrom % 8 === 0 && bitTo % 8 === 0 && allZero(block, bitFrom / 8, bitTo / 8)) {
+    search.cluster = wanted;
+    return;
+  }
+  for (; search.cluster < blockEnd && search.cluster - search.start < count; search.cluster++) {
+    if (readRefcount(block, search.cluster - blockStart, refcountOrder) !== 0) search.start = search.cluster + 1;
+  }
 }
 
 /** The first block index in the clusters `[first, first + count)` without a refcount block. */

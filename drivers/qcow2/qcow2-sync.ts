@@ -56,9 +56,14 @@ export async function syncMetadata(image: Qcow2Image): Promise<void> {
   }
 }
 
+/** Whether so many frees wait that they should be made durable now (syncIfFreesPile). */
+export function freesPiled(image: Qcow2Image): boolean {
+  return image.pendingFrees.length >= MAX_PENDING_FREES;
+}
+
 /** Syncs early when many frees wait, so freed space is reused without a guest flush. */
 export async function syncIfFreesPile(image: Qcow2Image): Promise<void> {
-  if (image.pendingFrees.length >= MAX_PENDING_FREES) await syncMetadata(image);
+  if (freesPiled(image)) await syncMetadata(image);
 }
 
 /** Before the first change to the image: unknown autoclear bits go (this driver maintains none of them). */

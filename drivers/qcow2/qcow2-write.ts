@@ -11,11 +11,12 @@ import { BlockIoError } from '../../core/errors.js';
 import { type L2Entry, writeCompressedEntry, writeL2Entry } from './qcow2-format.js';
 import { checkUsable, growFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
 import { compressCluster } from './qcow2-compress.js';
+import { freeOld, linkCached, owned, planNewClusters, pointAt } from './qcow2-cached-write.js';
 import { entryOf, forEachCachedEntry, forEachEntry, updateEntries, writableL2Table } from './qcow2-l1-l2.js';
 import { cachedOverlap, checkOverlap } from './qcow2-overlap.js';
 import { readBacking, readCompressed } from './qcow2-read.js';
 import { allocateBytes, allocateNonZero, queueFree } from './qcow2-refcount.js';
-import { prepareForWrite, prepareMetadataChange, syncIfFreesPile } from './qcow2-sync.js';
+import { freesPiled, prepareForWrite, prepareMetadataChange, syncIfFreesPile } from './qcow2-sync.js';
 
 /** A guest range written where its clusters already are. */
 interface InPlace {
@@ -33,7 +34,7 @@ interface ReuseZero {
 }
 
 /** Consecutive guest clusters moved to newly allocated, contiguous host clusters. */
-interface Allocation {
+export interface Allocation {
   kind: 'alloc';
   first: number;
   count: number;
@@ -43,11 +44,7 @@ interface Allocation {
   fresh: boolean;
 }
 
-type Piece = InPlace | ReuseZero | Allocation;
-
-function owned(entry: L2Entry): boolean {
-  return (entry.kind === 'normal' || entry.kind === 'zero-alloc') && entry.copied;
-}
+export type Piece = InPlace | ReuseZero | Allocation;
 
 /** Decides where each cluster of the write goes and allocates what is needed (lock held). */
 async function planWrite(image: Qcow2Image, offset: number, length: number): Promise<Piece[]> {
@@ -190,18 +187,12 @@ async function writePiece(image: Qcow2Image, piece: Piece, offset: number, buf: 
 
 /** Points the L2 entries at the written clusters and queues the old references (lock held). */
 async function linkPieces(image: Qcow2Image, pieces: Piece[]): Promise<void> {
-  const cs = image.g.clusterSize;
   for (const piece of pieces) {
     if (piece.kind === 'reuse-zero') {
       await updateEntries(image, piece.cluster, 1, (_, slice, at) => writeL2Entry(slice, at, piece.host, true, false));
     } else if (piece.kind === 'alloc') {
-      await updateEntries(image, piece.first, piece.count, (cluster, slice, at) =>
-        writeL2Entry(slice, at, piece.host + (cluster - piece.first) * cs, true, false),
-      );
-      for (const old of piece.old) {
-        if (old.kind === 'normal' || old.kind === 'zero-alloc') queueFree(image, old.host, cs, 'never');
-        else if (old.kind === 'compressed') queueFree(image, old.host, old.compressedLength, 'never');
-      }
+      await updateEntries(image, piece.first, piece.count, pointAt(image, piece));
+      freeOld(image, piece);
     }
   }
   await syncIfFreesPile(image);
@@ -209,7 +200,8 @@ async function linkPieces(image: Qcow2Image, pieces: Piece[]): Promise<void> {
 
 /** Writes guest data; the caller holds the range lock of the clusters. */
 export async function writeLocked(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
-  const pieces = await image.lock.run(() => planWrite(image, offset, buf.length));
+  const planned = planNewClusters(image, offset, buf.length);
+  const pieces = planned !== undefined ? [planned] : await image.lock.run(() => planWrite(image, offset, buf.length));
   try {
     await Promise.all(pieces.map((piece) => writePiece(image, piece, offset, buf)));
   } catch (error) {
@@ -219,7 +211,8 @@ export async function writeLocked(image: Qcow2Image, offset: number, buf: Buffer
     });
     throw error;
   }
-  await image.lock.run(() => linkPieces(image, pieces));
+  if (!linkCached(image, pieces)) await image.lock.run(() => linkPieces(image, pieces));
+  else if (freesPiled(image)) await image.lock.run(() => syncIfFreesPile(image));
 }
 
 /**
