@@ -53,9 +53,9 @@ export async function writeZeroData(handle: FileHandle, offset: number, length: 
 }
 
 /**
- * pread/pwrite through fs's callback API on the handle's descriptor: a
- * quarter faster per request than FileHandle.read/write, which matters at
- * queue depth 1 (bench/raw-io.ts).
+ * pread through fs's callback API on the handle's descriptor (writeAll
+ * does the same for writes): a quarter faster per request than
+ * FileHandle.read/write, which matters at queue depth 1 (bench/raw-io.ts).
  */
 export function pread(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
   return new Promise((resolve, reject) =>
@@ -63,26 +63,21 @@ export function pread(handle: FileHandle, buf: Buffer, at: number, length: numbe
   );
 }
 
-function pwrite(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    write(handle.fd, buf, at, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
-  );
-}
-
-/** pwrite until all of `buf` is written: one call nearly always does (no async frame then). */
+/**
+ * pwrite until all of `buf` is written, through fs's callback API: one call
+ * nearly always does; a short write goes on from its callback, so that a
+ * write costs one promise.
+ */
 export function writeAll(handle: FileHandle, offset: number, buf: Buffer): Promise<void> {
-  return pwrite(handle, buf, 0, buf.length, offset).then((bytesWritten) =>
-    bytesWritten === buf.length ? undefined : writeRest(handle, offset, buf, bytesWritten),
-  );
-}
-
-/** The rest of a short write, after the first pwrite wrote `written` bytes. */
-async function writeRest(handle: FileHandle, offset: number, buf: Buffer, written: number): Promise<void> {
-  for (let done = 0, bytesWritten = written; ; ) {
-    // A write that makes no progress would loop forever; QEMU reports it as EINVAL.
-    if (bytesWritten === 0) throw new BlockIoError('EINVAL');
-    done += bytesWritten;
-    if (done >= buf.length) return;
-    bytesWritten = await pwrite(handle, buf, done, buf.length - done, offset + done);
-  }
+  return new Promise((resolve, reject) => {
+    const from = (done: number): void =>
+      write(handle.fd, buf, done, buf.length - done, offset + done, (error, bytesWritten) => {
+        if (error) reject(error);
+        // A write that makes no progress would loop forever; QEMU reports it as EINVAL.
+        else if (bytesWritten === 0) reject(new BlockIoError('EINVAL'));
+        else if (done + bytesWritten < buf.length) from(done + bytesWritten);
+        else resolve();
+      });
+    from(0);
+  });
 }
