@@ -181,12 +181,17 @@ export async function trimFile(image: Qcow2Image): Promise<void> {
   if (ahead !== undefined && image.file.length > ahead.end) await image.file.truncate(ahead.end);
 }
 
-/** Writes and notes that a flush is due (after the write: a flush that began meanwhile may miss it). */
-export function writeFile(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+/**
+ * Writes and notes that a flush is due (after the write: a flush that began
+ * meanwhile may miss it); `after` runs then too, done or failed (the guest
+ * write path releases its clusters there, without a promise of its own).
+ */
+export function writeFile(image: Qcow2Image, offset: number, buf: Buffer, after?: () => void): Promise<void> {
   // Noted when issued: a cluster freed after a failed write may hold part of it.
   if (image.freshFrom !== undefined && offset + buf.length > image.freshFrom) image.freshFrom = offset + buf.length;
   const written = (): void => {
     image.unflushed = true;
+    after?.();
   };
   return image.file.write(offset, buf).then(written, (error: unknown) => {
     written();

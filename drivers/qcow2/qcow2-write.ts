@@ -269,10 +269,7 @@ export function writeGuest(image: Qcow2Image, offset: number, buf: Buffer): Prom
     shared();
     return lockedWrite(image, offset, buf, first, end);
   }
-  return writeFile(image, host, buf).then(shared, (error: unknown) => {
-    shared();
-    throw error;
-  });
+  return writeFile(image, host, buf, shared);
 }
 
 /** writeGuest once the clusters could not be shared at once: waits for them, then as writeGuest. */
