@@ -27,6 +27,7 @@ import { TOKENS } from '../tokens.js';
 import type { TransactionActionContribution } from '../transaction/transaction-action.js';
 import type { TransactionActionRegistry } from '../transaction/transaction-action-registry.js';
 import { PLUGIN_API_VERSION } from '../version.js';
+import { importModule } from './import-module.js';
 import { isPlugin, type Plugin } from './plugin.js';
 import type { PluginEntry } from './plugin-manifest.js';
 
@@ -192,7 +193,7 @@ export class PluginLoader {
       return fail((error as Error).message);
     }
     try {
-      exports = (await (linked === undefined ? import(specifier) : linked())) as { default?: unknown };
+      exports = (await (linked === undefined ? importModule(specifier) : linked())) as { default?: unknown };
     } catch (error) {
       return fail(`cannot load ${specifier}: ${(error as Error).message}`);
     }
