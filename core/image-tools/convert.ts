@@ -68,6 +68,8 @@ export interface ConvertResult {
 export type ProgressListener = (done: number, total: number) => void;
 
 const BUFFER = 2 * 1024 * 1024;
+/** The first block status window: a few requests' worth. */
+const FIRST_PROBE = 4 * BUFFER;
 
 interface CopyContext {
   source: BlockNode;
@@ -83,10 +85,17 @@ interface CopyContext {
   bufferSize: number;
 }
 
-/** Statuses of the source, 1 GiB at a time, as copy operations. */
+/**
+ * Statuses of the source as copy operations, asked for in windows that
+ * double from FIRST_PROBE up to qemu-img's 1 GiB: copying starts after one
+ * short query instead of after the status of the first whole GiB (on a raw
+ * file, a pair of lseeks per extent, each a round trip to the thread pool),
+ * and the later queries run while the first requests are in flight.
+ */
 async function* sourceOps(source: BlockNode, topOnly: boolean): AsyncGenerator<CopyOp> {
-  for (let offset = 0; offset < source.length; ) {
-    const length = Math.min(STATUS_PROBE, source.length - offset);
+  let window = FIRST_PROBE;
+  for (let offset = 0; offset < source.length; window = Math.min(window * 2, STATUS_PROBE)) {
+    const length = Math.min(window, source.length - offset);
     if (topOnly) {
       for (const e of await source.blockStatus(offset, length)) {
         yield { kind: !e.allocated ? 'skip' : e.zero ? 'zero' : 'data', offset: e.offset, length: e.length };
