@@ -53,11 +53,11 @@ export function checkBenchOptions(options: BenchOptions): void {
   }
 }
 
-/** -i: only `threads`, the one I/O engine blocklayer has (the libuv thread pool). */
+/** -i: only `threads`, the one I/O engine blocklayer has (a thread pool). */
 export function checkAioMode(mode: string): void {
   if (mode === 'threads') return;
   if (mode === 'native' || mode === 'io_uring') {
-    throw new ImageToolError(`aio=${mode} is not supported: blocklayer does its I/O on the libuv thread pool (-i threads)`);
+    throw new ImageToolError(`aio=${mode} is not supported: blocklayer does its I/O on a thread pool (-i threads)`);
   }
   throw new ImageToolError(`Invalid aio option: ${mode}`);
 }

@@ -1,9 +1,10 @@
 /**
  * file: QEMU's `file` protocol driver (block/file-posix.c). The image is a
  * regular file, or a block device, read and written with positional I/O on
- * the libuv thread pool. Holes (SEEK_DATA/SEEK_HOLE), fast zeroing and
- * discard (fallocate) come from the native addon; without it the driver
- * still works, reporting everything as data and writing zeroes as data.
+ * the native addon's thread pool. Holes (SEEK_DATA/SEEK_HOLE), fast zeroing
+ * and discard (fallocate) come from the addon too; without it the driver
+ * still works, on Node's thread pool, reporting everything as data and
+ * writing zeroes as data.
  * This file holds the node state and the driver's requests; the host I/O
  * under them is file-io.ts, creating and resizing files file-create.ts,
  * reopening file-reopen.ts.

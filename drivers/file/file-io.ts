@@ -53,22 +53,26 @@ export async function writeZeroData(handle: FileHandle, offset: number, length: 
 }
 
 /**
- * pread through fs's callback API on the handle's descriptor (writeAll
- * does the same for writes): a quarter faster per request than
- * FileHandle.read/write, which matters at queue depth 1 (bench/raw-io.ts).
+ * pread on the addon's thread pool (native/io_pool.c), or else through fs's
+ * callback API on the handle's descriptor (writeAll does the same for
+ * writes): a quarter faster per request than FileHandle.read/write, which
+ * matters at queue depth 1 (bench/raw-io.ts).
  */
 export function pread(handle: FileHandle, buf: Buffer, at: number, length: number, position: number): Promise<number> {
+  if (ops !== undefined) return ops.pread(handle.fd, at === 0 && length === buf.length ? buf : buf.subarray(at, at + length), position);
   return new Promise((resolve, reject) =>
     read(handle.fd, buf, at, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
   );
 }
 
 /**
- * pwrite until all of `buf` is written, through fs's callback API: one call
- * nearly always does; a short write goes on from its callback, so that a
- * write costs one promise.
+ * pwrite until all of `buf` is written: on the addon's thread pool, which
+ * goes on after a short write itself, or else through fs's callback API,
+ * where one call nearly always does and a short write goes on from its
+ * callback, so that a write costs one promise.
  */
 export function writeAll(handle: FileHandle, offset: number, buf: Buffer): Promise<void> {
+  if (ops !== undefined) return ops.pwrite(handle.fd, buf, offset);
   return new Promise((resolve, reject) => {
     const from = (done: number): void =>
       write(handle.fd, buf, done, buf.length - done, offset + done, (error, bytesWritten) => {

@@ -1,7 +1,7 @@
 /** Options of the file driver (QEMU's BlockdevOptionsFile) and of file creation (BlockdevCreateOptionsFile). */
 import { Qapi, type Static } from '../../core/schema/qapi.js';
 
-/** Only the thread pool: Node's libuv pool is the one I/O engine we have. */
+/** Only threads: a thread pool (the native addon's, else Node's libuv pool) is the one I/O engine we have. */
 export const BlockdevAioOptions = Qapi.enum('BlockdevAioOptions', ['threads']);
 
 /** QEMU's PreallocMode without `metadata`, which only formats have (same values as the raw driver's). */
@@ -9,7 +9,7 @@ export const PreallocMode = Qapi.enum('PreallocMode', ['off', 'falloc', 'full'])
 
 export const fileOptions = Qapi.struct('BlockdevOptionsFile', {
   filename: Qapi.str({ description: 'path of the image: a regular file or a block device' }),
-  aio: Qapi.optional({ ...BlockdevAioOptions, description: 'AIO backend (the libuv thread pool)', default: 'threads' }),
+  aio: Qapi.optional({ ...BlockdevAioOptions, description: 'AIO backend (a thread pool)', default: 'threads' }),
 });
 
 export type FileOptions = Static<typeof fileOptions>;

@@ -1,7 +1,8 @@
 /**
- * Loads the file driver's native addon (sparse_ops.c, built by build.mjs).
- * Every function runs its syscall on the libuv thread pool. Rejections carry
- * `code` (errno name: 'ENOTSUP', 'EIO' …) and a negative `errno`.
+ * Loads the file driver's native addon (sparse_ops.c and io_pool.c, built
+ * by build.mjs). pread and pwrite run on the addon's own thread pool, the
+ * others on libuv's. Rejections carry `code` (errno name: 'ENOTSUP', 'EIO'
+ * …), a negative `errno` and `syscall`, as Node's fs errors do.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,6 +10,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export interface FileNativeOps {
+  /** One pread into all of `buf`: the bytes read, fewer only at the end of the file. */
+  pread(fd: number, buf: Buffer, position: number): Promise<number>;
+  /** pwrite until all of `buf` is written (a write that makes no progress fails with EINVAL). */
+  pwrite(fd: number, buf: Buffer, position: number): Promise<void>;
   /** lseek SEEK_DATA: the first data offset at or after `offset`, or -1 if none before EOF (ENXIO). */
   seekData(fd: number, offset: number): Promise<number>;
   /** lseek SEEK_HOLE: the first hole at or after `offset` (EOF counts as one), or -1 beyond EOF (ENXIO). */

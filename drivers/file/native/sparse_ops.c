@@ -12,11 +12,11 @@
 #include <linux/fs.h>
 #include <node_api.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
+#include "errno_error.h"
+#include "io_pool.h"
 
 typedef enum {
   OP_SEEK_DATA,
@@ -41,29 +41,6 @@ typedef struct {
   napi_deferred deferred;
   napi_async_work work;
 } request;
-
-static const struct {
-  int value;
-  const char *name;
-} errno_names[] = {
-  /* ENOTSUP first: on Linux it equals EOPNOTSUPP and is the name Node uses. */
-  {ENOTSUP, "ENOTSUP"}, {EOPNOTSUPP, "EOPNOTSUPP"}, {EPERM, "EPERM"},
-  {ENOENT, "ENOENT"},   {EINTR, "EINTR"},           {EIO, "EIO"},
-  {ENXIO, "ENXIO"},     {EBADF, "EBADF"},           {EAGAIN, "EAGAIN"},
-  {ENOMEM, "ENOMEM"},   {EACCES, "EACCES"},         {EBUSY, "EBUSY"},
-  {EXDEV, "EXDEV"},     {ENODEV, "ENODEV"},         {EISDIR, "EISDIR"},
-  {EINVAL, "EINVAL"},   {EFBIG, "EFBIG"},           {ENOSPC, "ENOSPC"},
-  {ESPIPE, "ESPIPE"},   {EROFS, "EROFS"},           {ENOSYS, "ENOSYS"},
-  {ENOTTY, "ENOTTY"},   {ETXTBSY, "ETXTBSY"},       {EOVERFLOW, "EOVERFLOW"},
-  {EDQUOT, "EDQUOT"},
-};
-
-static const char *errno_name(int value) {
-  for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++) {
-    if (errno_names[i].value == value) return errno_names[i].name;
-  }
-  return "EUNKNOWN";
-}
 
 static const char *syscall_name(op_kind kind) {
   switch (kind) {
@@ -145,27 +122,13 @@ static void execute(napi_env env, void *data) {
   }
 }
 
-static napi_value make_error(napi_env env, request *req) {
-  char message[160];
-  napi_value code, text, error, errno_value, syscall;
-  snprintf(message, sizeof message, "%s: %s", syscall_name(req->kind), strerror(req->error));
-  napi_create_string_utf8(env, errno_name(req->error), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_create_int32(env, -req->error, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_create_string_utf8(env, syscall_name(req->kind), NAPI_AUTO_LENGTH, &syscall);
-  napi_set_named_property(env, error, "syscall", syscall);
-  return error;
-}
-
 /* Back on the JS thread: settle the Promise and free the request. */
 static void complete(napi_env env, napi_status status, void *data) {
   request *req = data;
   napi_value value;
   if (status != napi_ok && req->error == 0) req->error = EIO;
   if (req->error != 0) {
-    napi_reject_deferred(env, req->deferred, make_error(env, req));
+    napi_reject_deferred(env, req->deferred, errno_error(env, req->error, syscall_name(req->kind)));
   } else {
     int has_result = req->kind <= OP_SEEK_END || req->kind == OP_COPY_FILE_RANGE;
     if (has_result) napi_create_int64(env, req->result, &value);
@@ -252,7 +215,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"setNoCow", NULL, set_nocow, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, COUNT(properties), properties);
-  return exports;
+  return io_pool_init(env, exports) ? exports : NULL;
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
