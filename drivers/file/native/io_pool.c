@@ -3,8 +3,9 @@
  * addon's own, made as QEMU's (util/thread-pool.c) is: threads start on
  * demand, up to 64, and leave after 10 s idle, so device-bound requests
  * can all be in flight. A request goes to the thread that went idle last,
- * and a thread out of work watches the queue briefly before it sleeps, so
- * at queue depth 1 one warm, awake thread does all the work. libuv's pool
+ * and while requests follow each other closely, a thread out of work
+ * watches the queue briefly before it sleeps, so at queue depth 1 one warm,
+ * awake thread does all the work. libuv's pool
  * (Node's fs) has 4 threads, each woken in turn from sleep: 100 000 4 KiB
  * writes at queue depth 1 into a qcow2 took 2.0-2.3 s through it here, and
  * 1.4-1.5 s through this pool (qemu-img bench: 1.6-1.8 s). Completions
@@ -23,8 +24,10 @@
 
 #define MAX_THREADS 64
 #define IDLE_SECONDS 10
-/* How long a thread that ran out of work watches for more before it sleeps (QEMU's poll-max-ns for iothreads). */
-#define SPIN_NS 32768
+/* The longest a thread out of work watches for more before it sleeps (QEMU's poll-max-ns for iothreads). */
+#define SPIN_MAX_NS 32768
+/* Where the watch starts when it grows from nothing (QEMU's first step of adaptive polling). */
+#define SPIN_FIRST_NS 4000
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -62,7 +65,8 @@ typedef struct {
   int queued;              /* requests waiting */
   int busy;                /* threads running a request */
   int sleeping;            /* threads on the idle stack */
-  int spinning;            /* threads watching for work before they sleep */
+  int watching;            /* a thread out of work is timing how long until the next request */
+  int64_t spin_ns;         /* how long that thread watches the queue before it sleeps */
   int threads;
   int closing;
   napi_threadsafe_function done; /* hands finished requests to the JS thread */
@@ -98,21 +102,32 @@ static int64_t now_ns(void) {
 }
 
 /*
- * With the lock held, and given back held: watches the queue for SPIN_NS
+ * With the lock held, and given back held: watches the queue for spin_ns
  * without the lock. At queue depth 1 the next request mostly comes within
  * that, and then neither a futex wake for it nor the thread's wake-up,
  * which in a VM means an IPI to a halted CPU, is paid.
  */
 static void spin_for_work(io_pool *pool) {
-  pool->spinning++;
   pthread_mutex_unlock(&pool->lock);
-  int64_t until = now_ns() + SPIN_NS;
+  int64_t until = now_ns() + pool->spin_ns;
   for (int i = 0; __atomic_load_n(&pool->head, __ATOMIC_ACQUIRE) == NULL; i++) {
     cpu_relax();
     if ((i & 63) == 0 && now_ns() >= until) break;
   }
   pthread_mutex_lock(&pool->lock);
-  pool->spinning--;
+}
+
+/*
+ * With the lock held: the watch adapts to how long the watching thread
+ * waited for its next request, as QEMU's adaptive polling does. A wait
+ * the watch covered keeps it; a longer one within SPIN_MAX_NS doubles it;
+ * a longer one still stops watching until waits are short again, so a
+ * pool with sparse requests spends no CPU on it.
+ */
+static void adapt_spin(io_pool *pool, int64_t waited_ns) {
+  if (waited_ns <= pool->spin_ns) return;
+  if (waited_ns > SPIN_MAX_NS) pool->spin_ns = 0;
+  else pool->spin_ns = pool->spin_ns == 0 ? SPIN_FIRST_NS : pool->spin_ns * 2 > SPIN_MAX_NS ? SPIN_MAX_NS : pool->spin_ns * 2;
 }
 
 static void free_pool(io_pool *pool) {
@@ -140,15 +155,23 @@ static void *worker_main(void *arg) {
   pthread_cond_init(&self.wake, &attr);
   pthread_condattr_destroy(&attr);
 
+  int64_t idle_since = -1; /* when this thread, the pool's watcher, ran out of work */
   pthread_mutex_lock(&pool->lock);
   for (;;) {
     io_request *req = pool->head;
     /* One watcher is enough to take the next request; more would only take CPU from the JS thread. */
-    if (req == NULL && !pool->closing && pool->spinning == 0) {
-      spin_for_work(pool);
+    if (req == NULL && !pool->closing && !pool->watching) {
+      pool->watching = 1;
+      idle_since = now_ns();
+      if (pool->spin_ns > 0) spin_for_work(pool);
       req = pool->head;
     }
     if (req != NULL) {
+      if (idle_since >= 0) {
+        adapt_spin(pool, now_ns() - idle_since);
+        pool->watching = 0;
+        idle_since = -1;
+      }
       __atomic_store_n(&pool->head, req->next, __ATOMIC_RELEASE);
       if (pool->head == NULL) pool->tail = NULL;
       pool->queued--;
@@ -176,6 +199,10 @@ static void *worker_main(void *arg) {
       if (rc == ETIMEDOUT && pool->head == NULL) break;
     }
   }
+  if (idle_since >= 0) {
+    pool->spin_ns = 0;
+    pool->watching = 0;
+  }
   int last = --pool->threads == 0 && pool->closing;
   pthread_mutex_unlock(&pool->lock);
   pthread_cond_destroy(&self.wake);
@@ -185,7 +212,7 @@ static void *worker_main(void *arg) {
 
 /*
  * With the lock held, a request just queued. The threads awake between
- * requests (spinning, or about to look at the queue) take it if there are
+ * requests (watching the queue, or about to look at it) take it if there are
  * as many as requests waiting; else the thread that went idle last is
  * woken, or else one is started, room permitting (else a busy thread takes
  * it when done).
