@@ -3,7 +3,8 @@
  * `file` driver: SEEK_DATA/SEEK_HOLE, fallocate modes, copy_file_range,
  * FS_NOCOW_FL. Plain N-API; every call runs on the libuv thread pool and
  * returns a Promise. Rejections are Errors with `code` (errno name),
- * `errno` (negative, as in Node's fs errors) and `syscall`.
+ * `errno` (negative, as in Node's fs errors) and `syscall`. The module
+ * also carries the driver's read/write pool (io_pool.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
