@@ -2,9 +2,14 @@
  * qcow2 through the command-line tools: `blocklayer bench -f qcow2` against
  * `qemu-img bench -f qcow2` with the same flags, and `blocklayer convert`
  * against `qemu-img convert` (raw→qcow2 and qcow2→raw), on the same
- * images, alternating (the order flips every run), with the medians and the
- * median of the per-run ratios (ours / QEMU's; above 1 means we are faster:
- * IOPS for bench, MiB/s for convert), and a verdict per target of the issue:
+ * images, alternating (the order flips every run), with the medians, the
+ * median of the per-run ratios and the ratio of the best runs (ours /
+ * QEMU's; above 1 means we are faster: IOPS for bench, MiB/s for convert).
+ * This VM has slow spells in which a 1 GiB file copy takes three to four
+ * times as long, for both tools and the bare Node floor alike; a run where
+ * only one side met one moves the median ratio either way, so each verdict
+ * takes the lower of the median and the best-run ratio, per target of the
+ * issue:
  *
  *   - 4 KiB sequential allocating writes at QD1: ours ≥ 0.8× qemu-img's IOPS;
  *   - convert raw→qcow2 and qcow2→raw of 1 GiB: ours ≥ 1.0× qemu-img's speed.
@@ -427,13 +432,18 @@ try {
       const floorLine = floor === undefined ? '' : `  node floor ${fmt(floor.value)} (${floor.note}, ratio ${(floor.value / result.qemu!.value).toFixed(2)})`;
       console.log(`  ${(i > 0 ? `run ${i}` : 'warm-up').padEnd(7)}  ${line('ours')}  ${line('qemu')}${floorLine}  ratio ${ratio.toFixed(2)}${checked && `; ${checked}`}`);
     }
-    const ratio = median(ratios);
+    const medianRatio = median(ratios);
+    const best = (side: Side): number => Math.max(...results[side]);
+    const bestRatio = best('ours') / best('qemu');
+    // The lower of the two: a run where only one side hit a slow spell moves the median, not the best runs.
+    const ratio = Math.min(medianRatio, bestRatio);
     const floorRatio = floors.length > 0 ? `; a bare Node copy of the same data (bench/copy-floor.mjs) reaches ${median(floors).toFixed(2)}` : '';
-    console.log(`  median   blocklayer ${fmt(median(results.ours))}  qemu-img ${fmt(median(results.qemu))}  ratio ${ratio.toFixed(2)} (median of the per-run ratios)${floorRatio}`);
+    console.log(`  median   blocklayer ${fmt(median(results.ours))}  qemu-img ${fmt(median(results.qemu))}  ratio ${medianRatio.toFixed(2)} (median of the per-run ratios)${floorRatio}`);
+    console.log(`  best     blocklayer ${fmt(best('ours'))}  qemu-img ${fmt(best('qemu'))}  ratio ${bestRatio.toFixed(2)} (best run against best run)`);
     const verdict = scenario.target === undefined ? 'no target' : `target ≥ ${scenario.target.toFixed(1)}: ${ratio >= scenario.target ? 'met' : 'NOT met'}`;
     summary.push(`  ${scenario.name.padEnd(15)} ${ratio.toFixed(2).padStart(5)}  ${verdict}${floorRatio && ` (node floor ${median(floors).toFixed(2)})`}`);
   }
-  console.log(`\nverdicts (median ratio ours / qemu-img; every output checked with qemu-img check and compare):\n${summary.join('\n')}`);
+  console.log(`\nverdicts (the lower of the median ratio and the best-run ratio, ours / qemu-img; every output checked with qemu-img check and compare):\n${summary.join('\n')}`);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }
