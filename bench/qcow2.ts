@@ -8,8 +8,10 @@
  * This VM has slow spells in which a 1 GiB file copy takes three to four
  * times as long, for both tools and the bare Node floor alike; a run where
  * only one side met one moves the median ratio either way, so each verdict
- * takes the lower of the median and the best-run ratio, per target of the
- * issue:
+ * takes the lower of the median and the best-run ratio; and a convert
+ * target is not judged when even qemu-img's best run was far slower than
+ * the bare Node floor's (below 0.6 of it: it had no fast run). The targets
+ * of the issue:
  *
  *   - 4 KiB sequential allocating writes at QD1: ours ≥ 0.8× qemu-img's IOPS;
  *   - convert raw→qcow2 and qcow2→raw of 1 GiB: ours ≥ 1.0× qemu-img's speed.
@@ -413,6 +415,7 @@ try {
     const results: Record<Side, number[]> = { ours: [], qemu: [] };
     const ratios: number[] = [];
     const floors: number[] = [];
+    const floorValues: number[] = [];
     for (let i = 1 - WARMUP; i <= RUNS; i++) {
       const order: Side[] = i % 2 === 1 ? ['ours', 'qemu'] : ['qemu', 'ours'];
       const result: Partial<Record<Side, Result>> = {};
@@ -426,7 +429,10 @@ try {
       if (i > 0) {
         ratios.push(ratio);
         for (const side of SIDES) results[side].push(result[side]!.value);
-        if (floor !== undefined) floors.push(floor.value / result.qemu!.value);
+        if (floor !== undefined) {
+          floors.push(floor.value / result.qemu!.value);
+          floorValues.push(floor.value);
+        }
       }
       const line = (side: Side): string => `${sideName(side)} ${fmt(result[side]!.value)} (${result[side]!.note})`;
       const floorLine = floor === undefined ? '' : `  node floor ${fmt(floor.value)} (${floor.note}, ratio ${(floor.value / result.qemu!.value).toFixed(2)})`;
@@ -440,7 +446,14 @@ try {
     const floorRatio = floors.length > 0 ? `; a bare Node copy of the same data (bench/copy-floor.mjs) reaches ${median(floors).toFixed(2)}` : '';
     console.log(`  median   blocklayer ${fmt(median(results.ours))}  qemu-img ${fmt(median(results.qemu))}  ratio ${medianRatio.toFixed(2)} (median of the per-run ratios)${floorRatio}`);
     console.log(`  best     blocklayer ${fmt(best('ours'))}  qemu-img ${fmt(best('qemu'))}  ratio ${bestRatio.toFixed(2)} (best run against best run)`);
-    const verdict = scenario.target === undefined ? 'no target' : `target ≥ ${scenario.target.toFixed(1)}: ${ratio >= scenario.target ? 'met' : 'NOT met'}`;
+    // In its fast runs qemu-img copies about as fast as the bare Node floor; far slower in every run means no fast run to compare.
+    const qemuAgainstFloor = floorValues.length > 0 ? best('qemu') / Math.max(...floorValues) : 1;
+    const verdict =
+      scenario.target === undefined
+        ? 'no target'
+        : qemuAgainstFloor < 0.6
+          ? `target ≥ ${scenario.target.toFixed(1)}: not judged (qemu-img's best run reached ${qemuAgainstFloor.toFixed(2)} of the bare Node floor's: no fast run of it)`
+          : `target ≥ ${scenario.target.toFixed(1)}: ${ratio >= scenario.target ? 'met' : 'NOT met'}`;
     summary.push(`  ${scenario.name.padEnd(15)} ${ratio.toFixed(2).padStart(5)}  ${verdict}${floorRatio && ` (node floor ${median(floors).toFixed(2)})`}`);
   }
   console.log(`\nverdicts (the lower of the median ratio and the best-run ratio, ours / qemu-img; every output checked with qemu-img check and compare):\n${summary.join('\n')}`);
