@@ -146,6 +146,8 @@ static void leave_idle(io_pool *pool, worker *self) {
   }
 }
 
+static int dispatch(io_pool *pool, int awake_enough);
+
 static void *worker_main(void *arg) {
   io_pool *pool = arg;
   worker self = {.next_idle = NULL, .woken = 0};
@@ -176,6 +178,7 @@ static void *worker_main(void *arg) {
       if (pool->head == NULL) pool->tail = NULL;
       pool->queued--;
       pool->busy++;
+      if (pool->queued > 0) dispatch(pool, pool->queued);
       pthread_mutex_unlock(&pool->lock);
       run_request(req);
       /* Under the lock: once close_pool has run, the thread-safe function may be gone. */
@@ -211,14 +214,17 @@ static void *worker_main(void *arg) {
 }
 
 /*
- * With the lock held, a request just queued. The threads awake between
- * requests (watching the queue, or about to look at it) take it if there are
- * as many as requests waiting; else the thread that went idle last is
- * woken, or else one is started, room permitting (else a busy thread takes
- * it when done).
+ * With the lock held, requests waiting. If at least `awake_enough` threads
+ * are awake between requests (watching the queue, or about to look at it),
+ * they take them; else the thread that went idle last is woken, or else
+ * one is started, room permitting (else a busy thread takes them when
+ * done). The JS thread asks for one awake thread, and each thread that
+ * takes a request asks for as many as still wait, so the wake-ups of a
+ * burst are made by the pool's threads, one after another, rather than
+ * all by the JS thread, which a futex wake can cost its CPU.
  */
-static int dispatch(io_pool *pool) {
-  if (pool->queued <= pool->threads - pool->busy - pool->sleeping) return 0;
+static int dispatch(io_pool *pool, int awake_enough) {
+  if (pool->threads - pool->busy - pool->sleeping >= awake_enough) return 0;
   worker *w = pool->idle;
   if (w != NULL) {
     pool->idle = w->next_idle;
@@ -293,7 +299,7 @@ static napi_value submit(napi_env env, napi_callback_info info, io_kind kind) {
   else __atomic_store_n(&pool->head, req, __ATOMIC_RELEASE);
   pool->tail = req;
   pool->queued++;
-  int failed = dispatch(pool);
+  int failed = dispatch(pool, 1);
   if (failed) {
     pool->head = pool->tail = NULL;
     pool->queued = 0;
