@@ -25,7 +25,7 @@ test('300 writes and reads at once each land at their own offset', async (t) => 
   const handle = await open(f.path('p.img'), 'r+');
   t.teardown(() => handle.close());
   const pieces = Array.from({ length: 300 }, (_, i) => filled(4 * KiB, i % 251));
-  // Offsets out of order, and part of each buffer's backing store shared, as subarrays are.
+  // Submitted out of offset order; the reads then go into subarrays of one buffer.
   const order = pieces.map((_, i) => (i * 7) % 300);
   const results = await Promise.all(order.map((i) => ops.pwrite(handle.fd, pieces[i]!, i * 4 * KiB)));
   t.true(results.every((r) => r === undefined));
