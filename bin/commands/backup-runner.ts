@@ -4,11 +4,11 @@
  * (hooks.event) and its progress (query-jobs) until it concludes.
  */
 import { stat } from 'node:fs/promises';
-import type { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
 import { deferred } from '../../core/util/deferred.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
+import { ProgressBar } from './progress-bar.js';
 
 export type SyncMode = 'full' | 'top' | 'none';
 export type TargetMode = 'absolute-paths' | 'existing';
@@ -46,43 +46,6 @@ interface JobInfo {
   'total-progress': number;
 }
 
-/** A progress bar on stderr in MiB, fed from query-jobs; cli-progress is loaded only when one is shown. */
-class ProgressBar {
-  private started = false;
-
-  private constructor(private readonly bar: SingleBar) {}
-
-  static async create(): Promise<ProgressBar> {
-    const { SingleBar } = await import('cli-progress');
-    return new ProgressBar(
-      new SingleBar({
-        stream: process.stderr,
-        format: 'backup |{bar}| {percentage}% | {done}/{all} MiB | ETA {eta_formatted}',
-        barCompleteChar: '\u2588',
-        barIncompleteChar: '\u2591',
-        hideCursor: true,
-        clearOnComplete: true,
-        etaBuffer: 20,
-      }),
-    );
-  }
-
-  update(done: number, total: number): void {
-    const payload = { done: (done / 2 ** 20).toFixed(0), all: (total / 2 ** 20).toFixed(0) };
-    if (!this.started) {
-      this.bar.start(total, done, payload);
-      this.started = true;
-    } else {
-      this.bar.setTotal(total);
-      this.bar.update(done, payload);
-    }
-  }
-
-  stop(): void {
-    if (this.started) this.bar.stop();
-  }
-}
-
 /**
  * Runs the backup; resolves with what was copied, rejects with BackupFailed.
  * SIGINT cancels the job (a second one exits at once). With sync=none the
@@ -114,7 +77,12 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
     if (jobExists) cancel();
   };
   process.on('SIGINT', onSigint);
-  const bar = request.progress ? await ProgressBar.create() : undefined;
+  const bar = request.progress
+    ? await ProgressBar.create(
+        { format: 'backup |{bar}| {percentage}% | {done}/{all} MiB | ETA {eta_formatted}', clearOnComplete: true, etaBuffer: 20 },
+        false,
+      )
+    : undefined;
   let poller: NodeJS.Timeout | undefined;
   try {
     await layer

@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { requireFormat, requireSize } from '../../core/image-tools/image-access.js';
-import { collect, forceShareOption, parseUnsigned, ProgressBar, runTool } from './image-tool-cli.js';
+import { collect, forceShareOption, parseUnsigned, runTool } from './image-tool-cli.js';
+import { ProgressBar } from './progress-bar.js';
 
 interface ConvertOptions {
   f?: string;
@@ -55,7 +56,10 @@ export function convertCommand(program: Command): void {
         };
         if (options.B !== undefined) request.backingFile = options.B;
         if (options.F !== undefined) request.backingFormat = options.F;
-        const bar = options.p && !options.q ? await ProgressBar.create('convert') : undefined;
+        const bar =
+          options.p && !options.q
+            ? await ProgressBar.create({ format: 'convert |{bar}| {percentage}% | {done}/{all} MiB', noTTYOutput: true }, true)
+            : undefined;
         try {
           await convertImage(layer, request, bar === undefined ? undefined : (done, total) => bar.update(done, total));
         } finally {

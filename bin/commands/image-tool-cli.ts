@@ -1,10 +1,9 @@
 /**
  * What the qemu-img-style commands share on the command line: a layer for
  * the run, errors as `blocklayer COMMAND: MESSAGE` with the tool's exit
- * code, --output, numbers as qemu-img reads them, and a progress bar.
+ * code, --output, and numbers as qemu-img reads them.
  */
 import { InvalidArgumentError, Option } from 'commander';
-import type { SingleBar } from 'cli-progress';
 import { BlockLayer } from '../../core/block-layer.js';
 import { errorText, ImageToolError } from '../../core/image-tools/image-access.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
@@ -64,44 +63,4 @@ export function parseUnsigned(text: string | undefined, fallback: number, messag
   else if (/^[1-9]\d*$/.test(trimmed)) value = Number(trimmed);
   if (!Number.isSafeInteger(value) || value > max) throw new ImageToolError(message);
   return value;
-}
-
-/**
- * A progress bar on stderr in MiB (also when stderr is not a terminal: then
- * a line every 2 s and at the end). cli-progress is loaded when a bar is
- * made, so that the commands that show none do not load it at start-up.
- */
-export class ProgressBar {
-  private started = false;
-
-  private constructor(private readonly bar: SingleBar) {}
-
-  static async create(label: string): Promise<ProgressBar> {
-    const { SingleBar } = await import('cli-progress');
-    const bar = new SingleBar({
-      stream: process.stderr,
-      format: `${label} |{bar}| {percentage}% | {done}/{all} MiB`,
-      barCompleteChar: '\u2588',
-      barIncompleteChar: '\u2591',
-      hideCursor: true,
-      noTTYOutput: true,
-    });
-    return new ProgressBar(bar);
-  }
-
-  update(done: number, total: number): void {
-    const payload = { done: (done / 2 ** 20).toFixed(0), all: (total / 2 ** 20).toFixed(0) };
-    // An empty image is complete at once.
-    const [value, max] = total === 0 ? [1, 1] : [done, total];
-    if (!this.started) {
-      this.bar.start(max, value, payload);
-      this.started = true;
-    } else {
-      this.bar.update(value, payload);
-    }
-  }
-
-  stop(): void {
-    if (this.started) this.bar.stop();
-  }
 }
