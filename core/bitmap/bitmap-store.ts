@@ -18,6 +18,7 @@ import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
 import { untap } from '../hooks/untap.js';
 import { TOKENS } from '../tokens.js';
 import type { BlockDirtyInfoValue } from './bitmap-schema.js';
+import type { ClusterBitmap } from './cluster-bitmap.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 
 const TAP = 'BitmapStore';
@@ -60,15 +61,48 @@ export class BitmapStore {
   create(node: BlockNode, name: string, options: CreateBitmapOptions = {}): DirtyBitmap {
     if (this.find(node, name) !== undefined) throw new BlockLayerError(`Bitmap already exists: ${name}`);
     if (Buffer.byteLength(name, 'utf8') > BITMAP_MAX_NAME_SIZE) throw new BlockLayerError(`Bitmap name too long: ${name}`);
-    const bitmap = new DirtyBitmap(node, name, options.granularity ?? defaultBitmapGranularity(node), {
-      size: node.length,
-      enabled: options.enabled ?? true,
-      persistent: options.persistent ?? false,
-    });
-    const list = this.byNode.get(node);
+    return this.add(
+      new DirtyBitmap(node, name, options.granularity ?? defaultBitmapGranularity(node), {
+        size: node.length,
+        enabled: options.enabled ?? true,
+        persistent: options.persistent ?? false,
+      }),
+    );
+  }
+
+  /**
+   * Lists a job's own bitmap on its node as an anonymous, non-recording
+   * bitmap over `bits`, which the job keeps changing (QEMU shows a backup's
+   * copy bitmap this way); the job releases it when it ends.
+   */
+  showJobBitmap(node: BlockNode, bits: ClusterBitmap): DirtyBitmap {
+    return this.add(new DirtyBitmap(node, undefined, bits.clusterSize, { size: bits.length, enabled: false, bits }));
+  }
+
+  /**
+   * Freezes `bitmap` for a job (bdrv_dirty_bitmap_create_successor): it is
+   * busy and stops changing, and a new anonymous bitmap on its node records
+   * the writes from now on. The caller has checked that it is usable.
+   */
+  freeze(bitmap: DirtyBitmap): void {
+    const successor = this.add(new DirtyBitmap(bitmap.node, undefined, bitmap.granularity, { size: bitmap.size }));
+    bitmap.freeze(successor);
+  }
+
+  /**
+   * Ends a freeze: `bitmap` becomes what its successor recorded
+   * (bdrv_dirty_bitmap_abdicate, `keep` false) or gets it added to what it
+   * had (bdrv_reclaim_dirty_bitmap, `keep` true); the successor goes.
+   */
+  thaw(bitmap: DirtyBitmap, keep: boolean): void {
+    this.release(bitmap.thaw(keep));
+  }
+
+  private add(bitmap: DirtyBitmap): DirtyBitmap {
+    const list = this.byNode.get(bitmap.node);
     if (list === undefined) {
-      this.byNode.set(node, [bitmap]);
-      node.hooks.afterWrite.tap(TAP, (request, result) => this.record(request, result));
+      this.byNode.set(bitmap.node, [bitmap]);
+      bitmap.node.hooks.afterWrite.tap(TAP, (request, result) => this.record(request, result));
     } else {
       list.unshift(bitmap);
     }

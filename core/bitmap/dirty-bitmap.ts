@@ -3,7 +3,9 @@
  * `granularity` bytes, set where the node was written while the bitmap was
  * enabled, since it was created or last cleared. The BitmapStore keeps the
  * named ones and records the node's writes into them; NBD exports serve
- * them as `qemu:dirty-bitmap:NAME`, jobs (later) copy what they mark.
+ * them as `qemu:dirty-bitmap:NAME`; backup copies what they mark
+ * (sync=bitmap), freezing the bitmap while a successor records the writes
+ * made meanwhile.
  *
  * Sizes and ranges are bytes. A bit covers a whole granule, so `count` is
  * the number of set bits times the granularity, the last granule counted
@@ -46,12 +48,16 @@ export interface DirtyBitmapOptions {
   enabled?: boolean;
   persistent?: boolean;
   inconsistent?: boolean;
+  /** The bits to use, shared with their owner (a job's copy bitmap shown as an anonymous bitmap); default: new, clean. */
+  bits?: ClusterBitmap;
 }
 
 export class DirtyBitmap {
   private bits: ClusterBitmap;
   private recording: boolean;
   private busyFlag = false;
+  /** While frozen by a job: the anonymous bitmap that records in this one's place (QEMU's successor). */
+  private successorBitmap: DirtyBitmap | undefined;
   /** Guest writes recorded since each pending backup was taken (so that a restore loses none). */
   private readonly journals = new Set<{ bits: ClusterBitmap }>();
   readonly persistent: boolean;
@@ -66,7 +72,7 @@ export class DirtyBitmap {
     options: DirtyBitmapOptions,
   ) {
     if (!isPowerOfTwo(granularity) || granularity < 512) throw new Error(`DirtyBitmap: bad granularity ${granularity}`);
-    this.bits = new ClusterBitmap(granularity, options.size);
+    this.bits = options.bits ?? new ClusterBitmap(granularity, options.size);
     this.recording = options.enabled ?? true;
     this.persistent = options.persistent ?? false;
     this.inconsistent = options.inconsistent ?? false;
@@ -88,6 +94,42 @@ export class DirtyBitmap {
 
   disable(): void {
     this.recording = false;
+  }
+
+  /** The bitmap recording in this one's place while a job has it frozen. */
+  get successor(): DirtyBitmap | undefined {
+    return this.successorBitmap;
+  }
+
+  /**
+   * Freezes this bitmap for a job (bdrv_dirty_bitmap_create_successor):
+   * it stops changing and is busy, and `successor`, a new anonymous bitmap
+   * of the same granularity, records from now on if this one did. The
+   * BitmapStore lists the successor.
+   */
+  freeze(successor: DirtyBitmap): void {
+    successor.recording = this.recording;
+    this.recording = false;
+    this.busyFlag = true;
+    this.successorBitmap = successor;
+  }
+
+  /**
+   * Ends the freeze and returns the successor, for the store to drop. With
+   * `keep` false the contents become the successor's (QEMU's abdicate: the
+   * job has taken care of what was marked); with `keep` true the writes the
+   * successor recorded are added to the frozen contents (reclaim: nothing
+   * is lost). Either way the bitmap records again as the successor did.
+   */
+  thaw(keep: boolean): DirtyBitmap {
+    const successor = this.successorBitmap;
+    if (successor === undefined) throw new Error(`DirtyBitmap: '${this.name ?? '(null)'}' is not frozen`);
+    if (keep) this.bits.union(successor.bits);
+    else this.bits = successor.bits.copy();
+    this.recording = successor.recording;
+    this.busyFlag = false;
+    this.successorBitmap = undefined;
+    return successor;
   }
 
   /** In use by an export or a job: only reading it is allowed. */
@@ -217,7 +259,8 @@ export class DirtyBitmap {
       ...(this.name === undefined ? {} : { name: this.name }),
       count: this.count,
       granularity: this.granularity,
-      recording: this.recording,
+      // QEMU's bdrv_dirty_bitmap_recording: a frozen bitmap shows its successor's state.
+      recording: this.recording || (this.successorBitmap?.recording ?? false),
       busy: this.busy,
       persistent: this.persistent,
       ...(this.inconsistent ? { inconsistent: true } : {}),

@@ -3,29 +3,54 @@
  * messages, in QEMU's order (blockdev.c do_backup_common, backup.c
  * backup_job_create).
  */
+import type { BitmapStore } from '../../core/bitmap/bitmap-store.js';
+import type { DirtyBitmap } from '../../core/bitmap/dirty-bitmap.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import { BlockLayerError } from '../../core/errors.js';
-import type { BackupCommonArgs } from './options.js';
+import type { BackupCommonArgs, BitmapSyncModeValue } from './options.js';
 
 const BACKUP_MIN_CLUSTER = 64 * 1024;
 /** Largest copy the background loop makes (QEMU's BLOCK_COPY_MAX_BUFFER). */
 const BACKUP_MAX_CHUNK = 1024 * 1024;
 const INT32_MAX = 2147483647;
 
-/**
- * Bitmap rules. No plugin of this layer keeps dirty bitmaps, so a named
- * bitmap is never found; the rules that apply without one are QEMU's.
- */
-export function checkBitmapArguments(args: BackupCommonArgs): void {
+/** The dirty bitmap a backup reads (sync=bitmap) or brings up to date (full/top), and what happens to it at the end. */
+export interface SyncBitmap {
+  bitmap: DirtyBitmap;
+  mode: BitmapSyncModeValue;
+}
+
+/** The arguments' sync mode and bitmap once checked: incremental is sync=bitmap with bitmap-mode on-success. */
+export interface SyncChoice {
+  sync: Exclude<BackupCommonArgs['sync'], 'incremental'>;
+  syncBitmap?: SyncBitmap;
+}
+
+/** The bitmap rules of QEMU's do_backup_common, in its order and words; the bitmap is looked up on the source node. */
+export function checkBitmapArguments(args: BackupCommonArgs, source: BlockNode, bitmaps: BitmapStore): SyncChoice {
   if ((args.sync === 'incremental' || args.sync === 'bitmap') && args.bitmap === undefined) {
     throw new BlockLayerError(`must provide a valid bitmap name for '${args.sync}' sync mode`);
   }
-  if (args.sync === 'incremental' && args['bitmap-mode'] !== undefined && args['bitmap-mode'] !== 'on-success') {
+  let mode = args['bitmap-mode'];
+  if (args.sync === 'incremental' && mode !== undefined && mode !== 'on-success') {
     throw new BlockLayerError("Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
   }
-  if (args.bitmap !== undefined) throw new BlockLayerError(`Bitmap '${args.bitmap}' could not be found`);
-  if (args['bitmap-mode'] !== undefined) throw new BlockLayerError('Cannot specify bitmap sync mode without a bitmap');
+  const sync = args.sync === 'incremental' ? 'bitmap' : args.sync;
+  if (args.sync === 'incremental') mode = 'on-success';
+  if (args.bitmap === undefined) {
+    if (mode !== undefined) throw new BlockLayerError('Cannot specify bitmap sync mode without a bitmap');
+    return { sync };
+  }
+  const bitmap = bitmaps.find(source, args.bitmap);
+  if (bitmap === undefined) throw new BlockLayerError(`Bitmap '${args.bitmap}' could not be found`);
+  if (mode === undefined) throw new BlockLayerError('Bitmap sync mode must be given when providing a bitmap');
+  bitmap.check();
+  if (sync === 'none') throw new BlockLayerError("sync mode 'none' does not produce meaningful bitmap outputs");
+  if (mode === 'never' && sync !== 'bitmap') {
+    throw new BlockLayerError(`Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '${sync}'`);
+  }
+  return { sync, syncBitmap: { bitmap, mode } };
 }
 
 /** The checks backup_job_create makes before it changes the graph. */

@@ -4,18 +4,24 @@
  * sync=none it copies nothing itself and lives until cancelled, while
  * copy-before-write saves what the guest overwrites. Errors follow the
  * on-source-error / on-target-error policies; the clusters of a failed
- * copy stay marked and a later pass retries them.
+ * copy stay marked and a later pass retries them. A dirty bitmap the job
+ * froze is settled when it ends, by its bitmap-mode.
  */
+import type { BitmapStore } from '../../core/bitmap/bitmap-store.js';
+import type { DirtyBitmap } from '../../core/bitmap/dirty-bitmap.js';
 import { type BlockCopy, CopyError } from '../../core/copy/block-copy.js';
 import { type BlockdevOnErrorValue, handleJobError } from '../../core/job/error-policy.js';
 import type { Job } from '../../core/job/job.js';
 import type { JobDriver } from '../../core/job/job-driver.js';
+import type { BitmapSyncModeValue } from './options.js';
 
 export interface BackupJobSettings {
-  sync: 'full' | 'top' | 'none' | 'incremental' | 'bitmap';
+  sync: 'full' | 'top' | 'none' | 'bitmap';
   onSourceError: BlockdevOnErrorValue;
   onTargetError: BlockdevOnErrorValue;
   maxWorkers: number;
+  /** The bitmap frozen for the job (the store gave it a successor), and what becomes of it. */
+  syncBitmap?: { bitmap: DirtyBitmap; mode: BitmapSyncModeValue; bitmaps: BitmapStore };
   /** Undoes the job's graph changes (copy-before-write, filter node, target). */
   teardown: () => Promise<void>;
 }
@@ -38,6 +44,14 @@ export class BackupJob implements JobDriver {
       if (failure !== undefined) await this.handle(job, failure);
       else if (this.copy.bitmap.count === 0) await this.copy.settled();
     }
+  }
+
+  commit(): void {
+    this.settleBitmap(true);
+  }
+
+  abort(): void {
+    this.settleBitmap(false);
   }
 
   async clean(): Promise<void> {
@@ -79,6 +93,29 @@ export class BackupJob implements JobDriver {
       await Promise.all(running);
     }
     return failure;
+  }
+
+  /**
+   * QEMU's backup_cleanup_sync_bitmap: on success (or always with
+   * bitmap-mode always) the bitmap becomes what was written during the job;
+   * otherwise (or always with never) those writes are added to what it
+   * had. A failed job with bitmap-mode always also marks the clusters it
+   * did not copy.
+   */
+  private settleBitmap(success: boolean): void {
+    const settle = this.settings.syncBitmap;
+    if (settle === undefined) return;
+    const { bitmap, mode, bitmaps } = settle;
+    bitmaps.thaw(bitmap, !((success || mode === 'always') && mode !== 'never'));
+    if (success || mode !== 'always') return;
+    const left = this.copy.bitmap;
+    for (let first = left.nextSet(0); first >= 0; ) {
+      const clear = left.nextClear(first);
+      const end = clear < 0 ? left.clusters : clear;
+      const { offset, bytes } = left.range(first, end);
+      bitmap.setDirty(offset, bytes);
+      first = end < left.clusters ? left.nextSet(end) : -1;
+    }
   }
 
   private async handle(job: Job, failure: CopyError): Promise<void> {

@@ -3,10 +3,13 @@
  * source is drained and the target node is known: QEMU's checks in order,
  * then the point in time — the copy bitmap, the copy-before-write
  * interception and filter node, and the job in status `created` — all
- * while the source is drained, so no write slips between them. Commit
- * starts the job; abort cancels it, which undoes all of this.
+ * while the source is drained, so no write slips between them. A backup
+ * with a dirty bitmap freezes it here (a successor records the writes from
+ * now on); sync=bitmap copies what the frozen bitmap marks. Commit starts
+ * the job; abort cancels it, which undoes all of this.
  */
 import { inject, injectable } from 'inversify';
+import type { BitmapStore } from '../../core/bitmap/bitmap-store.js';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
 import { ClusterBitmap } from '../../core/bitmap/cluster-bitmap.js';
@@ -16,7 +19,7 @@ import type { Job } from '../../core/job/job.js';
 import type { JobManager } from '../../core/job/job-manager.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { PreparedAction, TransactionContext } from '../../core/transaction/transaction-action.js';
-import { checkBitmapArguments, checkJobArguments, copyGeometry } from './backup-checks.js';
+import { checkBitmapArguments, checkJobArguments, copyGeometry, type SyncBitmap, type SyncChoice } from './backup-checks.js';
 import { BackupJob } from './backup-job.js';
 import { CopyBeforeWrite, copyBeforeWriteDriver } from './copy-before-write.js';
 import type { BackupCommonArgs } from './options.js';
@@ -26,6 +29,7 @@ export class BackupPreparer {
   constructor(
     @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
     @inject(TOKENS.JobManager) private readonly jobs: JobManager,
+    @inject(TOKENS.BitmapStore) private readonly bitmaps: BitmapStore,
   ) {}
 
   /**
@@ -40,13 +44,18 @@ export class BackupPreparer {
     releaseTarget: () => Promise<void> = async () => undefined,
   ): Promise<PreparedAction> {
     let filter: BlockNode | undefined;
+    let frozen: SyncBitmap | undefined;
     try {
-      checkBitmapArguments(args);
+      const choice = checkBitmapArguments(args, source, this.bitmaps);
       checkJobArguments(args, source, target, this.graph);
+      if (choice.syncBitmap !== undefined) {
+        this.bitmaps.freeze(choice.syncBitmap.bitmap);
+        frozen = choice.syncBitmap;
+      }
       filter = await this.graph.openFilter(copyBeforeWriteDriver, source, args['filter-node-name']).catch((error: unknown) => {
         throw new BlockLayerError(`Could not create node: ${(error as Error).message}`);
       });
-      const job = this.createJob(args, source, target, filter, context, releaseTarget);
+      const job = this.createJob(args, choice, source, target, filter, context, releaseTarget);
       return {
         commit: () => job.start(),
         // A grouped transaction's abort may have taken this job down with another one already.
@@ -55,6 +64,7 @@ export class BackupPreparer {
         },
       };
     } catch (error) {
+      if (frozen !== undefined) this.bitmaps.thaw(frozen.bitmap, true);
       if (filter !== undefined) await this.graph.dropFilter(filter);
       await releaseTarget();
       throw error;
@@ -63,6 +73,7 @@ export class BackupPreparer {
 
   private createJob(
     args: BackupCommonArgs,
+    { sync, syncBitmap }: SyncChoice,
     source: BlockNode,
     target: BlockNode,
     filter: BlockNode,
@@ -74,7 +85,14 @@ export class BackupPreparer {
     this.jobs.checkId(id);
     if ((args.speed ?? 0) < 0) throw new BlockLayerError("Parameter 'speed' expects a non-negative value");
     const bitmap = new ClusterBitmap(geometry.clusterSize, source.length);
-    bitmap.fill();
+    if (sync !== 'bitmap') bitmap.fill();
+    else {
+      // The bitmap's granules may be smaller or larger than backup's clusters: each dirty byte's cluster is copied.
+      for (const area of syncBitmap!.bitmap.dirtyAreas(0, source.length)) {
+        const { first, end } = bitmap.clustersOf(area.offset, area.length);
+        bitmap.setRange(first, end);
+      }
+    }
     return this.jobs.create({
       id,
       type: 'backup',
@@ -91,21 +109,24 @@ export class BackupPreparer {
           target: targetEdge,
           bitmap,
           maxChunk: geometry.chunk,
-          skipUnallocated: args.sync === 'top',
+          skipUnallocated: sync === 'top',
           compress: args.compress ?? false,
           onProgress: (bytes) => job.progress(bytes),
           onSkip: (bytes) => (job.totalProgress -= bytes),
         });
         job.totalProgress = bitmap.dirtyBytes;
+        const shown = this.bitmaps.showJobBitmap(source, bitmap);
         const interception = new CopyBeforeWrite(source, copy, `backup ${job.id}`);
         interception.install();
         this.graph.replace(source, filter);
         return new BackupJob(copy, {
-          sync: args.sync,
+          sync,
           onSourceError: args['on-source-error'] ?? 'report',
           onTargetError: args['on-target-error'] ?? 'report',
           maxWorkers: geometry.workers,
+          ...(syncBitmap === undefined ? {} : { syncBitmap: { ...syncBitmap, bitmaps: this.bitmaps } }),
           teardown: async () => {
+            this.bitmaps.release(shown);
             await source.drained(async () => {
               interception.remove();
               await this.graph.dropFilter(filter);

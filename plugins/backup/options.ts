@@ -19,9 +19,12 @@ export const BackupPerf = Qapi.struct('BackupPerf', {
 const backupCommon = {
   'job-id': Qapi.optional(Qapi.str({ description: 'the job id; default: the device name of the source' })),
   device: Qapi.str({ description: 'the source: a node or device name' }),
-  sync: { ...MirrorSyncMode, description: 'what to copy: full, top (what the top layer allocates), none (only what the guest overwrites)' },
+  sync: {
+    ...MirrorSyncMode,
+    description: 'what to copy: full, top (what the top layer allocates), none (only what the guest overwrites), bitmap (what `bitmap` marks), incremental (bitmap, with bitmap-mode on-success)',
+  },
   speed: Qapi.optional(Qapi.int({ description: 'rate limit in bytes per second, 0 = unlimited', default: 0 })),
-  bitmap: Qapi.optional(Qapi.str({ description: 'a dirty bitmap of the source (sync bitmap/incremental)' })),
+  bitmap: Qapi.optional(Qapi.str({ description: 'a dirty bitmap of the source: what sync bitmap/incremental copies; full/top bring it up to date' })),
   'bitmap-mode': Qapi.optional({ ...BitmapSyncMode, description: 'what happens to the bitmap at the end' }),
   compress: Qapi.optional(Qapi.bool({ description: 'write compressed data (the target must support it)', default: false })),
   'on-source-error': Qapi.optional({ ...BlockdevOnError, description: 'what to do on a read error', default: 'report' }),
@@ -47,3 +50,4 @@ export const DriveBackup = Qapi.struct('DriveBackup', {
 export type BlockdevBackupArgs = Static<typeof BlockdevBackup>;
 export type DriveBackupArgs = Static<typeof DriveBackup>;
 export type BackupCommonArgs = Omit<BlockdevBackupArgs, 'target'>;
+export type BitmapSyncModeValue = Static<typeof BitmapSyncMode>;

@@ -45,8 +45,9 @@ export interface BackupFixture {
   dispose(): Promise<void>;
 }
 
-export async function backupFixture(size: number): Promise<BackupFixture> {
-  const layer = await createTestLayer({ plugins: ['backup', 'job-commands', 'transaction'] });
+/** `extraPlugins`: more plugins by name (e.g. dirty-bitmap for its commands). */
+export async function backupFixture(size: number, extraPlugins: readonly string[] = []): Promise<BackupFixture> {
+  const layer = await createTestLayer({ plugins: ['backup', 'job-commands', 'transaction', ...extraPlugins] });
   const src = await layer.graph.add({ driver: 'memory', 'node-name': 'src', size, discard: 'unmap' });
   const tgt = await layer.graph.add({ driver: 'memory', 'node-name': 'tgt', size });
   const dev = layer.graph.attachBackend('virtio0', src);
