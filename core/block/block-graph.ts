@@ -24,6 +24,8 @@ import { OpBlockers } from './op-blockers.js';
 export class BlockGraph {
   private readonly nodes = new Map<string, BlockNode>();
   private readonly backends = new Map<string, BlockBackend>();
+  /** Nodes only their users hold (closeWithLastUser). */
+  private readonly heldByUsers = new WeakSet<BlockNode>();
   private readonly opener: NodeOpener;
   /** Stamps every edge made or re-pointed (`attach`, `replace`, `setBacking`): a node reports its newest blocker. */
   private readonly blockers = new OpBlockers((node) => this.deviceName(node));
@@ -133,8 +135,42 @@ export class BlockGraph {
   }
 
   detach(edge: NodeEdge): void {
-    edge.node.parents.delete(edge);
-    for (const section of edge.node.drainSections) section.userDetached(edge.parent);
+    void this.release(edge);
+  }
+
+  /**
+   * Detaches `edge`, and resolves once its node has closed if that was the
+   * last user of a node only its users held (closeWithLastUser), else at
+   * once: for a caller that reports the user gone only when the node is
+   * (an export's BLOCK_EXPORT_DELETED).
+   */
+  release(edge: NodeEdge): Promise<void> {
+    const { node } = edge;
+    node.parents.delete(edge);
+    for (const section of node.drainSections) section.userDetached(edge.parent);
+    return this.closeIfLeft(node);
+  }
+
+  /**
+   * Leaves `node` to its users, as QEMU leaves a node nobody added with
+   * blockdev-add to the references its users hold (blockdev-snapshot-sync's
+   * overlay): once the last of them lets go (an export deleted, a device
+   * removed, a job ended), it closes, and the nodes below it that nobody
+   * named or uses go with it. Moving its users elsewhere (`replace`) does
+   * not close it: whoever moves them decides.
+   */
+  closeWithLastUser(node: BlockNode): void {
+    this.heldByUsers.add(node);
+  }
+
+  /**
+   * Closes `node` if only its users held it and none is left. It leaves the
+   * graph at once; the close (a flush of its metadata) follows, and its
+   * errors go unheard, as QEMU's bdrv_close ignores them.
+   */
+  closeIfLeft(node: BlockNode): Promise<void> {
+    if (node.parents.size > 0 || !this.heldByUsers.has(node) || this.nodes.get(node.nodeName) !== node) return Promise.resolve();
+    return this.remove(node).catch(() => undefined);
   }
 
   /** Creates the device `name` on `node`: the named backend an application does its I/O through. */

@@ -43,6 +43,7 @@ export class JobManager {
       },
       publish: (event, data) => this.events.publish(event, data),
       dismissed: (job) => this.jobs.splice(this.jobs.indexOf(job), 1),
+      released: (node) => this.graph.closeIfLeft(node),
     };
     lifecycle.hooks.beforeShutdown.tapPromise('JobManager', () => this.cancelAll());
     hooks.backendDetached.tap('JobManager', (_name, node) => this.cancelJobsUsing(node));

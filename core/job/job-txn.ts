@@ -111,6 +111,7 @@ export class JobTxn {
     // The job lets go of its nodes first, so clean can close what it no longer needs.
     job.releaseNodes();
     await job.driver.clean?.(job);
+    await job.closeReleased();
     if (job.hasStarted && job.isBlockJob) {
       if (job.isCancelled) job.publish('BLOCK_JOB_CANCELLED', job.eventData());
       else if (job.error !== undefined) job.publish('BLOCK_JOB_COMPLETED', { ...job.eventData(), error: job.error });

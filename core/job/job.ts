@@ -7,6 +7,7 @@
  * wakeable-sleep.ts.
  */
 import { BlockLayerError } from '../errors.js';
+import type { BlockNode } from '../block/block-node.js';
 import type { NodeEdge, NodeParent } from '../block/node-edge.js';
 import { deferred, type Deferred } from '../util/deferred.js';
 import type { JobDriver } from './job-driver.js';
@@ -31,6 +32,8 @@ export interface JobHost {
   statusChanged(job: Job, previous: JobStatus): void;
   publish(event: string, data: Record<string, unknown>): void;
   dismissed(job: Job): void;
+  /** The job has ended and let go of `node`: a node only its users held closes if none is left (BlockGraph.closeIfLeft). */
+  released(node: BlockNode): Promise<void>;
 }
 
 export interface JobOptions {
@@ -79,6 +82,8 @@ export class Job implements JobHandle, NodeParent {
   private readonly sleeper = new WakeableSleep();
   private runEnded = deferred();
   private readonly edges: NodeEdge[] = [];
+  /** Every node the job held, for `closeReleased` once it has ended. */
+  private readonly heldNodes = new Set<BlockNode>();
 
   constructor(
     options: JobOptions,
@@ -156,6 +161,7 @@ export class Job implements JobHandle, NodeParent {
   /** Holds `node` for the job's lifetime (released at clean); drains of the node pause the job. */
   hold(edge: NodeEdge): void {
     this.edges.push(edge);
+    this.heldNodes.add(edge.node);
   }
 
   get heldEdges(): readonly NodeEdge[] {
@@ -387,6 +393,12 @@ export class Job implements JobHandle, NodeParent {
   /** Releases the nodes the job held. */
   releaseNodes(): void {
     for (const edge of this.edges.splice(0)) edge.node.parents.delete(edge);
+  }
+
+  /** After clean: the nodes the job held that only their users held, and that it was the last user of, close. */
+  async closeReleased(): Promise<void> {
+    for (const node of this.heldNodes) await this.host.released(node);
+    this.heldNodes.clear();
   }
 
   private setSpeedValue(speed: number): void {

@@ -5,7 +5,8 @@
  * header names the node's filename and format as its backing file, unless
  * mode=existing; opened without its backing file, read-only if the node
  * is, and dropped again once nothing uses it (nobody but the users it took
- * over holds it). blockdev-snapshot takes a node added with blockdev-add.
+ * over holds it: it closes when the last of them lets go, or at once if it
+ * took over none). blockdev-snapshot takes a node added with blockdev-add.
  */
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockdevOptionsValue } from '../../core/block/blockdev-ref.js';
@@ -46,10 +47,13 @@ export function newOverlay(
       Object.assign(options, driver.kind === 'protocol' ? { filename } : { file: { driver: 'file', filename } });
       if (driver.options.properties.backing !== undefined) options.backing = null;
       options.discard = old.settings.discard;
-      return graph.open(options as unknown as BlockdevOptionsValue, { readOnly: old.readOnly });
+      const overlay = await graph.open(options as unknown as BlockdevOptionsValue, { readOnly: old.readOnly });
+      graph.closeWithLastUser(overlay);
+      return overlay;
     },
     async release(overlay) {
-      if (overlay.parents.size > 0) return;
+      // In use, or already gone with its last user.
+      if (overlay.parents.size > 0 || graph.node(overlay.nodeName) !== overlay) return;
       if (overlay.implicit) await graph.closeIfUnused(overlay);
       else await graph.del(overlay.nodeName);
     },

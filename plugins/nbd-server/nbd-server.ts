@@ -177,7 +177,7 @@ export class NbdServer implements ConnectionHost {
     const done = (async () => {
       await exp.shutDown();
       exp.releaseBitmaps();
-      this.graph.detach(exp.edge);
+      await this.graph.release(exp.edge);
       this.byId.delete(exp.id);
       this.events.publish('BLOCK_EXPORT_DELETED', { id: exp.id });
     })();

@@ -74,7 +74,9 @@ test('the export serves the overlay: guest writes land in it, the old image keep
   const nodes = (await client.execute('query-named-block-nodes', { flat: true })).return as { 'node-name': string; ro: boolean }[];
   t.deepEqual(nodes.filter((n) => !n['node-name'].startsWith('#')).map((n) => [n['node-name'], n.ro]).sort(), [['disk', true], ['ov', false]]);
   t.deepEqual(await client.execute('block-export-del', { id: 'disk' }), { return: {} });
-  t.deepEqual(await client.execute('blockdev-del', { 'node-name': 'ov' }), { return: {} });
+  // The export was the overlay's only user: it closed with it (QEMU's last reference), before the event.
+  await client.waitEvent('BLOCK_EXPORT_DELETED');
+  t.deepEqual(await client.execute('blockdev-del', { 'node-name': 'ov' }), { error: { class: 'GenericError', desc: "Failed to find node with node-name='ov'" } });
   t.true(readsPattern('raw', img('disk.raw'), '0x11', '0', '4M'), 'the old image is unchanged');
   t.true(readsPattern('qcow2', img('ov.qcow2'), '0x22', '64k', '64k'), 'the write is in the overlay');
   t.true(readsPattern('qcow2', img('ov.qcow2'), '0x11', '128k', '3968k'), 'the rest reads through to the old image');

@@ -102,6 +102,8 @@ function script(dir: string): Step[] {
     sync({ 'node-name': 'ov2', 'snapshot-file': img('s3.qcow2'), 'snapshot-node-name': 's3' }),
     { graph: { exports: { d: 's3' }, nodes: { ...SETUP_NODES, disk: ['raw', true], ov: ['qcow2', true], disk2: ['raw', true], ov2: ['qcow2', true], s3: ['qcow2', false] } } },
     { execute: 'block-export-del', arguments: { id: 'd' }, reply: ok, events: [deleted('d')] },
+    // s3's only user was the export: the overlay goes with it (QEMU's last reference), ov2 under it stays.
+    { graph: { exports: {}, nodes: { ...SETUP_NODES, disk: ['raw', true], ov: ['qcow2', true], disk2: ['raw', true], ov2: ['qcow2', true] } } },
   ];
 }
 
