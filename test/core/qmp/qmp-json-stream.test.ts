@@ -10,6 +10,7 @@
 import test from 'ava';
 import { QEMU_JSON_STREAM_LIMITS, QmpJsonStream } from '../../../core/qmp/qmp-json-stream.js';
 import type { QmpJsonStreamLimits } from '../../../core/qmp/qmp-json-stream.js';
+import { randomFloats } from '../../helpers/prng.js';
 
 type Event = { value: unknown } | { error: string };
 
@@ -20,17 +21,6 @@ const repeat = (event: Event, times: number): Event[] => Array.from({ length: ti
 
 /** Test inputs are written as byte strings: '\xff' is the byte 0xFF. */
 const bytes = (text: string): Buffer => Buffer.from(text, 'latin1');
-
-/** Deterministic PRNG (mulberry32), so a failing chunking can be replayed. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let x = Math.imul(state ^ (state >>> 15), 1 | state);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function run(chunks: Buffer[], limits: Partial<QmpJsonStreamLimits> = {}): Event[] {
   const events: Event[] = [];
@@ -49,7 +39,7 @@ function split(input: Buffer, size: () => number): Buffer[] {
 /** The events for `input`, checked to be the same whole, byte by byte and in random chunks. */
 function feed(input: Buffer, limits: Partial<QmpJsonStreamLimits> = {}): Event[] {
   const whole = run([input], limits);
-  const next = random(input.length);
+  const next = randomFloats(input.length);
   for (const size of [() => 1, () => 1 + Math.floor(next() * 5), () => 1 + Math.floor(next() * 300)]) {
     const events = run(split(input, size), limits);
     if (JSON.stringify(events) !== JSON.stringify(whole)) throw new Error(`chunking changed the result of ${input.toString('latin1')}`);

@@ -10,6 +10,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import test, { type ExecutionContext } from 'ava';
 import type { BlockNode } from '../../../core/block/block-node.js';
+import { randomFloats } from '../../helpers/prng.js';
 import {
   assertClean,
   KiB,
@@ -36,17 +37,6 @@ interface FuzzConfig {
   seed: number;
   refcountBits?: number;
   options?: Record<string, unknown>;
-}
-
-/** A small deterministic generator (mulberry32). */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 type Op = { kind: 'write' | 'zero' | 'zero-unmap' | 'discard' | 'compress' | 'read' | 'grow'; offset: number; length: number };
@@ -155,7 +145,7 @@ async function fuzz(t: ExecutionContext, c: FuzzConfig): Promise<void> {
   }
   const shadow: Shadow = { data: base === undefined ? Buffer.alloc(c.size) : Buffer.from(base) };
   const node = await f.open(image, { discard: 'unmap', ...c.options });
-  const random = generator(c.seed);
+  const random = randomFloats(c.seed);
   const started = Date.now();
   let done = 0;
   let grown = 0;

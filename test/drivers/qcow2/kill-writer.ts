@@ -19,6 +19,7 @@
 import { openSync, writeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { createTestLayer } from '../../../core/testing/index.js';
+import { randomFloats } from '../../helpers/prng.js';
 
 export const SECTOR = 512;
 
@@ -31,18 +32,6 @@ export function sectorPattern(id: number, sector: number): Buffer {
   return buf;
 }
 
-/** mulberry32: a small seeded generator, so a failing seed reproduces. */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 async function main(image: string, log: string, seed: number, maxSize: number): Promise<void> {
   const layer = await createTestLayer({ plugins: ['qcow2', 'file'] });
   // No fdatasync: a killed process loses nothing the kernel has, so flushes only need to write the metadata back.
@@ -53,7 +42,7 @@ async function main(image: string, log: string, seed: number, maxSize: number): 
     file: { driver: 'file', filename: image, cache: { 'no-flush': true } },
   });
   const cs = (node.driverState as { g: { clusterSize: number } }).g.clusterSize;
-  const rand = random(seed);
+  const rand = randomFloats(seed);
   const pick = (n: number) => Math.floor(rand() * n);
   const logFd = openSync(log, 'w');
   const say = (line: string) => {

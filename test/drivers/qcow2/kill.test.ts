@@ -26,7 +26,8 @@ import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { checkImage } from '../../../core/image-tools/check.js';
 import { type Qcow2Fixture, qcow2Fixture, qemuCheck, readNode, requireQemu, run, runStatus, sameBytes } from './fixture.js';
-import { random, SECTOR, sectorPattern } from './kill-writer.js';
+import { randomFloats } from '../../helpers/prng.js';
+import { SECTOR, sectorPattern } from './kill-writer.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const WRITER = fileURLToPath(new URL('./kill-writer.ts', import.meta.url));
@@ -165,7 +166,7 @@ ROUNDS.forEach(({ clusterSize, lazy }, round) => {
   test(`SIGKILL during writes (cluster_size=${clusterSize}${lazy ? ', lazy_refcounts=on' : ''}): no corruption, repaired, flushed data intact`, async (t) => {
     if (!requireQemu(t)) return;
     const seed = (SEED + round) >>> 0;
-    const pick = random(seed ^ 0x5eed);
+    const pick = randomFloats(seed ^ 0x5eed);
     const delay = 100 + Math.floor(pick() * 500);
     const least = 50 + Math.floor(pick() * 400);
     t.log(`seed ${seed} (BLOCKLAYER_KILL_SEED=${SEED}): kill ${delay} ms after the start, once ${least} requests were announced`);

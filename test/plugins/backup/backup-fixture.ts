@@ -15,6 +15,7 @@ import type { BlockLayerEvent } from '../../../core/hooks/block-layer-hooks.js';
 import type { JobManager } from '../../../core/job/job-manager.js';
 import { createTestLayer } from '../../../core/testing/index.js';
 import { TOKENS } from '../../../core/tokens.js';
+import { mulberry32 } from '../../helpers/prng.js';
 
 export const CLUSTER = 64 * 1024;
 export const JOB = 'j';
@@ -106,21 +107,9 @@ export async function ticks(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await tick();
 }
 
-/** A small deterministic generator (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
 /** Random bytes, none of them zero, that `randomBytes` takes its slices from. */
 const POOL = ((): Buffer => {
-  const next = prng(0x600dcafe);
+  const next = mulberry32(0x600dcafe);
   const pool = Buffer.allocUnsafe(4 << 20);
   for (let i = 0; i < pool.length; i += 4) pool.writeUInt32LE((next() | 0x01010101) >>> 0, i);
   return pool;
@@ -129,7 +118,7 @@ const POOL = ((): Buffer => {
 /** `length` (at most 3 MiB) pseudo-random bytes, none of them zero, picked by `seed`. */
 export function randomBytes(seed: number, length: number): Buffer {
   if (length > 3 << 20) throw new Error('randomBytes: at most 3 MiB');
-  const at = (prng(seed)() % (POOL.length - length + 1)) >>> 0;
+  const at = (mulberry32(seed)() % (POOL.length - length + 1)) >>> 0;
   return Buffer.from(POOL.subarray(at, at + length));
 }
 
@@ -181,7 +170,7 @@ export function clusterBytes(clusters: Iterable<number>, size: number): number {
  * written over a random part (the rest of it reading as zeroes).
  */
 export async function fillRandom(node: BlockNode, seed: number, density: number): Promise<void> {
-  const next = prng(seed);
+  const next = mulberry32(seed);
   const clusters = Math.ceil(node.length / CLUSTER);
   for (let c = 0; c < clusters; c++) {
     const roll = next() % 100;

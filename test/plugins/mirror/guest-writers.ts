@@ -11,18 +11,8 @@ import { writeFileSync } from 'node:fs';
 import type { BlockBackend } from '../../../core/block/block-backend.js';
 import type { BlockNode } from '../../../core/block/block-node.js';
 import { untap } from '../../../core/hooks/untap.js';
+import { mulberry32 } from '../../helpers/prng.js';
 
-/** A small deterministic generator (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
 
 export interface WriterOptions {
   writers: number;
@@ -61,7 +51,7 @@ export class GuestWriters {
 
   start(): void {
     const stripe = Math.floor(this.device.length / this.options.writers);
-    for (let w = 0; w < this.options.writers; w++) this.running.push(this.writer(w * stripe, stripe, prng(this.options.seed + w)));
+    for (let w = 0; w < this.options.writers; w++) this.running.push(this.writer(w * stripe, stripe, mulberry32(this.options.seed + w)));
   }
 
   /** Stops the writers and waits for their last writes. */

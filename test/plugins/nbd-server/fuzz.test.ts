@@ -17,23 +17,13 @@ import {
   NBD_REQUEST_MAGIC,
 } from '../../../core/protocols/nbd/constants.js';
 import { encodeInfoRequest, encodeMetaContextRequest, encodeOption } from '../../../core/protocols/nbd/handshake.js';
+import { randomFloats } from '../../helpers/prng.js';
 import { KiB, MiB, serverFixture } from './fixture.js';
 import { RawNbdClient } from './raw-client.js';
 
 const CONNECTIONS = Number(process.env.NBD_FUZZ_CONNECTIONS ?? 160);
 const PARALLEL = 8;
 const EXPORTS = ['m', 'ro', '', 'nope', 'good'];
-
-/** mulberry32: small, seedable, good enough to pick test cases. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let r = Math.imul(a ^ (a >>> 15), 1 | a);
-    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
-    return ((r ^ (r >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Fuzzer {
   constructor(private readonly rnd: () => number) {}
@@ -121,7 +111,7 @@ async function hostile(socket: string, fuzz: Fuzzer, size: number): Promise<void
 test('random and malformed handshakes and requests: no crash, no hang, a concurrent client unaffected', async (t) => {
   const seed = Number(process.env.NBD_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
   t.log(`NBD_FUZZ_SEED=${seed}`);
-  const fuzz = new Fuzzer(random(seed));
+  const fuzz = new Fuzzer(randomFloats(seed));
   const unhandled: unknown[] = [];
   const onRejection = (reason: unknown) => unhandled.push(reason);
   process.on('unhandledRejection', onRejection);
