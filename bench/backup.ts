@@ -29,24 +29,24 @@
  * crypto-random data (not a qemu-io pattern), so nothing reads as zero.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { compileOurs, cpuProfileFlags, cpuSeconds, median, randomImage, runTool, type Side, sourceAndFreshTarget, startBenchDaemon } from './daemon-runs.js';
+import {
+  compileOurs,
+  cpuProfileFlags,
+  cpuSeconds,
+  DAEMON_BENCH_OPTIONS,
+  median,
+  randomImage,
+  runCounts,
+  runTool,
+  type Side,
+  sourceAndFreshTarget,
+  startBenchDaemon,
+} from './daemon-runs.js';
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '3' },
-    warmup: { type: 'string', default: '1' },
-    'size-mib': { type: 'string', default: '1024' },
-    dir: { type: 'string', default: tmpdir() },
-    tsx: { type: 'boolean', default: false },
-    'cpu-prof': { type: 'string' },
-  },
-});
-const RUNS = Number(values.runs);
-const WARMUP = Number(values.warmup);
-const SIZE = Number(values['size-mib']) * 2 ** 20;
+const { values } = parseArgs({ options: DAEMON_BENCH_OPTIONS });
+const { runs: RUNS, warmup: WARMUP, size: SIZE } = runCounts(values);
 
 interface Measurement {
   /** MiB per second of wall time. */

@@ -2,11 +2,13 @@
  * What the daemon benchmarks (backup.ts, mirror.ts) share: our daemon
  * compiled from the current sources, a daemon process per run (ours or
  * qemu-storage-daemon) on the same --blockdev options with a QMP socket,
- * its CPU time from /proc, an image of random data, and the median.
+ * its CPU time from /proc, an image of random data, the median, and the
+ * command-line options both take.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { copyFile, mkdir, open, readFile, rm, stat, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -17,6 +19,21 @@ export const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const ADDON = join('drivers', 'file', 'native', 'build', 'Release', 'sparse_ops.node');
 
 export type Side = 'ours' | 'qemu';
+
+/** The options of a daemon benchmark, for parseArgs; a benchmark adds its own. */
+export const DAEMON_BENCH_OPTIONS = {
+  runs: { type: 'string', default: '3' },
+  warmup: { type: 'string', default: '1' },
+  'size-mib': { type: 'string', default: '1024' },
+  dir: { type: 'string', default: tmpdir() },
+  tsx: { type: 'boolean', default: false },
+  'cpu-prof': { type: 'string' },
+} as const;
+
+/** --runs, --warmup and --size-mib as numbers (the size in bytes). */
+export function runCounts(values: { runs: string; warmup: string; 'size-mib': string }): { runs: number; warmup: number; size: number } {
+  return { runs: Number(values.runs), warmup: Number(values.warmup), size: Number(values['size-mib']) * 2 ** 20 };
+}
 
 /** Writes `size` bytes of random data, 16 MiB at a time. */
 export async function randomImage(path: string, size: number): Promise<void> {
