@@ -85,13 +85,14 @@ export class BackupPreparer {
     this.jobs.checkId(id);
     if ((args.speed ?? 0) < 0) throw new BlockLayerError("Parameter 'speed' expects a non-negative value");
     const bitmap = new ClusterBitmap(geometry.clusterSize, source.length);
-    if (sync !== 'bitmap') bitmap.fill();
-    else {
+    if (sync === 'bitmap' && syncBitmap !== undefined) {
       // The bitmap's granules may be smaller or larger than backup's clusters: each dirty byte's cluster is copied.
-      for (const area of syncBitmap!.bitmap.dirtyAreas(0, source.length)) {
+      for (const area of syncBitmap.bitmap.dirtyAreas(0, source.length)) {
         const { first, end } = bitmap.clustersOf(area.offset, area.length);
         bitmap.setRange(first, end);
       }
+    } else {
+      bitmap.fill();
     }
     return this.jobs.create({
       id,
