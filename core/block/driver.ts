@@ -215,6 +215,8 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   blockStatus?(state: S, offset: number, length: number): Promise<BlockStatusExtent[]>;
   /** Facts for query-named-block-nodes. */
   describe?(state: S): Promise<NodeDescription>;
+  /** query-blockstats' `driver-specific` (QEMU's bdrv_get_specific_stats): `driver` and its counters. */
+  specificStats?(state: S): { driver: string } & Record<string, unknown>;
   /**
    * Whether `toReplace`, somewhere below this node, may be replaced by a
    * node showing this node's data without changing what this node shows

@@ -44,6 +44,8 @@ export interface FileState {
   readonly unsupported: Set<FallocateMode>;
   /** A failed fdatasync: dirty pages may be lost, so every later flush fails too (QEMU's page_cache_inconsistent). */
   flushFailure?: BlockIoError;
+  /** Discards that reached the file, as QEMU's raw_account_discard counts them (query-blockstats' driver-specific). */
+  readonly discards: { ok: number; failed: number; bytesOk: number };
 }
 
 /** A file maps its bytes one to one: every extent's host offset is its offset. */
@@ -87,7 +89,7 @@ async function fileOpen(ctx: DriverOpenContext<FileOptions>): Promise<FileState>
       }
       length = await native.ops.seekEnd(handle.fd);
     }
-    return { filename, handle, blockDevice, length, unsupported: new Set() };
+    return { filename, handle, blockDevice, length, unsupported: new Set(), discards: { ok: 0, failed: 0, bytesOk: 0 } };
   } catch (error) {
     await handle.close();
     throw error;
@@ -144,9 +146,28 @@ async function fileWriteZeroes(state: FileState, offset: number, length: number,
   await writeZeroData(state.handle, offset, length);
 }
 
-/** Punches a hole; does nothing where holes are not supported (discard is advisory). */
+/**
+ * Punches a hole; does nothing where holes are not supported (discard is
+ * advisory), but counts it as failed there, as QEMU counts its ENOTSUP.
+ */
 async function fileDiscard(state: FileState, offset: number, length: number): Promise<void> {
-  await tryFallocate(state, 'punchHole', offset, length);
+  let punched = false;
+  try {
+    punched = await tryFallocate(state, 'punchHole', offset, length);
+  } finally {
+    if (punched) {
+      state.discards.ok++;
+      state.discards.bytesOk += length;
+    } else {
+      state.discards.failed++;
+    }
+  }
+}
+
+/** QEMU's BlockStatsSpecificFile. */
+function fileSpecificStats(state: FileState): { driver: string } & Record<string, unknown> {
+  const { ok, failed, bytesOk } = state.discards;
+  return { driver: 'file', 'discard-nb-ok': ok, 'discard-nb-failed': failed, 'discard-bytes-ok': bytesOk };
 }
 
 /** fdatasync; after one failure every flush fails with the same error. */
@@ -229,6 +250,7 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   truncate: fileTruncate,
   blockStatus: fileBlockStatus,
   describe: fileDescribe,
+  specificStats: fileSpecificStats,
   create: fileCreate,
   blockdevCreate: fileBlockdevCreate,
 });

@@ -6,8 +6,8 @@
  * node's data child as `parent`; a device's entry also nests the next node
  * of its chain as `backing`, and skips the filters jobs put in without a
  * name at every level, as query-block does (iotest 040 test_implicit_node).
- * QEMU's file driver adds `driver-specific` discard counters, which
- * blocklayer's file driver does not keep; nothing else in 7.2 reports them.
+ * A node whose driver keeps counters of its own adds them as
+ * `driver-specific` (the file driver's discards, as QEMU's file-posix).
  */
 import { inject, injectable } from 'inversify';
 import { type BlockDeviceStats, emptyDeviceStats } from '../../core/block/block-accounting.js';
@@ -23,6 +23,7 @@ export interface BlockStats {
   device?: string;
   'node-name'?: string;
   stats: BlockDeviceStats;
+  'driver-specific'?: { driver: string } & Record<string, unknown>;
   parent?: BlockStats;
   backing?: BlockStats;
 }
@@ -68,6 +69,15 @@ const BLOCK_STATS = Qapi.struct(BLOCK_STATS_NAME, {
   device: Qapi.optional(Qapi.str()),
   'node-name': Qapi.optional(Qapi.str()),
   stats: BLOCK_DEVICE_STATS,
+  // QEMU's BlockStatsSpecific is a union on `driver`; only the file driver's branch exists here.
+  'driver-specific': Qapi.optional(
+    Qapi.struct('BlockStatsSpecificFile', {
+      driver: Qapi.str({ description: "the driver: 'file'" }),
+      'discard-nb-ok': int(),
+      'discard-nb-failed': int(),
+      'discard-bytes-ok': int(),
+    }),
+  ),
   parent: Qapi.optional(Qapi.ref<BlockStats>(BLOCK_STATS_NAME)),
   backing: Qapi.optional(Qapi.ref<BlockStats>(BLOCK_STATS_NAME)),
 });
@@ -93,6 +103,8 @@ function dataChild(node: BlockNode): BlockNode | undefined {
 function nodeStats(given: BlockNode, deviceLevel: boolean, device?: BlockDeviceStats): BlockStats {
   const node = deviceLevel ? skipImplicitFilters(given) : given;
   const entry: BlockStats = { 'node-name': node.nodeName, stats: device ?? emptyDeviceStats(node.wrHighestOffset) };
+  const specific = node.driver.specificStats?.(node.driverState);
+  if (specific !== undefined) entry['driver-specific'] = specific;
   const parent = dataChild(node);
   if (parent !== undefined) entry.parent = nodeStats(parent, deviceLevel);
   const below = deviceLevel ? nextInChain(node) : undefined;
