@@ -71,9 +71,9 @@ export class BlockGraph {
     return this.opener.openTree(valid, options, how.readOnly ?? false, valid['node-name'] === undefined, how.check ?? false);
   }
 
-  /** Closes a node nobody named and nobody uses any more (an internal open's root). */
+  /** Closes a node nobody uses any more that nobody named (an internal open's root) or only its users held (closeWithLastUser). */
   async closeIfUnused(node: BlockNode): Promise<void> {
-    if (node.implicit && node.parents.size === 0 && this.nodes.get(node.nodeName) === node) await this.remove(node);
+    if ((node.implicit || this.heldByUsers.has(node)) && node.parents.size === 0 && this.nodes.get(node.nodeName) === node) await this.remove(node);
   }
 
   /**

@@ -51,12 +51,8 @@ export function newOverlay(
       graph.closeWithLastUser(overlay);
       return overlay;
     },
-    async release(overlay) {
-      // In use, or already gone with its last user.
-      if (overlay.parents.size > 0 || graph.node(overlay.nodeName) !== overlay) return;
-      if (overlay.implicit) await graph.closeIfUnused(overlay);
-      else await graph.del(overlay.nodeName);
-    },
+    // Nothing happens if it is in use, or already gone with its last user.
+    release: (overlay) => graph.closeIfUnused(overlay),
   };
 }
 

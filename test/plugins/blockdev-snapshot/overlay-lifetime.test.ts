@@ -2,8 +2,9 @@
  * The overlay blockdev-snapshot-sync makes is held only by the users it
  * took over, as in QEMU: once the last of them is gone it closes and leaves
  * the graph. Checked with qemu-storage-daemon 7.2 as the oracle, through
- * the two ways a user goes: an export deleted, and a mirror that moved
- * the overlay's users to its target and ended. The named nodes left are
+ * the ways a user goes: an export deleted, a mirror that moved the
+ * overlay's users to its target and ended, and a stream that unlinked the
+ * overlay from the chain above it. The named nodes left are
  * recorded, so our daemon is held to them even without qemu-storage-daemon.
  */
 import { execFileSync } from 'node:child_process';
@@ -23,6 +24,8 @@ interface Outcome {
   /** Named nodes, and the export's node, after the mirror of the second overlay pivoted and ended. */
   afterMirror: string[];
   exportNode: string;
+  /** Named nodes after a stream into the top overlay dropped the one under it from the chain. */
+  afterStream: string[];
 }
 
 async function namedNodes(client: QmpClient): Promise<string[]> {
@@ -33,9 +36,9 @@ async function namedNodes(client: QmpClient): Promise<string[]> {
 async function run(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<Outcome> {
   const dir = await tempDir(t, `blocklayer-overlay-lifetime-${kind}-`);
   const img = (name: string) => join(dir, name);
-  for (const name of ['a.raw', 'b.raw', 't.raw']) execFileSync('qemu-img', ['create', '-q', '-f', 'raw', img(name), '4M']);
+  for (const name of ['a.raw', 'b.raw', 'c.raw', 't.raw']) execFileSync('qemu-img', ['create', '-q', '-f', 'raw', img(name), '4M']);
   const raw = (node: string, file: string) => ['--blockdev', `driver=raw,node-name=${node},file.driver=file,file.filename=${img(file)}`];
-  const daemon = await startDaemon(kind, [...raw('a', 'a.raw'), ...raw('b', 'b.raw'), ...raw('tgt', 't.raw')]);
+  const daemon = await startDaemon(kind, [...raw('a', 'a.raw'), ...raw('b', 'b.raw'), ...raw('c', 'c.raw'), ...raw('tgt', 't.raw')]);
   t.teardown(() => daemon.stop());
   const client = await QmpClient.connect(daemon.socket, { negotiate: true });
   t.teardown(() => client.close());
@@ -57,14 +60,24 @@ async function run(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<Outcome>
   for (let i = 0; i < 200 && ((await client.execute('query-jobs')).return as unknown[]).length > 0; i++) await sleep(10);
   const afterMirror = await namedNodes(client);
   const exports = (await client.execute('query-block-exports')).return as { id: string; 'node-name': string }[];
-  return { afterExportDel, afterMirror, exportNode: exports.find((e) => e.id === 'eb')?.['node-name'] ?? '(none)' };
+  const exportNode = exports.find((e) => e.id === 'eb')?.['node-name'] ?? '(none)';
+
+  await step('block-export-add', { type: 'nbd', id: 'ec', 'node-name': 'c', writable: true });
+  await step('blockdev-snapshot-sync', { 'node-name': 'c', 'snapshot-file': img('ovc1.qcow2'), 'snapshot-node-name': 'ovc1' });
+  await step('blockdev-snapshot-sync', { 'node-name': 'ovc1', 'snapshot-file': img('ovc2.qcow2'), 'snapshot-node-name': 'ovc2' });
+  await step('block-stream', { 'job-id': 's', device: 'ovc2', 'base-node': 'c' });
+  await client.waitEvent('BLOCK_JOB_COMPLETED');
+  for (let i = 0; i < 200 && ((await client.execute('query-jobs')).return as unknown[]).length > 0; i++) await sleep(10);
+  const afterStream = await namedNodes(client);
+  return { afterExportDel, afterMirror, exportNode, afterStream };
 }
 
 /** What qemu-storage-daemon 7.2 left: each overlay gone with its last user; the old images stay (blockdev-add's). */
 const RECORDED: Outcome = {
-  afterExportDel: ['a', 'b', 'tgt'],
-  afterMirror: ['a', 'b', 'tgt'],
+  afterExportDel: ['a', 'b', 'c', 'tgt'],
+  afterMirror: ['a', 'b', 'c', 'tgt'],
   exportNode: 'tgt',
+  afterStream: ['a', 'b', 'c', 'ovc2', 'tgt'],
 };
 
 test('our daemon closes an overlay with its last user, as qemu-storage-daemon 7.2 did', async (t) => {
