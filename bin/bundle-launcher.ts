@@ -10,12 +10,16 @@
  * run compiled (the build primes it with a conversion, which reaches most of
  * the code). Its name carries a hash of the bundle, so a rebuilt bundle never
  * meets an old cache; V8 itself refuses one made by another version or with
- * other flags, which is then written anew. Failing to write it (a read-only
- * install) costs nothing but the next run's speed.
+ * other flags, which is then written anew. It lives beside the bundle, or,
+ * where the user may not write there (an install owned by root), in the
+ * user's cache directory ($XDG_CACHE_HOME or ~/.cache, then blocklayer/),
+ * which keeps only the newest bundle's. Failing to write it anywhere costs
+ * nothing but the next run's speed.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Script } from 'node:vm';
@@ -23,13 +27,43 @@ import { Script } from 'node:vm';
 const bundle = fileURLToPath(new URL('./blocklayer.cjs', import.meta.url));
 const directory = dirname(bundle);
 const source = readFileSync(bundle, 'utf8');
-const cacheFile = join(directory, `blocklayer-${createHash('sha256').update(source).digest('hex').slice(0, 16)}.v8cache`);
+const cacheName = `blocklayer-${createHash('sha256').update(source).digest('hex').slice(0, 16)}.v8cache`;
+const userCache = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'blocklayer');
+/** Where the cache may be, in the order it is looked for and written. */
+const places = [directory, userCache];
 
 let cachedData: Buffer | undefined;
-try {
-  cachedData = readFileSync(cacheFile);
-} catch {
-  cachedData = undefined;
+let foundIn: string | undefined;
+for (const place of places) {
+  try {
+    cachedData = readFileSync(join(place, cacheName));
+    foundIn = place;
+    break;
+  } catch {
+    cachedData = undefined;
+  }
+}
+
+/** Writes the cache into `place`, whole or not at all; false if that is not possible there. */
+function writeCache(place: string, data: Buffer): boolean {
+  // Written aside and renamed: processes started together each write a whole file, and the last one wins.
+  const partial = join(place, `${cacheName}.${process.pid}`);
+  try {
+    if (place === userCache) mkdirSync(place, { recursive: true });
+    writeFileSync(partial, data);
+    renameSync(partial, join(place, cacheName));
+  } catch {
+    rmSync(partial, { force: true });
+    return false;
+  }
+  if (place === userCache) {
+    try {
+      for (const old of readdirSync(place)) if (old.endsWith('.v8cache') && old !== cacheName) rmSync(join(place, old), { force: true });
+    } catch {
+      // An older bundle's cache left behind costs only disk space.
+    }
+  }
+  return true;
 }
 // The CommonJS wrapper, on the first line so that line numbers stay the bundle's, and the import the bundle's
 // plugin loader uses (core/plugin/import-module.ts): code run from a code cache cannot import() in Node 20.
@@ -40,13 +74,10 @@ const script = new Script(`(function (exports, require, module, __filename, __di
 
 if (cachedData === undefined || script.cachedDataRejected === true) {
   process.once('exit', () => {
-    // Written aside and renamed: processes started together each write a whole file, and the last one wins.
-    const partial = `${cacheFile}.${process.pid}`;
-    try {
-      writeFileSync(partial, script.createCachedData());
-      renameSync(partial, cacheFile);
-    } catch {
-      rmSync(partial, { force: true });
+    const data = script.createCachedData();
+    // A refused cache is replaced where it was found first.
+    for (const place of foundIn === undefined ? places : [foundIn, ...places.filter((p) => p !== foundIn)]) {
+      if (writeCache(place, data)) break;
     }
   });
 }

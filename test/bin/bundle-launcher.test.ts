@@ -1,13 +1,14 @@
 /**
  * The built CLI's launcher (bin/bundle-launcher.ts) runs the bundle from
  * V8's code cache: the first run in a directory writes the cache, later runs
- * take it as it is, a damaged cache is replaced, and code run from the cache
- * still imports plugins from disk. Needs `npm run build` (CI builds before
+ * take it as it is, a damaged cache is replaced, where the bundle's
+ * directory is not writable the cache goes to the user's cache directory,
+ * and code run from the cache still imports plugins from disk. Needs `npm run build` (CI builds before
  * testing); the two built files are copied to a directory of their own.
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -76,4 +77,37 @@ test('code run from the cache loads a plugin from disk through the launcher', as
   // Imported: the module was found and read, and its export judged, which import() failing would not reach.
   const error = await t.throwsAsync(cli(dir, ['daemon', '--manifest', join(dir, 'plugins.json')]));
   t.regex((error as Error & { stderr: string }).stderr, /Plugin 'x' \(\.\/not-a-plugin\.mjs\): the default export is not a plugin/);
+});
+
+test('where the bundle\'s directory is not writable, the cache goes to the user\'s cache directory, which keeps only the newest', async (t) => {
+  const dir = await tempDir(t, 'blocklayer-launcher-');
+  await copyBuilt(dir);
+  const cacheHome = join(dir, 'cache-home');
+  const userCache = join(cacheHome, 'blocklayer');
+  await mkdir(userCache, { recursive: true });
+  await writeFile(join(userCache, 'blocklayer-0123456789abcdef.v8cache'), 'an older bundle\'s');
+  const env = { ...process.env, XDG_CACHE_HOME: cacheHome };
+  // As root every directory is writable: run as nobody in a directory only root may write to.
+  const asRoot = process.getuid?.() === 0;
+  const readOnlyCli = () =>
+    asRoot
+      ? run('runuser', ['-u', 'nobody', '--', process.execPath, join(dir, 'blocklayer.js'), '--version'], { cwd: dir, env })
+      : run(process.execPath, [join(dir, 'blocklayer.js'), '--version'], { cwd: dir, env });
+  if (asRoot) {
+    await chmod(dir, 0o755);
+    await chmod(cacheHome, 0o777);
+    await chmod(userCache, 0o777);
+  } else {
+    await chmod(dir, 0o555);
+    t.teardown(() => chmod(dir, 0o755));
+  }
+  t.is((await readOnlyCli()).stdout.trim(), BLOCKLAYER_VERSION);
+  t.deepEqual(await caches(dir), [], 'nothing written beside the bundle');
+  const written = await caches(userCache);
+  t.is(written.length, 1, "the user's cache holds this bundle's cache only");
+  t.not(written[0], 'blocklayer-0123456789abcdef.v8cache');
+  const first = await readFile(join(userCache, written[0]!));
+  t.true(first.length > 100_000);
+  t.is((await readOnlyCli()).stdout.trim(), BLOCKLAYER_VERSION);
+  t.true((await readFile(join(userCache, written[0]!))).equals(first), 'found there and used as it is');
 });
