@@ -24,7 +24,7 @@
  *   or queues for its metadata lock in turn: the layout is qemu-img's,
  *   which the tests and bench/qcow2 check with qemu-img map), but a write
  *   does not wait for the one before to reach the disk: 1 GiB raw→qcow2
- *   and qcow2→raw conversions took 10-20% less time so (A/B runs).
+ *   and qcow2→raw conversions took about 8-9% less time so (A/B means).
  *   Within an operation the runs of data are written one after another,
  *   as they may share a cluster. A compressed write allocates only once
  *   compressed, so with -c each one completes before the next starts.
