@@ -4,7 +4,8 @@
  * on its `afterWrite` hook that records writes, write-zeroes and discards
  * into every enabled bitmap (failed ones too, as QEMU marks them) and
  * follows truncation; a node without bitmaps has no tap, so its writes pay
- * nothing. Bitmaps go away with their node.
+ * nothing, and neither does a node whose only bitmap shows a job's own
+ * copy bitmap (it never records). Bitmaps go away with their node.
  *
  * Lookups and their messages are QEMU's (block_dirty_bitmap_lookup,
  * bdrv_create_dirty_bitmap); the QMP commands live in plugins/dirty-bitmap.
@@ -45,6 +46,8 @@ export interface CreateBitmapOptions {
 export class BitmapStore {
   /** Bitmaps by node, newest first (the order QEMU lists them in). */
   private readonly byNode = new Map<BlockNode, DirtyBitmap[]>();
+  /** Bitmaps that show a job's bits (showJobBitmap): listed, never recording, never resized here. */
+  private readonly jobViews = new WeakSet<DirtyBitmap>();
 
   constructor(
     @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
@@ -76,7 +79,9 @@ export class BitmapStore {
    * copy bitmap this way); the job releases it when it ends.
    */
   showJobBitmap(node: BlockNode, bits: ClusterBitmap): DirtyBitmap {
-    return this.add(new DirtyBitmap(node, undefined, bits.clusterSize, { size: bits.length, enabled: false, bits }));
+    const view = new DirtyBitmap(node, undefined, bits.clusterSize, { size: bits.length, enabled: false, bits });
+    this.jobViews.add(view);
+    return this.add(view);
   }
 
   /**
@@ -100,25 +105,28 @@ export class BitmapStore {
 
   private add(bitmap: DirtyBitmap): DirtyBitmap {
     const list = this.byNode.get(bitmap.node);
-    if (list === undefined) {
-      this.byNode.set(bitmap.node, [bitmap]);
-      bitmap.node.hooks.afterWrite.tap(TAP, (request, result) => this.record(request, result));
-    } else {
-      list.unshift(bitmap);
-    }
+    if (list === undefined) this.byNode.set(bitmap.node, [bitmap]);
+    else list.unshift(bitmap);
+    this.updateTap(bitmap.node);
     return bitmap;
   }
 
-  /** Deletes `bitmap` (bdrv_release_dirty_bitmap); the node's tap goes with its last bitmap. */
+  /** Deletes `bitmap` (bdrv_release_dirty_bitmap); the node's tap goes with its last bitmap that records. */
   release(bitmap: DirtyBitmap): void {
     const list = this.byNode.get(bitmap.node);
     const index = list?.indexOf(bitmap) ?? -1;
     if (list === undefined || index < 0) return;
     list.splice(index, 1);
-    if (list.length === 0) {
-      this.byNode.delete(bitmap.node);
-      untap(bitmap.node.hooks.afterWrite, TAP);
-    }
+    if (list.length === 0) this.byNode.delete(bitmap.node);
+    this.updateTap(bitmap.node);
+  }
+
+  /** The node's tap is there exactly while it has a bitmap other than a job's view. */
+  private updateTap(node: BlockNode): void {
+    const wanted = (this.byNode.get(node) ?? []).some((b) => !this.jobViews.has(b));
+    const tapped = node.hooks.afterWrite.taps.some((tap) => tap.name === TAP);
+    if (wanted && !tapped) node.hooks.afterWrite.tap(TAP, (request, result) => this.record(request, result));
+    else if (!wanted && tapped) untap(node.hooks.afterWrite, TAP);
   }
 
   /** The bitmaps of `node`, newest first. */
@@ -170,7 +178,7 @@ export class BitmapStore {
   private record(request: WriteRequest, result: WriteResult): void {
     const bitmaps = this.byNode.get(request.node) ?? [];
     if (request.kind === 'truncate') {
-      if (result.error === undefined) for (const bitmap of bitmaps) bitmap.resize(request.offset);
+      if (result.error === undefined) for (const bitmap of bitmaps) if (!this.jobViews.has(bitmap)) bitmap.resize(request.offset);
       return;
     }
     for (const bitmap of bitmaps) bitmap.recordWrite(request.offset, request.bytes);

@@ -210,3 +210,19 @@ test('a grouped transaction of two incremental backups that fails leaves both bi
     await f.dispose();
   }
 });
+
+test('a backup without a bitmap lists its copy bitmap but puts no tap on the guest\'s write path', async (t) => {
+  const { f, bitmaps } = await setup();
+  try {
+    await f.layer.execute('blockdev-backup', { 'job-id': JOB, device: 'virtio0', target: 'tgt', sync: 'full', speed: 1 });
+    t.deepEqual((await bitmaps()).map((b) => [b.name ?? '(anonymous)', b.recording]), [['(anonymous)', false]]);
+    t.false(f.src.hooks.afterWrite.taps.some((tap) => tap.name === 'BitmapStore'), 'no bitmap records, so nothing taps the writes');
+    await f.layer.execute('block-dirty-bitmap-add', { node: 'src', name: 'b0' });
+    t.true(f.src.hooks.afterWrite.taps.some((tap) => tap.name === 'BitmapStore'), 'a bitmap that records does');
+    await f.layer.execute('block-job-set-speed', { device: JOB, speed: 0 });
+    await f.event('BLOCK_JOB_COMPLETED');
+    t.deepEqual((await bitmaps()).map((b) => b.name), ['b0']);
+  } finally {
+    await f.dispose();
+  }
+});
