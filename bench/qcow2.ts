@@ -71,6 +71,13 @@
  * as QEMU's (`qemu-img map --output=json`, host offsets included, alike)
  * and how many bytes each convert output allocates.
  *
+ * Environment: every timed process runs without NODE_EXTRA_CA_CERTS. A
+ * workplace may set it for its network proxy (this one names the system's
+ * whole CA bundle), and then every node process parses those certificates
+ * before it runs any JS: 60-70 ms of a 0.1 s start here, which qemu-img
+ * does not pay and neither tool's block layer has to do with. The header
+ * says whether it was set, and what `node -e 0` takes with and without it.
+ *
  * Page cache: the sources are read once before the runs, so both sides read
  * them from memory; `sync` runs before every timed run, so neither pays
  * for the other's dirty pages; `--warmup` pairs per scenario run first and
@@ -203,6 +210,9 @@ async function tool(command: string, args: string[]): Promise<string> {
 
 const haveTime = (await stat(TIME).catch(() => undefined)) !== undefined;
 
+/** The environment of the timed processes: this one's without NODE_EXTRA_CA_CERTS (see the header). */
+const TIMED_ENV = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'NODE_EXTRA_CA_CERTS'));
+
 interface Process {
   stdout: string;
   /** Wall seconds, spawn to exit. */
@@ -223,7 +233,7 @@ async function timed(argv: string[], ctx: Context): Promise<Process> {
   const times = join(ctx.dir, 'time.txt');
   const [command, ...rest] = haveTime ? [TIME, '-o', times, '-f', '%U %S', ...argv] : argv;
   const start = process.hrtime.bigint();
-  const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(command!, rest, { stdio: ['ignore', 'pipe', 'pipe'], env: TIMED_ENV });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -373,6 +383,18 @@ async function warmCache(path: string): Promise<void> {
   }
 }
 
+/** What NODE_EXTRA_CA_CERTS, where set, costs a node process: `node -e 0` with and without it, median of 3. */
+async function extraCaCost(ctx: Context): Promise<string> {
+  const file = process.env.NODE_EXTRA_CA_CERTS;
+  if (file === undefined) return 'NODE_EXTRA_CA_CERTS is not set';
+  const times: number[][] = [[], []];
+  for (let i = 0; i < 3; i++) {
+    times[0]!.push((await timed([process.execPath, '-e', '0'], ctx)).seconds);
+    times[1]!.push((await timed(['env', `NODE_EXTRA_CA_CERTS=${file}`, process.execPath, '-e', '0'], ctx)).seconds);
+  }
+  return `timed without NODE_EXTRA_CA_CERTS (set here: \`node -e 0\` takes ${median(times[1]!).toFixed(2)} s with it, ${median(times[0]!).toFixed(2)} s without)`;
+}
+
 /** Start-up of each tool: `info` of a small raw image (opens the tool's whole block layer), median of 3. */
 async function startupTimes(ctx: Context): Promise<Record<Side, number>> {
   const small = join(ctx.dir, 'small.raw');
@@ -407,7 +429,8 @@ try {
     `qcow2 tools, ${RUNS} runs (+${WARMUP} warm-up) per scenario, alternating; ${qemuVersion}; node ${process.version}; ` +
       `ours: ${values.cli === undefined ? 'compiled from the current sources' : cli}\n` +
       `source: ${SIZE / MiB} MiB, ${(await allocatedMib(ctx.raw)).toFixed(0)} MiB allocated as raw; ` +
-      `start-up (info of a small image, median): blocklayer ${ctx.startup.ours.toFixed(2)} s, qemu-img ${ctx.startup.qemu.toFixed(2)} s`,
+      `start-up (info of a small image, median): blocklayer ${ctx.startup.ours.toFixed(2)} s, qemu-img ${ctx.startup.qemu.toFixed(2)} s; ` +
+      (await extraCaCost(ctx)),
   );
   const summary: string[] = [];
   for (const scenario of chosen) {
