@@ -66,6 +66,8 @@ export class BlockLayer {
     }
     loader.collect();
     container.bind(TOKENS.LoadedPlugins).toConstantValue(loader.loaded);
+    // Made now, not on first use: it loads the persistent bitmaps of every node opened from here on.
+    container.get(TOKENS.BitmapStore);
     return new BlockLayer(container, loader.loaded);
   }
 

@@ -7,19 +7,26 @@
  * nothing, and neither does a node whose only bitmap shows a job's own
  * copy bitmap (it never records). Bitmaps go away with their node.
  *
+ * Persistent bitmaps live in the image where its driver can store them
+ * (qcow2): they are loaded as the node opens (read-only ones on a
+ * read-only node, inconsistent ones where the image was not closed
+ * cleanly) and stored as a writable node closes, as QEMU loads them in
+ * qcow2_open and stores them in qcow2_inactivate.
+ *
  * Lookups and their messages are QEMU's (block_dirty_bitmap_lookup,
  * bdrv_create_dirty_bitmap); the QMP commands live in plugins/dirty-bitmap.
  */
 import { inject, injectable } from 'inversify';
 import type { BlockGraph } from '../block/block-graph.js';
 import type { BlockNode } from '../block/block-node.js';
+import type { StoredBitmap } from '../block/driver.js';
 import type { WriteRequest, WriteResult } from '../block/request.js';
 import { BlockLayerError } from '../errors.js';
 import type { BlockLayerHooks } from '../hooks/block-layer-hooks.js';
 import { untap } from '../hooks/untap.js';
 import { TOKENS } from '../tokens.js';
 import type { BlockDirtyInfoValue } from './bitmap-schema.js';
-import type { ClusterBitmap } from './cluster-bitmap.js';
+import { ClusterBitmap } from './cluster-bitmap.js';
 import { DirtyBitmap } from './dirty-bitmap.js';
 
 const TAP = 'BitmapStore';
@@ -48,12 +55,78 @@ export class BitmapStore {
   private readonly byNode = new Map<BlockNode, DirtyBitmap[]>();
   /** Bitmaps that show a job's bits (showJobBitmap): listed, never recording, never resized here. */
   private readonly jobViews = new WeakSet<DirtyBitmap>();
+  /** Persistent bitmaps loaded from a node's image, until the node is announced (a failed open drops them). */
+  private readonly loaded = new WeakMap<BlockNode, StoredBitmap[]>();
 
   constructor(
     @inject(TOKENS.BlockGraph) private readonly graph: BlockGraph,
     @inject(TOKENS.BlockLayerHooks) hooks: BlockLayerHooks,
   ) {
+    hooks.nodeOpened.tapPromise(TAP, (node) => this.load(node));
+    hooks.nodeAdded.tap(TAP, (node) => this.adopt(node));
+    hooks.nodeClosing.tapPromise(TAP, (node) => this.store(node));
     hooks.nodeRemoved.tap(TAP, (node) => this.forget(node));
+  }
+
+  private async load(node: BlockNode): Promise<void> {
+    const stored = await node.driver.loadBitmaps?.(node.driverState);
+    if (stored !== undefined && stored.length > 0) this.loaded.set(node, stored);
+  }
+
+  /**
+   * The loaded bitmaps join the node's list in the image's order, so the
+   * last one stored is listed first (as QEMU lists them). A node that can
+   * store bitmaps follows reopens: going read-only its persistent bitmaps
+   * are stored and become read-only; going read-write the image marks them
+   * in use again and they may change (qcow2_reopen_bitmaps_ro/_rw).
+   */
+  private adopt(node: BlockNode): void {
+    if (node.driver.storeBitmaps !== undefined) {
+      node.hooks.reopening.tapPromise(TAP, async (_, readOnly) => {
+        if (readOnly) await this.store(node);
+      });
+      node.hooks.reopened.tapPromise(TAP, async (_, readOnly) => {
+        // Read again only for the image to mark its bitmaps in use; the ones held here are what counts.
+        if (!readOnly) await node.driver.loadBitmaps?.(node.driverState);
+        for (const bitmap of this.list(node)) if (bitmap.persistent) bitmap.setReadonly(readOnly);
+      });
+    }
+    const stored = this.loaded.get(node);
+    if (stored === undefined) return;
+    this.loaded.delete(node);
+    for (const bitmap of stored) {
+      const bits = bitmap.bits === undefined ? undefined : ClusterBitmap.fromBytes(bitmap.granularity, node.length, bitmap.bits);
+      this.add(
+        new DirtyBitmap(node, bitmap.name, bitmap.granularity, {
+          size: node.length,
+          // An inconsistent bitmap is disabled too (bdrv_dirty_bitmap_set_inconsistent).
+          enabled: bitmap.enabled && !bitmap.inconsistent,
+          persistent: true,
+          inconsistent: bitmap.inconsistent,
+          readonly: node.readOnly,
+          ...(bits === undefined ? {} : { bits }),
+        }),
+      );
+    }
+  }
+
+  /**
+   * Stores the persistent bitmaps of a writable node that is closing (or of
+   * one whose open failed, so that its image does not keep them in use).
+   * Those of a read-only node are lost, as in QEMU.
+   */
+  private async store(node: BlockNode): Promise<void> {
+    if (node.driver.storeBitmaps === undefined || node.readOnly) return;
+    const announced = this.byNode.get(node)?.filter((b) => b.persistent);
+    const bitmaps: StoredBitmap[] =
+      announced?.map((b) => ({
+        name: b.name!,
+        granularity: b.granularity,
+        enabled: b.enabled || (b.successor?.enabled ?? false),
+        inconsistent: b.inconsistent,
+        bits: b.inconsistent ? undefined : b.toBytes(),
+      })) ?? this.loaded.get(node) ?? [];
+    await node.driver.storeBitmaps(node.driverState, bitmaps);
   }
 
   /**

@@ -121,6 +121,25 @@ export class ClusterBitmap {
     return copy;
   }
 
+  /**
+   * The bits as QEMU serializes a dirty bitmap: cluster i at byte i >> 3,
+   * mask 1 << (i & 7), the spare bits of the last byte clear. A copy.
+   */
+  toBytes(): Buffer {
+    return Buffer.from(this.bits);
+  }
+
+  /** A bitmap of `clusterSize` over `length` bytes with the bits `bytes` holds (toBytes' layout; spare bits ignored). */
+  static fromBytes(clusterSize: number, length: number, bytes: Uint8Array): ClusterBitmap {
+    const bitmap = new ClusterBitmap(clusterSize, length);
+    if (bytes.length !== bitmap.bits.length) throw new Error(`ClusterBitmap.fromBytes: ${bytes.length} bytes for ${bitmap.clusters} clusters`);
+    bitmap.bits.set(bytes);
+    const spare = bitmap.bits.length * 8 - bitmap.clusters;
+    if (spare > 0) bitmap.bits[bitmap.bits.length - 1]! &= 0xff >> spare;
+    for (const byte of bitmap.bits) bitmap.setCount += popcount8(byte);
+    return bitmap;
+  }
+
   /** Sets every cluster set in `other`, which has the same cluster size and length. */
   union(other: ClusterBitmap): void {
     if (other.clusterSize !== this.clusterSize || other.clusters !== this.clusters) {

@@ -16,16 +16,20 @@ import { BlockLayerError } from '../errors.js';
 import type { BlockDirtyInfoValue } from './bitmap-schema.js';
 import { ClusterBitmap } from './cluster-bitmap.js';
 
-/** Which of QEMU's bdrv_dirty_bitmap_check() flags to check ("read-only" bitmaps do not exist here: nothing loads them). */
+/** Which of QEMU's bdrv_dirty_bitmap_check() flags to check. */
 export interface BitmapCheck {
   /** In use by an export or a job (BDRV_BITMAP_BUSY). */
   busy?: boolean;
+  /** Loaded from a read-only image (BDRV_BITMAP_RO). */
+  readonly?: boolean;
   /** Marked inconsistent (BDRV_BITMAP_INCONSISTENT). */
   inconsistent?: boolean;
 }
 
-/** BDRV_BITMAP_DEFAULT and BDRV_BITMAP_ALLOW_RO, which are the same here. */
+/** BDRV_BITMAP_ALLOW_RO: may be used, though maybe not changed. */
 export const CHECK_USABLE: BitmapCheck = { busy: true, inconsistent: true };
+/** BDRV_BITMAP_DEFAULT: may be changed. */
+export const CHECK_CHANGEABLE: BitmapCheck = { busy: true, readonly: true, inconsistent: true };
 
 /** A dirty byte range: `[offset, offset + length)`. */
 export interface DirtyArea {
@@ -48,6 +52,8 @@ export interface DirtyBitmapOptions {
   enabled?: boolean;
   persistent?: boolean;
   inconsistent?: boolean;
+  /** Loaded from a read-only image: it may not be changed (QEMU's readonly bitmaps). */
+  readonly?: boolean;
   /** The bits to use, shared with their owner (a job's copy bitmap shown as an anonymous bitmap); default: new, clean. */
   bits?: ClusterBitmap;
 }
@@ -62,6 +68,7 @@ export class DirtyBitmap {
   private readonly journals = new Set<{ bits: ClusterBitmap }>();
   readonly persistent: boolean;
   readonly inconsistent: boolean;
+  private readonlyFlag: boolean;
 
   constructor(
     readonly node: BlockNode,
@@ -76,11 +83,22 @@ export class DirtyBitmap {
     this.recording = options.enabled ?? true;
     this.persistent = options.persistent ?? false;
     this.inconsistent = options.inconsistent ?? false;
+    this.readonlyFlag = options.readonly ?? false;
   }
 
   /** Bytes covered (the node's length, following truncation). */
   get size(): number {
     return this.bits.length;
+  }
+
+  /** Loaded from an image that is read-only: it may not change (QEMU's readonly). */
+  get readonly(): boolean {
+    return this.readonlyFlag;
+  }
+
+  /** Follows its image's mode across a reopen. */
+  setReadonly(readonly: boolean): void {
+    this.readonlyFlag = readonly;
   }
 
   /** Records guest writes (QEMU: enabled, not disabled). */
@@ -226,6 +244,9 @@ export class DirtyBitmap {
     if (flags.busy && this.busy) {
       throw new BlockLayerError(`Bitmap '${name}' is currently in use by another operation and cannot be used`);
     }
+    if (flags.readonly && this.readonly) {
+      throw new BlockLayerError(`Bitmap '${name}' is readonly and cannot be modified`);
+    }
     if (flags.inconsistent && this.inconsistent) {
       throw new BlockLayerError(`Bitmap '${name}' is inconsistent and cannot be used`);
     }
@@ -251,6 +272,17 @@ export class DirtyBitmap {
         this.journals.delete(journal);
       },
     };
+  }
+
+  /**
+   * The bits to store in an image (QEMU's serialization, ClusterBitmap.toBytes):
+   * while frozen, with what the successor recorded, so no write is lost.
+   */
+  toBytes(): Buffer {
+    if (this.successorBitmap === undefined) return this.bits.toBytes();
+    const merged = this.bits.copy();
+    merged.union(this.successorBitmap.bits);
+    return merged.toBytes();
   }
 
   /** BlockDirtyInfo, as query-named-block-nodes shows it. */

@@ -42,7 +42,9 @@ export class BlockGraph {
         lookup: (deviceOrNode) => this.lookup(deviceOrNode),
         attach: (parent, node, role) => this.attach(parent, node, role),
         detach: (edge) => this.detach(edge),
+        nodeOpened: (node) => this.hooks.nodeOpened.promise(node),
         nodeAdded: (node) => this.hooks.nodeAdded.call(node),
+        close: (node) => this.closeNode(node),
       },
       drivers,
       validator,
@@ -337,10 +339,15 @@ export class BlockGraph {
     if (users.length > 0) throw new BlockLayerError(`Block device ${node.nodeName} is in use`);
   }
 
+  /** Closes `node`, with the nodeClosing hook run before its driver closes. */
+  private closeNode(node: BlockNode): Promise<void> {
+    return node.close(() => this.hooks.nodeClosing.promise(node));
+  }
+
   /** Closes `node` (it has no users left) and the implicit children nothing else uses. */
   private async remove(node: BlockNode): Promise<void> {
     this.nodes.delete(node.nodeName);
-    await node.close();
+    await this.closeNode(node);
     this.hooks.nodeRemoved.call(node);
     for (const edge of node.children.values()) {
       this.detach(edge);

@@ -47,6 +47,16 @@ export class BlockNode implements NodeParent {
     /** After the driver finished a write-type request, failed or not (dirty bitmaps, statistics). */
     afterWrite: new AsyncSeriesHook<[WriteRequest, WriteResult]>(['request', 'result'], 'afterWrite'),
 
+    /**
+     * A reopen switches the node's mode (`readOnly`: the new one), drained
+     * and flushed: before the driver's reopen (going read-only, taps may
+     * still write: the BitmapStore stores persistent bitmaps) and after it
+     * (going read-write, the image is writable again). A failure of the
+     * first fails the reopen; one of the second is ignored.
+     */
+    reopening: new AsyncSeriesHook<[BlockNode, boolean]>(['node', 'readOnly'], 'reopening'),
+    reopened: new AsyncSeriesHook<[BlockNode, boolean]>(['node', 'readOnly'], 'reopened'),
+
     /** The node is being drained: new requests from outside are held until drainEnd (jobs pause here). */
     drainBegin: new SyncHook<[BlockNode]>(['node'], 'drainBegin'),
     /** The drained section ended. */
@@ -110,8 +120,11 @@ export class BlockNode implements NodeParent {
   async reopenReadOnly(readOnly: boolean): Promise<void> {
     if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
     if (this.readOnly === readOnly) return;
+    await this.hooks.reopening.promise(this, readOnly);
     await this.driver.reopen?.(this.state, { readOnly });
     this.reopenedReadOnly = readOnly;
+    // The switch is made and stays: what a tap could not do (load bitmaps again) leaves the image safe (they drop at its first write).
+    await this.hooks.reopened.promise(this, readOnly).catch(() => undefined);
   }
 
   get length(): number {
@@ -313,16 +326,18 @@ export class BlockNode implements NodeParent {
 
   /**
    * Waits for in-flight requests, flushes a writable node (as QEMU's
-   * bdrv_close does; a failure there cannot be reported to anyone), and
-   * closes the driver. Children are closed by the graph.
+   * bdrv_close does; a failure there cannot be reported to anyone), runs
+   * `beforeDriverClose` (the graph's nodeClosing hook) and closes the
+   * driver. Children are closed by the graph.
    */
-  async close(): Promise<void> {
+  async close(beforeDriverClose?: () => Promise<void>): Promise<void> {
     if (this.status === 'closed' || this.status === 'closing') return;
     const wasOpen = this.status === 'open';
     this.status = 'closing';
     await this.tracker.whenIdle();
     try {
       if (wasOpen && !this.readOnly && !this.settings.noFlush) await this.io!.flush().catch(() => undefined);
+      if (wasOpen) await beforeDriverClose?.().catch(() => undefined);
       if (wasOpen) await this.io!.close();
     } finally {
       this.status = 'closed';

@@ -218,6 +218,21 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   /** query-blockstats' `driver-specific` (QEMU's bdrv_get_specific_stats): `driver` and its counters. */
   specificStats?(state: S): { driver: string } & Record<string, unknown>;
   /**
+   * Persistent dirty bitmaps (qcow2's bitmaps extension), which the core's
+   * BitmapStore loads as a node opens and stores as it closes. `loadBitmaps`
+   * reads them; on a writable image it marks them in use, so that an image
+   * not closed cleanly shows them inconsistent.
+   */
+  loadBitmaps?(state: S): Promise<StoredBitmap[]>;
+  /** Replaces the image's bitmaps with `bitmaps`, marked not in use: the last thing before a writable node closes. */
+  storeBitmaps?(state: S, bitmaps: readonly StoredBitmap[]): Promise<void>;
+  /**
+   * Why a new persistent bitmap cannot be stored here (the text after
+   * QEMU's "Can't make bitmap 'NAME' persistent in 'NODE': "), or undefined;
+   * `count`: the node's persistent bitmaps so far.
+   */
+  bitmapStoreRefusal?(state: S, name: string, granularity: number, count: number): string | undefined;
+  /**
    * Whether `toReplace`, somewhere below this node, may be replaced by a
    * node showing this node's data without changing what this node shows
    * (QEMU's bdrv_recurse_can_replace). Without it: only through the filtered
@@ -266,6 +281,19 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * and reads through it from now on. Nothing if the image names none.
    */
   openBackingFile?(state: S, openChild: DriverOpenContext<unknown>['openChild']): Promise<void>;
+}
+
+/** A dirty bitmap as an image stores it. */
+export interface StoredBitmap {
+  name: string;
+  /** Bytes per bit. */
+  granularity: number;
+  /** Records writes (qcow2's `auto` flag). */
+  enabled: boolean;
+  /** Marked in use when the image was opened: it was not stored after its last change, so its bits are unknown. */
+  inconsistent: boolean;
+  /** Bit i (granule i) at byte i >> 3, mask 1 << (i & 7), as QEMU serializes them; undefined when inconsistent. */
+  bits: Buffer | undefined;
 }
 
 /** What `reopen` changes. */

@@ -27,8 +27,12 @@ export interface OpenerGraph {
   lookup(deviceOrNode: string): BlockNode;
   attach(parent: NodeParent, node: BlockNode, role: string): NodeEdge;
   detach(edge: NodeEdge): void;
+  /** Lets the graph's nodeOpened hook read from a node opened, before it is announced. */
+  nodeOpened(node: BlockNode): Promise<void>;
   /** Announces a node opened for good (the graph's nodeAdded hook). */
   nodeAdded(node: BlockNode): void;
+  /** Closes a node as the graph does (with its nodeClosing hook). */
+  close(node: BlockNode): Promise<void>;
 }
 
 interface OpenRequest {
@@ -77,6 +81,7 @@ export class NodeOpener {
     const opened: BlockNode[] = [];
     try {
       const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly, check }, opened);
+      for (const node of opened) await this.graph.nodeOpened(node);
       for (const node of opened) this.graph.nodeAdded(node);
       return root;
     } catch (error) {
@@ -138,6 +143,7 @@ export class NodeOpener {
     const opened: BlockNode[] = [];
     try {
       await node.driver.openBackingFile(node.driverState, this.childOpener(node, '', opened));
+      for (const opening of opened) await this.graph.nodeOpened(opening);
     } catch (error) {
       const edge = node.children.get('backing');
       if (edge !== undefined) {
@@ -154,7 +160,7 @@ export class NodeOpener {
   private async discardOpened(opened: BlockNode[]): Promise<void> {
     for (const node of opened.reverse()) {
       for (const edge of node.children.values()) this.graph.detach(edge);
-      await node.close().catch(() => undefined);
+      await this.graph.close(node).catch(() => undefined);
       this.graph.nodes.delete(node.nodeName);
     }
   }

@@ -4,7 +4,7 @@
  * BlockNode.hooks. Each tap is named after its plugin, so `hook.taps` shows
  * who listens.
  */
-import { SyncHook } from 'tapable';
+import { AsyncSeriesHook, SyncHook } from 'tapable';
 import type { BlockNode } from '../block/block-node.js';
 import type { JobHandle, JobStatus } from '../job/job-handle.js';
 import { injectable } from 'inversify';
@@ -28,6 +28,15 @@ export interface CommandExecution {
 
 @injectable()
 export class BlockLayerHooks {
+  /**
+   * A node of a blockdev-add tree or a backing file was opened, before it
+   * is announced (nodeAdded): taps may read from it (the BitmapStore loads
+   * persistent bitmaps). A failure fails the open. A job's filter node
+   * skips it: it has nothing to read.
+   */
+  readonly nodeOpened = new AsyncSeriesHook<[BlockNode]>(['node'], 'nodeOpened');
+  /** A node is about to close, idle and flushed, its driver still open: taps may write to it (the BitmapStore stores them). */
+  readonly nodeClosing = new AsyncSeriesHook<[BlockNode]>(['node'], 'nodeClosing');
   /** A node was opened and entered the graph (nested children first). */
   readonly nodeAdded = new SyncHook<[BlockNode]>(['node'], 'nodeAdded');
   /** A node left the graph and was closed. */

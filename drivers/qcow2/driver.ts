@@ -7,6 +7,7 @@
  */
 import { type BackingFileChange, defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
+import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
@@ -87,12 +88,14 @@ async function qcow2BlockStatus(image: Qcow2Image, offset: number, length: numbe
  */
 async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
   const refcountBits = image.g.refcountBits;
+  const bitmaps = image.version >= 3 ? await bitmapInfo(image) : undefined;
   const data: Record<string, unknown> =
     image.version >= 3
       ? {
           compat: '1.1',
           'compression-type': 'zlib',
           'lazy-refcounts': (image.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n,
+          ...(bitmaps === undefined ? {} : { bitmaps }),
           'refcount-bits': refcountBits,
           corrupt: (image.incompatible & INCOMPAT_CORRUPT) !== 0n,
           'extended-l2': false,
@@ -144,4 +147,7 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   changeBackingFile: qcow2ChangeBackingFile,
   linkBacking,
   openBackingFile,
+  loadBitmaps,
+  storeBitmaps,
+  bitmapStoreRefusal,
 });

@@ -8,6 +8,7 @@
  * were written back first), as QEMU reads them.
  */
 import { BlockIoError } from '../../core/errors.js';
+import { badTableEntry, type BitmapEntry, parseBitmapDirectory } from './qcow2-bitmaps.js';
 import { MAX_L1_BYTES, readL1Entry, readL2Entry, readReftableEntry, refcountMax } from './qcow2-format.js';
 import { flushFile, growFile, type Qcow2Image, readFile } from './qcow2-image.js';
 import { writeMetadata } from './qcow2-overlap.js';
@@ -237,42 +238,6 @@ async function countSnapshots(run: CheckRun, fix: Fix): Promise<void> {
   countReference(run, image.snapshotsOffset, image.snapshots.byteSize);
 }
 
-interface BitmapTable {
-  offset: number;
-  size: number;
-}
-
-/** The bitmap tables a directory lists, or undefined if QEMU would refuse to load it (bitmap_list_load). */
-function parseBitmapDirectory(dir: Buffer, clusterSize: number): BitmapTable[] | undefined {
-  const tables: BitmapTable[] = [];
-  let at = 0;
-  while (at < dir.length) {
-    if (at + 24 > dir.length) return undefined;
-    const tableOffset = Number(dir.readBigUInt64BE(at));
-    const tableSize = dir.readUInt32BE(at + 8);
-    const flags = dir.readUInt32BE(at + 12);
-    const granularity = dir[at + 17]!;
-    const nameSize = dir.readUInt16BE(at + 18);
-    const extraSize = dir.readUInt32BE(at + 20);
-    const next = at + Math.ceil((24 + extraSize + nameSize) / 8) * 8;
-    if (next > dir.length || extraSize !== 0 || dir[at + 16] !== 1 || granularity < 9 || granularity > 31) return undefined;
-    if ((flags & ~3) !== 0 || nameSize === 0 || nameSize > 1023) return undefined;
-    if (tableOffset % clusterSize !== 0 || tableSize === 0 || tableSize > 0x8000000) return undefined;
-    tables.push({ offset: tableOffset, size: tableSize });
-    at = next;
-  }
-  return tables;
-}
-
-/** Bitmap table entries: reserved bits, or an offset that is unaligned or has the all-ones bit (check_table_entry). */
-function badBitmapEntry(table: Buffer, at: number, clusterSize: number): boolean {
-  const h = table.readUInt32BE(at);
-  const l = table.readUInt32BE(at + 4);
-  if ((h & 0xff000000) !== 0 || (l & 0x1fe) !== 0) return true;
-  const offset = readL1Entry(table, at).offset;
-  return offset !== 0 && ((l & 1) !== 0 || offset % clusterSize !== 0);
-}
-
 /** Counts the bitmap directory, tables and data (qcow2_check_bitmaps_refcounts); a broken one fails the check. */
 async function countBitmaps(run: CheckRun): Promise<void> {
   const { image } = run;
@@ -282,17 +247,19 @@ async function countBitmaps(run: CheckRun): Promise<void> {
   countReference(run, dir.offset, dir.size);
   const buf = Buffer.alloc(dir.size);
   await readFile(image.file, dir.offset, buf);
-  const tables = parseBitmapDirectory(buf, cs);
-  if (tables === undefined) {
+  let tables: BitmapEntry[];
+  try {
+    tables = parseBitmapDirectory(buf, cs, image.name);
+  } catch {
     run.counts.corruptions++;
     throw new BlockIoError('EINVAL');
   }
   for (const bitmap of tables) {
-    countReference(run, bitmap.offset, bitmap.size * 8);
-    const table = Buffer.alloc(bitmap.size * 8);
-    await readFile(image.file, bitmap.offset, table);
+    countReference(run, bitmap.tableOffset, bitmap.tableSize * 8);
+    const table = Buffer.alloc(bitmap.tableSize * 8);
+    await readFile(image.file, bitmap.tableOffset, table);
     for (let at = 0; at < table.length; at += 8) {
-      if (!badBitmapEntry(table, at, cs)) continue;
+      if (!badTableEntry(table, at, cs)) continue;
       run.counts.corruptions++;
       throw new BlockIoError('EINVAL');
     }

@@ -57,8 +57,8 @@ export interface Qcow2Extensions {
 /** Fields `readFixedHeader` needs: the first 112 bytes of the image are enough. */
 export const FIXED_HEADER_BYTES = V3_HEADER_LENGTH;
 
-const MAX_BITMAPS = 65535;
-const MAX_BITMAP_DIRECTORY_SIZE = 64 * 1024 * 1024;
+export const MAX_BITMAPS = 65535;
+export const MAX_BITMAP_DIRECTORY_SIZE = 64 * 1024 * 1024;
 const FEATURE_ENTRY_SIZE = 48;
 
 /** Parses and checks the fixed header fields (no extensions yet). */
@@ -329,8 +329,9 @@ export function listExtensions(cluster0: Buffer, header: Qcow2Header): HeaderExt
  * header fields kept), then the backing format, the external data file
  * name, the encryption header pointer, the feature table (v3, clusters
  * over 4 KiB), the bitmaps extension (while autoclear bit 0 says it is
- * valid), unknown extensions as they were, the
- * end marker and the backing file name; the rest of the cluster zero.
+ * valid, or `change.bitmaps` where given), unknown extensions as they
+ * were, the end marker and the backing file name; the rest of the cluster
+ * zero.
  * Throws the errno QEMU returns: EINVAL for a name over 1023 bytes, ENOSPC
  * when it does not fit.
  */
@@ -338,6 +339,7 @@ export function headerWithBacking(
   cluster0: Buffer,
   header: Qcow2Header,
   backing: { name: string | undefined; format: string | undefined },
+  change: { bitmaps?: Buffer | undefined } = {},
 ): Buffer {
   const clusterSize = 2 ** header.clusterBits;
   const name = backing.name === undefined ? undefined : Buffer.from(backing.name, 'utf8');
@@ -352,7 +354,11 @@ export function headerWithBacking(
   extensions.push(...ofType(EXT_DATA_FILE), ...ofType(EXT_CRYPTO_HEADER));
   if (header.version >= 3 && clusterSize > 4096) extensions.push({ type: EXT_FEATURE_TABLE, data: featureNameTable() });
   // Bitmaps are only valid with autoclear bit 0; without it QEMU has none to write back.
-  if ((header.autoclear & 1n) !== 0n) extensions.push(...ofType(EXT_BITMAPS));
+  if ('bitmaps' in change) {
+    if (change.bitmaps !== undefined) extensions.push({ type: EXT_BITMAPS, data: change.bitmaps });
+  } else if ((header.autoclear & 1n) !== 0n) {
+    extensions.push(...ofType(EXT_BITMAPS));
+  }
   extensions.push(...kept.filter((e) => !known.has(e.type)));
   const cluster = Buffer.alloc(clusterSize);
   cluster0.copy(cluster, 0, 0, header.headerLength);

@@ -109,6 +109,10 @@ export interface Qcow2Image {
   failure: BlockIoError | undefined;
   /** Unknown autoclear bits were cleared (done before the first write). */
   preparedForWrite: boolean;
+  /** Opened for a check: it reads the bitmap directory itself, and its bitmaps are not loaded. */
+  readonly forCheck: boolean;
+  /** The bitmaps were loaded and marked in use: autoclear bit 0 stays, they are stored at close (qcow2-bitmaps.ts). */
+  bitmapsInUse: boolean;
   /** Whether normal clusters should be checked for holes in the file (metadata preallocation). */
   metadataPreallocation: boolean | undefined;
   /** Bytes of the file the host actually allocated, if the file node can tell (QEMU's detection of preallocation). */

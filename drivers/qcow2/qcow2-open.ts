@@ -105,6 +105,8 @@ export interface ImageParams {
   bitmapDirectory: { offset: number; size: number } | undefined;
   options: Qcow2Options;
   fileAllocation: () => Promise<number | undefined>;
+  /** Opened for a check (default false). */
+  forCheck?: boolean;
 }
 
 /** The state of an image whose tables are read (used by open and create). */
@@ -178,6 +180,8 @@ export function buildImage(p: ImageParams): Qcow2Image {
     inactiveL2: undefined,
     failure: undefined,
     preparedForWrite: false,
+    bitmapsInUse: false,
+    forCheck: p.forCheck ?? false,
     metadataPreallocation: undefined,
     fileAllocation: p.fileAllocation,
     cleanTimer: undefined,
@@ -249,6 +253,7 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
     bitmapDirectory: bitmaps === undefined ? undefined : { offset: Number(bitmaps.offset), size: Number(bitmaps.size) },
     options: ctx.options,
     fileAllocation: fileAllocation(file),
+    forCheck: ctx.check,
   });
   image.backingName = backingName;
   image.backingFormat = ext.backingFormat;

@@ -11,7 +11,7 @@ import { MAX_L1_BYTES, readL1Entry } from './qcow2-format.js';
 import { growFile, type Qcow2Image, readFile, signalCorruption, writeFile } from './qcow2-image.js';
 
 /** The structures a write may legitimately target, so their own check is skipped. */
-export type OwnMetadata = 'active L1 table' | 'active L2 table' | 'inactive L2 table' | 'refcount table' | 'refcount block';
+export type OwnMetadata = 'active L1 table' | 'active L2 table' | 'inactive L2 table' | 'refcount table' | 'refcount block' | 'bitmap directory';
 
 /** Throws (marking the image corrupt) if `[offset, offset + length)` touches metadata other than `own`. */
 export async function checkOverlap(image: Qcow2Image, offset: number, length: number, own?: OwnMetadata): Promise<void> {
@@ -47,7 +47,7 @@ export function cachedOverlap(image: Qcow2Image, offset: number, length: number,
   if (own !== 'refcount table' && hits(image.reftableOffset, image.reftableClusters * cs)) return 'refcount table';
   if (hits(image.snapshotsOffset, image.snapshots.byteSize)) return 'snapshot table';
   const bitmaps = image.bitmapDirectory;
-  if (bitmaps !== undefined && hits(bitmaps.offset, bitmaps.size)) return 'bitmap directory';
+  if (own !== 'bitmap directory' && bitmaps !== undefined && hits(bitmaps.offset, bitmaps.size)) return 'bitmap directory';
   if (image.overlap === 'constant') return undefined;
   const kind = metadataIn(image, first, end);
   if (kind === 'l2' && own !== 'active L2 table') return 'active L2 table';

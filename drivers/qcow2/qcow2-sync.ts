@@ -8,7 +8,7 @@
  *   4. the refcount decrements queued before 1., whose pointers are gone
  *      from the disk now; only then may those clusters be reused.
  *
- * Also the first-write preparations: unknown autoclear bits are cleared,
+ * Also the first-write preparations: autoclear bits not maintained are cleared,
  * and with lazy refcounts the dirty bit is set before the first metadata
  * change and cleared when the image is closed cleanly. With the lock held.
  */
@@ -66,14 +66,23 @@ export async function syncIfFreesPile(image: Qcow2Image): Promise<void> {
   if (freesPiled(image)) await syncMetadata(image);
 }
 
-/** Before the first change to the image: unknown autoclear bits go (this driver maintains none of them). */
+/**
+ * Before the first change to the image: the autoclear bits this driver
+ * does not maintain go. That is all of them, but bit 0 while the image's
+ * bitmaps are loaded and marked in use (qcow2-bitmaps.ts).
+ */
 export async function prepareForWrite(image: Qcow2Image): Promise<void> {
   checkUsable(image);
   if (!image.writable) throw new BlockIoError('EACCES', `qcow2: image '${image.name}' is read-only`);
   if (image.preparedForWrite) return;
-  if (image.autoclear !== 0n) {
-    await writeHeaderField(image, HEADER_AUTOCLEAR_OFFSET, Buffer.alloc(8));
-    image.autoclear = 0n;
+  const kept = image.bitmapsInUse ? image.autoclear & 1n : 0n;
+  if (image.autoclear !== kept) {
+    const field = Buffer.alloc(8);
+    field.writeBigUInt64BE(kept);
+    await writeHeaderField(image, HEADER_AUTOCLEAR_OFFSET, field);
+    image.autoclear = kept;
+    // Bitmaps not loaded are dropped: QEMU ignores them from now on, their clusters leak (case 24).
+    if ((kept & 1n) === 0n) image.bitmapDirectory = undefined;
   }
   image.preparedForWrite = true;
 }

@@ -14,8 +14,8 @@
 import { inject, injectable } from 'inversify';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { BlockNode } from '../../core/block/block-node.js';
-import { type BitmapStore, MIN_GRANULARITY } from '../../core/bitmap/bitmap-store.js';
-import { CHECK_USABLE, type DirtyBitmap, isPowerOfTwo } from '../../core/bitmap/dirty-bitmap.js';
+import { type BitmapStore, defaultBitmapGranularity, MIN_GRANULARITY } from '../../core/bitmap/bitmap-store.js';
+import { CHECK_CHANGEABLE, CHECK_USABLE, type DirtyBitmap, isPowerOfTwo } from '../../core/bitmap/dirty-bitmap.js';
 import { BlockLayerError } from '../../core/errors.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { PreparedAction } from '../../core/transaction/transaction-action.js';
@@ -36,10 +36,13 @@ export class BitmapOperations {
     if (granularity !== undefined && (granularity < MIN_GRANULARITY || !isPowerOfTwo(granularity))) {
       throw new BlockLayerError('Granularity must be power of 2 and at least 512');
     }
-    if (args.persistent === true) this.refusePersistent(node);
+    const persistent = args.persistent ?? false;
+    if (this.store.find(node, args.name) !== undefined) throw new BlockLayerError(`Bitmap already exists: ${args.name}`);
+    if (persistent) this.checkStorable(node, args.name, granularity ?? defaultBitmapGranularity(node));
     const bitmap = this.store.create(node, args.name, {
       ...(granularity === undefined ? {} : { granularity }),
       enabled: !(args.disabled ?? false),
+      persistent,
     });
     return { abort: () => this.store.release(bitmap) };
   }
@@ -60,7 +63,7 @@ export class BitmapOperations {
 
   clear(args: BlockDirtyBitmapArgs): PreparedAction {
     const bitmap = this.store.lookup(args.node, args.name);
-    bitmap.check(CHECK_USABLE);
+    bitmap.check(CHECK_CHANGEABLE);
     const backup = bitmap.backup();
     bitmap.clear();
     return { abort: () => backup.restore(), clean: () => backup.release() };
@@ -90,11 +93,11 @@ export class BitmapOperations {
    */
   merge(args: BlockDirtyBitmapMergeArgs): PreparedAction {
     const target = this.store.lookup(args.node, args.target);
-    if (args.bitmaps.length === 0) target.check(CHECK_USABLE);
+    if (args.bitmaps.length === 0) target.check(CHECK_CHANGEABLE);
     const sources: DirtyBitmap[] = [];
     for (const ref of args.bitmaps) {
       const source = typeof ref === 'string' ? this.findOn(target.node, ref) : this.store.lookup(ref.node, ref.name);
-      target.check(CHECK_USABLE);
+      target.check(CHECK_CHANGEABLE);
       source.check(CHECK_USABLE);
       if (source.size !== target.size) {
         throw new BlockLayerError(
@@ -114,15 +117,13 @@ export class BitmapOperations {
     return bitmap;
   }
 
-  /**
-   * Bitmaps are kept in memory only. QEMU's message where it cannot store
-   * them either; on qcow2, which QEMU can, one that says why.
-   */
-  private refusePersistent(node: BlockNode): never {
-    const name = this.graph.deviceName(node) || node.nodeName;
-    const reason = node.driver.name === 'qcow2'
-      ? 'Operation not supported (blocklayer keeps dirty bitmaps in memory only and does not store them in qcow2 images)'
-      : 'Operation not supported';
-    throw new BlockLayerError(`Can't store persistent bitmaps to ${name}: ${reason}`);
+  /** bdrv_can_store_new_dirty_bitmap: the node's driver stores bitmaps, and this one fits in its image. */
+  private checkStorable(node: BlockNode, name: string, granularity: number): void {
+    const where = this.graph.deviceName(node) || node.nodeName;
+    const refusal = node.driver.bitmapStoreRefusal;
+    if (refusal === undefined) throw new BlockLayerError(`Can't store persistent bitmaps to ${where}: Operation not supported`);
+    const count = this.store.list(node).filter((b) => b.persistent).length;
+    const reason = refusal.call(node.driver, node.driverState, name, granularity, count);
+    if (reason !== undefined) throw new BlockLayerError(`Can't make bitmap '${name}' persistent in '${where}': ${reason}`);
   }
 }

@@ -16,7 +16,7 @@ export const BlockDirtyBitmapAdd = Qapi.struct('BlockDirtyBitmapAdd', {
     Qapi.uint32({ description: 'bytes per bit: a power of 2, at least 512; default: the node’s cluster size within [4 KiB, 64 KiB], else 64 KiB' }),
   ),
   persistent: Qapi.optional(
-    Qapi.bool({ description: 'store the bitmap in the image (qcow2); not supported here: true is refused', default: false }),
+    Qapi.bool({ description: 'store the bitmap in the image (qcow2 v3): loaded when the node opens, stored when it closes or turns read-only', default: false }),
   ),
   disabled: Qapi.optional(Qapi.bool({ description: 'create it not recording writes', default: false })),
 });

@@ -29,7 +29,8 @@ function auditPlugin(log: string[]): Plugin {
 test('hook contributions are applied at load and see graph changes and commands', async (t) => {
   const log: string[] = [];
   const layer = await createTestLayer({ plugins: ['qmp-block-commands', auditPlugin(log)] });
-  t.deepEqual(layer.hooks.nodeAdded.taps.map((tap) => tap.name), ['audit']);
+  // The core's own BitmapStore first (it takes in the persistent bitmaps a node's image holds), then the plugin's.
+  t.deepEqual(layer.hooks.nodeAdded.taps.map((tap) => tap.name), ['BitmapStore', 'audit']);
   await layer.execute('blockdev-add', { driver: 'memory', 'node-name': 'm', size: 512 });
   await t.throwsAsync(layer.execute('blockdev-del', { 'node-name': 'nope' }));
   await layer.execute('blockdev-del', { 'node-name': 'm' });

@@ -1,0 +1,225 @@
+/**
+ * Persistent dirty bitmaps in qcow2 images (drivers/qcow2/qcow2-bitmaps.ts
+ * and the core's BitmapStore), with QEMU as the oracle: bitmaps made by
+ * qemu-img and qemu-io load with what QEMU recorded; what we record and
+ * store, qemu-nbd serves as `qemu:dirty-bitmap:NAME` (read with nbdinfo);
+ * `qemu-img info` lists the directory we write, and `qemu-img check`
+ * finds no leak after a store, a replacement or a removal.
+ */
+import { spawn } from 'node:child_process';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import test, { type ExecutionContext } from 'ava';
+import type { BitmapStore } from '../../../core/bitmap/bitmap-store.js';
+import type { BlockNode } from '../../../core/block/block-node.js';
+import { TOKENS } from '../../../core/tokens.js';
+import { requirePeer } from '../../helpers/peers.js';
+import { checkImage, type ImageCheckReport } from '../../../core/image-tools/check.js';
+import { imageOf, KiB, MiB, type Qcow2Fixture, qcow2Fixture, requireQemu, run, runStatus } from './fixture.js';
+
+interface Range {
+  offset: number;
+  length: number;
+}
+
+function havePeers(t: ExecutionContext): boolean {
+  return requireQemu(t) && requirePeer(t, 'qemu-nbd') && requirePeer(t, 'nbdinfo');
+}
+
+/** The dirty ranges of bitmap `name` of `image` as QEMU reads them: qemu-nbd -B, then nbdinfo --map. */
+async function qemuDirty(image: string, name: string): Promise<Range[]> {
+  const socket = `${image}.${name}.sock`;
+  const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', name, '-k', socket, image], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let errors = '';
+  server.stderr.on('data', (chunk: Buffer) => (errors += chunk.toString()));
+  const exited = new Promise((resolve) => server.once('exit', resolve));
+  try {
+    for (let i = 0; !(await stat(socket).catch(() => undefined))?.isSocket(); i++) {
+      if (server.exitCode !== null || i > 200) throw new Error(`qemu-nbd -B ${name} did not start: ${errors}`);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const map = JSON.parse(await run('nbdinfo', ['--json', `--map=qemu:dirty-bitmap:${name}`, `nbd+unix:///?socket=${socket}`])) as {
+      offset: number;
+      length: number;
+      type: number;
+    }[];
+    return map.filter((e) => e.type === 1).map(({ offset, length }) => ({ offset, length }));
+  } finally {
+    server.kill();
+    await exited;
+  }
+}
+
+/** `format-specific.data.bitmaps` of qemu-img info (-U: also while another process has the image open). */
+async function qemuBitmaps(image: string): Promise<unknown> {
+  const info = JSON.parse(await run('qemu-img', ['info', '-U', '--output=json', '-f', 'qcow2', image])) as {
+    'format-specific': { data: { bitmaps?: unknown } };
+  };
+  return info['format-specific'].data.bitmaps;
+}
+
+async function ourBitmaps(node: BlockNode): Promise<unknown> {
+  const description = await node.driver.describe!(node.driverState);
+  return (description.formatSpecific!.data as { bitmaps?: unknown }).bitmaps;
+}
+
+/** qemu-img check and ours find nothing, and count the same clusters (the bitmaps' among them). */
+async function checkClean(t: ExecutionContext, f: Qcow2Fixture, image: string): Promise<void> {
+  const { code, stdout, stderr } = await runStatus('qemu-img', ['check', '--output=json', '-f', 'qcow2', image]);
+  t.is(code, 0, `qemu-img check: ${stdout}${stderr}`);
+  const qemu = JSON.parse(stdout) as ImageCheckReport;
+  t.is(qemu.leaks ?? 0, 0);
+  t.is(qemu.corruptions ?? 0, 0);
+  const node = await f.layer.graph.open({ driver: 'qcow2', file: { driver: 'file', filename: image }, 'read-only': true }, { readOnly: true, check: true });
+  try {
+    const ours = await checkImage(node, image, 'none');
+    t.is(ours.exitCode, 0, ours.messages.join('\n'));
+    t.is(ours.report['allocated-clusters'], qemu['allocated-clusters']);
+  } finally {
+    await f.layer.graph.closeIfUnused(node);
+  }
+}
+
+test('bitmaps qemu-img made load with what qemu-io recorded; our writes are recorded and stored at close, as qemu-nbd reads them', async (t) => {
+  if (!havePeers(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('a.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '16M']);
+  await run('qemu-img', ['bitmap', '--add', image, 'b0']);
+  await run('qemu-img', ['bitmap', '--add', '-g', '4096', '--disable', image, 'b1']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 64k', image]);
+  const node = await f.open(image);
+  t.deepEqual(
+    f.layer.container.get<BitmapStore>(TOKENS.BitmapStore).info(node),
+    [
+      { name: 'b1', count: 0, granularity: 4096, recording: false, busy: false, persistent: true },
+      { name: 'b0', count: 64 * KiB, granularity: 64 * KiB, recording: true, busy: false, persistent: true },
+    ],
+    'listed as QEMU lists them: the last stored first',
+  );
+  t.deepEqual(await qemuBitmaps(image), [
+    { flags: ['in-use', 'auto'], name: 'b0', granularity: 64 * KiB },
+    { flags: ['in-use'], name: 'b1', granularity: 4096 },
+  ], 'marked in use while the image is open for writing');
+  await node.write(4 * MiB, Buffer.alloc(4 * KiB, 2));
+  await node.write(10 * MiB + 100, Buffer.alloc(10, 3));
+  await f.close();
+  t.deepEqual(await qemuBitmaps(image), [
+    { flags: ['auto'], name: 'b0', granularity: 64 * KiB },
+    { flags: [], name: 'b1', granularity: 4096 },
+  ]);
+  await checkClean(t, f, image);
+  t.deepEqual(await qemuDirty(image, 'b0'), [
+    { offset: 0, length: 64 * KiB },
+    { offset: 4 * MiB, length: 64 * KiB },
+    { offset: 10 * MiB, length: 64 * KiB },
+  ]);
+  t.deepEqual(await qemuDirty(image, 'b1'), [], 'a disabled bitmap records nothing');
+  const reopened = await f.open(image, { 'read-only': true });
+  t.deepEqual(await ourBitmaps(reopened), await qemuBitmaps(image), "our info's bitmaps are qemu-img info's");
+});
+
+test('new persistent bitmaps are stored at close, a removed one leaves the image, and no cluster leaks', async (t) => {
+  if (!havePeers(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('b.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '8M']);
+  await run('qemu-img', ['bitmap', '--add', image, 'old']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 1M 64k', image]);
+  const layer = f.layer;
+  await f.open(image);
+  const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
+  const node = layer.graph.node('q')!;
+  store.create(node, 'p', { granularity: 512, persistent: true });
+  store.create(node, 'off', { persistent: true, enabled: false });
+  await node.write(2 * MiB + 1000, Buffer.alloc(100, 4));
+  store.release(store.find(node, 'old')!);
+  await f.close();
+  // QEMU appends new bitmaps in its list's order (newest first).
+  t.deepEqual(await qemuBitmaps(image), [
+    { flags: [], name: 'off', granularity: 64 * KiB },
+    { flags: ['auto'], name: 'p', granularity: 512 },
+  ]);
+  t.deepEqual(await qemuDirty(image, 'p'), [{ offset: 2 * MiB + 512, length: 1024 }]);
+  await checkClean(t, f, image);
+
+  await f.open(image);
+  store.release(store.find(layer.graph.node('q')!, 'p')!);
+  store.release(store.find(layer.graph.node('q')!, 'off')!);
+  await f.close();
+  t.is(await qemuBitmaps(image), undefined, 'the last one removed: no bitmaps extension');
+  t.is((await readFile(image)).readBigUInt64BE(88) & 1n, 0n, 'and autoclear bit 0 cleared');
+  await checkClean(t, f, image);
+});
+
+test('an image that was not closed keeps its bitmaps in use: they load inconsistent, usable only to be removed', async (t) => {
+  if (!havePeers(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('c.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+  await run('qemu-img', ['bitmap', '--add', image, 'b0']);
+  await run('qemu-img', ['bitmap', '--add', image, 'b1']);
+  const node = await f.open(image);
+  await node.write(0, Buffer.alloc(512, 1));
+  // What a crash leaves: the directory as it was marked when the image was opened.
+  const crashed = Buffer.from(await readFile(image));
+  await f.close();
+  await writeFile(image, crashed);
+  t.deepEqual(await qemuBitmaps(image), [
+    { flags: ['in-use', 'auto'], name: 'b0', granularity: 64 * KiB },
+    { flags: ['in-use', 'auto'], name: 'b1', granularity: 64 * KiB },
+  ]);
+  const server = await runStatus('qemu-nbd', ['-r', '-f', 'qcow2', '-B', 'b0', '-k', f.path('x.sock'), image]);
+  t.regex(server.stderr, /Bitmap 'b0' is inconsistent and cannot be used/, 'QEMU refuses them too');
+
+  const reopened = await f.open(image);
+  const store = f.layer.container.get<BitmapStore>(TOKENS.BitmapStore);
+  t.deepEqual(store.info(reopened), [
+    { name: 'b1', count: 0, granularity: 64 * KiB, recording: false, busy: false, persistent: true, inconsistent: true },
+    { name: 'b0', count: 0, granularity: 64 * KiB, recording: false, busy: false, persistent: true, inconsistent: true },
+  ], 'not recording either, as in QEMU');
+  t.throws(() => store.find(reopened, 'b0')!.check(), { message: "Bitmap 'b0' is inconsistent and cannot be used" });
+  store.release(store.find(reopened, 'b0')!);
+  await reopened.write(MiB, Buffer.alloc(512, 2));
+  await f.close();
+  t.deepEqual(await qemuBitmaps(image), [{ flags: ['in-use', 'auto'], name: 'b1', granularity: 64 * KiB }], 'the other stays inconsistent');
+  await checkClean(t, f, image);
+});
+
+test('on a read-only node bitmaps are read-only, and the image is left as it was', async (t) => {
+  if (!havePeers(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('d.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+  await run('qemu-img', ['bitmap', '--add', '-g', '8192', image, 'b0']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 8k 16k', image]);
+  const before = await readFile(image);
+  const node = await f.open(image, { 'read-only': true });
+  const store = f.layer.container.get<BitmapStore>(TOKENS.BitmapStore);
+  const bitmap = store.find(node, 'b0')!;
+  t.is(bitmap.count, 16 * KiB);
+  t.deepEqual([...bitmap.dirtyAreas(0, node.length)], [{ offset: 8 * KiB, length: 16 * KiB }]);
+  t.throws(() => bitmap.check({ readonly: true }), { message: "Bitmap 'b0' is readonly and cannot be modified" });
+  t.notThrows(() => bitmap.check(), 'usable where it is only read (an export, a backup)');
+  store.release(bitmap);
+  await f.close();
+  t.true((await readFile(image)).equals(before));
+});
+
+test('a broken bitmap directory is refused at open (as QEMU refuses it), naming the bitmap, and nothing is written', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('e.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+  await run('qemu-img', ['bitmap', '--add', image, 'b0']);
+  const node = await f.open(image, { 'read-only': true });
+  const directory = imageOf(node).bitmapDirectory!.offset;
+  await f.close();
+  const bytes = await readFile(image);
+  bytes[directory + 16] = 7;
+  await writeFile(image, bytes);
+  await t.throwsAsync(f.open(image, { 'read-only': true }), { message: /bitmap directory of '.*e\.qcow2' is broken: bitmap 'b0' is of unknown type 7/ });
+  await t.throwsAsync(f.open(image), { message: /bitmap 'b0' is of unknown type 7/ });
+  const qemu = await runStatus('qemu-img', ['info', '-f', 'qcow2', image]);
+  t.regex(qemu.stderr, /Bitmap 'b0' doesn't satisfy the constraints/);
+  t.deepEqual(await readFile(image), bytes, 'a refused open writes nothing');
+});
