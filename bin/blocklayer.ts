@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { BLOCKLAYER_VERSION } from '../core/version.js';
 import { backupCommand } from './commands/backup.js';
 import { benchCommand } from './commands/bench.js';
+import { bitmapCommand } from './commands/bitmap.js';
 import { checkCommand } from './commands/check.js';
 import { compareCommand } from './commands/compare.js';
 import { convertCommand } from './commands/convert.js';
@@ -26,6 +27,7 @@ mapCommand(program);
 checkCommand(program);
 compareCommand(program);
 convertCommand(program);
+bitmapCommand(program);
 benchCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {

@@ -5,27 +5,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
+import { type CommandResult, commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
 
 const run = promisify(execFile);
 const SIZE = 64 << 20;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[]): Promise<CliResult> {
+function cli(args: string[]): Promise<CommandResult> {
   const [command, argv] = blocklayerCommand(args);
-  try {
-    const { stdout, stderr } = await run(command, argv, { cwd: ROOT });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+  return commandResult(command, argv);
 }
 
 /** A fresh directory with a 64 MiB raw image: patterns at the start, in the middle and at the end, holes elsewhere. */

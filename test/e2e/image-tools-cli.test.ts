@@ -5,33 +5,16 @@
  * several CLI processes, which load the machine enough in parallel to slow
  * down the other end-to-end files.
  */
-import { execFile } from 'node:child_process';
 import { copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { create, grow, hostCluster, io, setRefcount } from '../drivers/qcow2/check-damage.js';
+import { type CommandResult as Result, commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
 
-const execFileAsync = promisify(execFile);
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(command: string, args: string[]): Promise<Result> {
-  try {
-    const { stdout, stderr } = await execFileAsync(command, args, { cwd: ROOT });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const run = commandResult;
 
 function cli(args: string[]): Promise<Result> {
   const [command, argv] = blocklayerCommand(args);

@@ -6,55 +6,18 @@
  * `qemu-img info` lists the directory we write, and `qemu-img check`
  * finds no leak after a store, a replacement or a removal.
  */
-import { spawn } from 'node:child_process';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import test, { type ExecutionContext } from 'ava';
 import type { BitmapStore } from '../../../core/bitmap/bitmap-store.js';
 import type { BlockNode } from '../../../core/block/block-node.js';
 import { TOKENS } from '../../../core/tokens.js';
 import { requirePeer } from '../../helpers/peers.js';
+import { qemuDirtyRanges, qemuImageBitmaps } from '../../helpers/qemu-bitmaps.js';
 import { checkImage, type ImageCheckReport } from '../../../core/image-tools/check.js';
 import { imageOf, KiB, MiB, type Qcow2Fixture, qcow2Fixture, requireQemu, run, runStatus } from './fixture.js';
 
-interface Range {
-  offset: number;
-  length: number;
-}
-
 function havePeers(t: ExecutionContext): boolean {
   return requireQemu(t) && requirePeer(t, 'qemu-nbd') && requirePeer(t, 'nbdinfo');
-}
-
-/** The dirty ranges of bitmap `name` of `image` as QEMU reads them: qemu-nbd -B, then nbdinfo --map. */
-async function qemuDirty(image: string, name: string): Promise<Range[]> {
-  const socket = `${image}.${name}.sock`;
-  const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', name, '-k', socket, image], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let errors = '';
-  server.stderr.on('data', (chunk: Buffer) => (errors += chunk.toString()));
-  const exited = new Promise((resolve) => server.once('exit', resolve));
-  try {
-    for (let i = 0; !(await stat(socket).catch(() => undefined))?.isSocket(); i++) {
-      if (server.exitCode !== null || i > 200) throw new Error(`qemu-nbd -B ${name} did not start: ${errors}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    const map = JSON.parse(await run('nbdinfo', ['--json', `--map=qemu:dirty-bitmap:${name}`, `nbd+unix:///?socket=${socket}`])) as {
-      offset: number;
-      length: number;
-      type: number;
-    }[];
-    return map.filter((e) => e.type === 1).map(({ offset, length }) => ({ offset, length }));
-  } finally {
-    server.kill();
-    await exited;
-  }
-}
-
-/** `format-specific.data.bitmaps` of qemu-img info (-U: also while another process has the image open). */
-async function qemuBitmaps(image: string): Promise<unknown> {
-  const info = JSON.parse(await run('qemu-img', ['info', '-U', '--output=json', '-f', 'qcow2', image])) as {
-    'format-specific': { data: { bitmaps?: unknown } };
-  };
-  return info['format-specific'].data.bitmaps;
 }
 
 async function ourBitmaps(node: BlockNode): Promise<unknown> {
@@ -96,26 +59,26 @@ test('bitmaps qemu-img made load with what qemu-io recorded; our writes are reco
     ],
     'listed as QEMU lists them: the last stored first',
   );
-  t.deepEqual(await qemuBitmaps(image), [
+  t.deepEqual(await qemuImageBitmaps(image), [
     { flags: ['in-use', 'auto'], name: 'b0', granularity: 64 * KiB },
     { flags: ['in-use'], name: 'b1', granularity: 4096 },
   ], 'marked in use while the image is open for writing');
   await node.write(4 * MiB, Buffer.alloc(4 * KiB, 2));
   await node.write(10 * MiB + 100, Buffer.alloc(10, 3));
   await f.close();
-  t.deepEqual(await qemuBitmaps(image), [
+  t.deepEqual(await qemuImageBitmaps(image), [
     { flags: ['auto'], name: 'b0', granularity: 64 * KiB },
     { flags: [], name: 'b1', granularity: 4096 },
   ]);
   await checkClean(t, f, image);
-  t.deepEqual(await qemuDirty(image, 'b0'), [
+  t.deepEqual(await qemuDirtyRanges(image, 'b0'), [
     { offset: 0, length: 64 * KiB },
     { offset: 4 * MiB, length: 64 * KiB },
     { offset: 10 * MiB, length: 64 * KiB },
   ]);
-  t.deepEqual(await qemuDirty(image, 'b1'), [], 'a disabled bitmap records nothing');
+  t.deepEqual(await qemuDirtyRanges(image, 'b1'), [], 'a disabled bitmap records nothing');
   const reopened = await f.open(image, { 'read-only': true });
-  t.deepEqual(await ourBitmaps(reopened), await qemuBitmaps(image), "our info's bitmaps are qemu-img info's");
+  t.deepEqual(await ourBitmaps(reopened), await qemuImageBitmaps(image), "our info's bitmaps are qemu-img info's");
 });
 
 test('new persistent bitmaps are stored at close, a removed one leaves the image, and no cluster leaks', async (t) => {
@@ -135,18 +98,18 @@ test('new persistent bitmaps are stored at close, a removed one leaves the image
   store.release(store.find(node, 'old')!);
   await f.close();
   // QEMU appends new bitmaps in its list's order (newest first).
-  t.deepEqual(await qemuBitmaps(image), [
+  t.deepEqual(await qemuImageBitmaps(image), [
     { flags: [], name: 'off', granularity: 64 * KiB },
     { flags: ['auto'], name: 'p', granularity: 512 },
   ]);
-  t.deepEqual(await qemuDirty(image, 'p'), [{ offset: 2 * MiB + 512, length: 1024 }]);
+  t.deepEqual(await qemuDirtyRanges(image, 'p'), [{ offset: 2 * MiB + 512, length: 1024 }]);
   await checkClean(t, f, image);
 
   await f.open(image);
   store.release(store.find(layer.graph.node('q')!, 'p')!);
   store.release(store.find(layer.graph.node('q')!, 'off')!);
   await f.close();
-  t.is(await qemuBitmaps(image), undefined, 'the last one removed: no bitmaps extension');
+  t.is(await qemuImageBitmaps(image), undefined, 'the last one removed: no bitmaps extension');
   t.is((await readFile(image)).readBigUInt64BE(88) & 1n, 0n, 'and autoclear bit 0 cleared');
   await checkClean(t, f, image);
 });
@@ -164,7 +127,7 @@ test('an image that was not closed keeps its bitmaps in use: they load inconsist
   const crashed = Buffer.from(await readFile(image));
   await f.close();
   await writeFile(image, crashed);
-  t.deepEqual(await qemuBitmaps(image), [
+  t.deepEqual(await qemuImageBitmaps(image), [
     { flags: ['in-use', 'auto'], name: 'b0', granularity: 64 * KiB },
     { flags: ['in-use', 'auto'], name: 'b1', granularity: 64 * KiB },
   ]);
@@ -181,7 +144,7 @@ test('an image that was not closed keeps its bitmaps in use: they load inconsist
   store.release(store.find(reopened, 'b0')!);
   await reopened.write(MiB, Buffer.alloc(512, 2));
   await f.close();
-  t.deepEqual(await qemuBitmaps(image), [{ flags: ['in-use', 'auto'], name: 'b1', granularity: 64 * KiB }], 'the other stays inconsistent');
+  t.deepEqual(await qemuImageBitmaps(image), [{ flags: ['in-use', 'auto'], name: 'b1', granularity: 64 * KiB }], 'the other stays inconsistent');
   await checkClean(t, f, image);
 });
 

@@ -19,14 +19,14 @@
  * QEMU's outcomes are recorded below, so that our daemon is held to them
  * even where qemu-storage-daemon is missing.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { stat } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test, { type ExecutionContext } from 'ava';
 import { QmpClient } from '../../../core/qmp/qmp-client.js';
 import { startDaemon } from '../../helpers/daemons.js';
 import { havePeers, peerPath, requirePeer } from '../../helpers/peers.js';
+import { qemuDirtyRanges, qemuImageBitmaps } from '../../helpers/qemu-bitmaps.js';
 import { tempDir } from '../../helpers/temp-dir.js';
 
 const KiB = 1024;
@@ -51,35 +51,14 @@ function qemuImg(args: string[]): string {
   return execFileSync('qemu-img', args, { encoding: 'utf8' });
 }
 
-function bitmapsOf(image: string): unknown {
-  const info = JSON.parse(qemuImg(['info', '-U', '--output=json', '-f', 'qcow2', image])) as { 'format-specific': { data: { bitmaps?: unknown } } };
-  return info['format-specific'].data.bitmaps ?? [];
+async function bitmapsOf(image: string): Promise<unknown> {
+  return (await qemuImageBitmaps(image)) ?? [];
 }
 
 /** qemu-img check's verdict, without the file-specific numbers. */
 function checkVerdict(image: string): string {
   const report = JSON.parse(qemuImg(['check', '--output=json', '-f', 'qcow2', image])) as Record<string, unknown>;
   return `leaks ${String(report.leaks ?? 0)}, corruptions ${String(report.corruptions ?? 0)}, check-errors ${String(report['check-errors'] ?? 0)}`;
-}
-
-/** The dirty ranges of bitmap `name` as QEMU serves them (qemu-nbd -B, read by nbdinfo). */
-async function dirtyRanges(image: string, name: string): Promise<{ offset: number; length: number }[]> {
-  const socket = `${image}.${name}.sock`;
-  const server = spawn('qemu-nbd', ['-r', '-f', 'qcow2', '-B', name, '-k', socket, image], { stdio: 'ignore' });
-  const exited = new Promise((resolve) => server.once('exit', resolve));
-  try {
-    for (let i = 0; !(await stat(socket).catch(() => undefined))?.isSocket(); i++) {
-      if (server.exitCode !== null || i > 200) throw new Error(`qemu-nbd -B ${name} did not start`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    const map = JSON.parse(
-      execFileSync('nbdinfo', ['--json', `--map=qemu:dirty-bitmap:${name}`, `nbd+unix:///?socket=${socket}`], { encoding: 'utf8' }),
-    ) as { offset: number; length: number; type: number }[];
-    return map.filter((e) => e.type === 1).map(({ offset, length }) => ({ offset, length }));
-  } finally {
-    server.kill();
-    await exited;
-  }
 }
 
 async function diskBitmaps(client: QmpClient): Promise<unknown> {
@@ -119,8 +98,8 @@ async function run(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<Outcome>
   const beforeQuit = await diskBitmaps(first.client);
   await first.client.execute('quit');
   await first.exited;
-  const stored = bitmapsOf(image);
-  const dirty = Object.fromEntries(await Promise.all(['b0', 'p', 'v'].map(async (name) => [name, await dirtyRanges(image, name)] as const)));
+  const stored = await bitmapsOf(image);
+  const dirty = Object.fromEntries(await Promise.all(['b0', 'p', 'v'].map(async (name) => [name, await qemuDirtyRanges(image, name)] as const)));
   const checkAfterQuit = checkVerdict(image);
 
   const second = await open();
@@ -128,7 +107,7 @@ async function run(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<Outcome>
   guestWrite('write -P 4 8M 64k');
   second.daemon.process.kill('SIGKILL');
   await second.exited;
-  const afterKill = bitmapsOf(image);
+  const afterKill = await bitmapsOf(image);
 
   const third = await open();
   const reopened = await diskBitmaps(third.client);
@@ -219,8 +198,8 @@ async function runSnapshot(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<
   await step('block-export-add', { type: 'nbd', id: 'e', 'node-name': 'disk', name: 'disk', writable: true });
   guestWrite('write -P 1 1M 64k');
   await step('blockdev-snapshot-sync', { 'node-name': 'disk', 'snapshot-file': join(dir, 'ov.qcow2'), 'snapshot-node-name': 'ov', format: 'qcow2' });
-  const underOverlay = bitmapsOf(image);
-  const dirtyUnderOverlay = await dirtyRanges(image, 'b0');
+  const underOverlay = await bitmapsOf(image);
+  const dirtyUnderOverlay = await qemuDirtyRanges(image, 'b0');
   const clearReadOnly = await client.execute('block-dirty-bitmap-clear', { node: 'disk', name: 'b0' });
   guestWrite('write -P 2 3M 64k');
   await step('block-commit', { 'job-id': 'c', device: 'ov' });
@@ -231,7 +210,7 @@ async function runSnapshot(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<
   guestWrite('write -P 3 5M 4k');
   await client.execute('quit');
   await exited;
-  return { underOverlay, dirtyUnderOverlay, clearReadOnly, afterCommit: bitmapsOf(image), dirtyAfterCommit: await dirtyRanges(image, 'b0'), check: checkVerdict(image) };
+  return { underOverlay, dirtyUnderOverlay, clearReadOnly, afterCommit: await bitmapsOf(image), dirtyAfterCommit: await qemuDirtyRanges(image, 'b0'), check: checkVerdict(image) };
 }
 
 /** What qemu-storage-daemon 7.2 did. */

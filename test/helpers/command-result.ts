@@ -1,0 +1,22 @@
+/** Runs a command to its end from the repository root, with its exit code and output, failed or not. */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { ROOT } from './daemons.js';
+
+const execFileAsync = promisify(execFile);
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function commandResult(command: string, args: readonly string[]): Promise<CommandResult> {
+  try {
+    const { stdout, stderr } = await execFileAsync(command, args, { cwd: ROOT });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
