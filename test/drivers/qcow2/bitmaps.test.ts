@@ -14,7 +14,9 @@ import { TOKENS } from '../../../core/tokens.js';
 import { requirePeer } from '../../helpers/peers.js';
 import { qemuDirtyRanges, qemuImageBitmaps } from '../../helpers/qemu-bitmaps.js';
 import { checkImage, type ImageCheckReport } from '../../../core/image-tools/check.js';
-import { imageOf, KiB, MiB, type Qcow2Fixture, qcow2Fixture, requireQemu, run, runStatus } from './fixture.js';
+import { createTestLayer } from '../../../core/testing/index.js';
+import { CrashDisk, crashDiskPlugin, crashDisks } from './crash-disk.js';
+import { imageOf, KiB, MiB, pseudoRandom, type Qcow2Fixture, qcow2Fixture, requireQemu, run, runStatus } from './fixture.js';
 
 function havePeers(t: ExecutionContext): boolean {
   return requireQemu(t) && requirePeer(t, 'qemu-nbd') && requirePeer(t, 'nbdinfo');
@@ -185,4 +187,59 @@ test('a broken bitmap directory is refused at open (as QEMU refuses it), naming 
   const qemu = await runStatus('qemu-img', ['info', '-f', 'qcow2', image]);
   t.regex(qemu.stderr, /Bitmap 'b0' doesn't satisfy the constraints/);
   t.deepEqual(await readFile(image), bytes, 'a refused open writes nothing');
+});
+
+test('a power loss while bitmaps are stored leaves leaks at worst, and each bitmap in use or stored whole', async (t) => {
+  if (!havePeers(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('crash.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', image, '8M']);
+  await run('qemu-img', ['bitmap', '--add', '-g', '4096', image, 'b0']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 8k', image]);
+  const layer = await createTestLayer({ plugins: ['qcow2', crashDiskPlugin] });
+  t.teardown(() => layer.close());
+  const disk = new CrashDisk(await readFile(image));
+  crashDisks.set('bitmaps', disk);
+  t.teardown(() => crashDisks.delete('bitmaps'));
+  const node = await layer.graph.add({ driver: 'qcow2', 'node-name': 'q', file: { driver: 'crash-disk', disk: 'bitmaps' } });
+  const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
+  store.create(node, 'p', { granularity: 512, persistent: true });
+  for (let at = 0; at < 8 * MiB; at += MiB) await node.write(at + 4096, Buffer.alloc(512, 2));
+  await node.flush();
+  const expected = {
+    b0: [{ offset: 0, length: 8 * KiB }, ...Array.from({ length: 7 }, (_, i) => ({ offset: (i + 1) * MiB + 4096, length: 4096 }))],
+    p: Array.from({ length: 8 }, (_, i) => ({ offset: i * MiB + 4096, length: 512 })),
+  };
+  const seen = new Set<string>();
+  let moments = 0;
+  let seed = 7;
+  disk.moment = async () => {
+    if (disk.pendingCount === 0) return;
+    moments++;
+    const keep = pseudoRandom(4096, seed++);
+    const file = f.path(`survivor.qcow2`);
+    await writeFile(file, disk.survivor((i) => (keep[i % keep.length]! & 1) === 1));
+    const check = await runStatus('qemu-img', ['check', '-f', 'qcow2', file]);
+    t.true(check.code === 0 || check.code === 3, `moment ${moments}: qemu-img check exit ${check.code}: ${check.stdout}`);
+    const listed = (await qemuImageBitmaps(file)) as { name: string; flags: string[] }[];
+    seen.add(JSON.stringify(listed));
+    for (const bitmap of listed) {
+      if (bitmap.flags.includes('in-use')) continue;
+      t.deepEqual(await qemuDirtyRanges(file, bitmap.name), expected[bitmap.name as 'b0' | 'p'], `moment ${moments}: ${bitmap.name} stored whole`);
+    }
+  };
+  await layer.graph.del('q');
+  disk.moment = undefined;
+  t.true(moments > 3, `${moments} moments`);
+  t.deepEqual(
+    [...seen].map((s) => JSON.parse(s) as unknown),
+    [
+      [{ flags: ['in-use', 'auto'], name: 'b0', granularity: 4096 }],
+      [
+        { flags: ['auto'], name: 'b0', granularity: 4096 },
+        { flags: ['auto'], name: 'p', granularity: 512 },
+      ],
+    ],
+    'before the header switch the bitmap in use, after it both stored',
+  );
 });
