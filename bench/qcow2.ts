@@ -80,7 +80,17 @@
  *
  * Page cache: the sources are read once before the runs, so both sides read
  * them from memory; `sync` runs before every timed run, so neither pays
- * for the other's dirty pages; `--warmup` pairs per scenario run first and
+ * for the other's dirty pages.
+ *
+ * Memory: a VM like this one may report the guest's free pages to its host
+ * (virtio-balloon free page reporting: here /sys/module/page_reporting
+ * reports every free 2 MiB block at once), and a page the guest then takes
+ * again must be faulted in by the host first. A run whose page cache lands
+ * on such pages took 2-4x longer, for either tool, at random: these were
+ * the "slow spells" of earlier benches (qemu-img convert of 1 GiB took
+ * 0.32-1.4 s). So before every timed run a child process touches some GiB
+ * and exits; the run then takes backed pages (qemu-img: 0.32-0.37 s in
+ * 6 runs). Both sides get the same. `--warmup` pairs per scenario run first and
  * are not counted. Our side runs compiled, as backup.ts runs it: the
  * current sources are compiled with tsconfig.build.json into the bench's
  * temporary directory (build/ may be stale and belongs to `npm run build`)
@@ -204,6 +214,19 @@ async function mixedImage(path: string, size: number): Promise<void> {
   }
 }
 
+/** How much memory settle() has a child process touch: the page cache of a run, and more. */
+const TOUCH = Math.min(3 * 2 ** 30, Math.max(256 * MiB, 3 * SIZE));
+
+/**
+ * Before each timed run (see the header): dirty pages written out, then
+ * TOUCH bytes of memory touched by a child process that frees them as it
+ * exits, so that the pages the run takes are backed by the host.
+ */
+async function settle(): Promise<void> {
+  await tool('sync', []);
+  await tool(process.execPath, ['-e', `Buffer.allocUnsafeSlow(${TOUCH}).fill(1)`]);
+}
+
 async function tool(command: string, args: string[]): Promise<string> {
   return (await run(command, args, { maxBuffer: 1 << 20 })).stdout;
 }
@@ -291,7 +314,7 @@ function benchScenario(name: string, write: boolean, size: number, depth: number
         await rm(image(ctx, side), { force: true });
         await tool('qemu-img', ['create', '-q', '-f', 'qcow2', image(ctx, side), String(SIZE)]);
       }
-      await tool('sync', []);
+      await settle();
       const { stdout, cpu } = await runSide(side, ['bench', ...args, image(ctx, side)], ctx);
       const seconds = Number(/Run completed in ([\d.]+) seconds/.exec(stdout)?.[1]);
       if (!(seconds > 0)) throw new Error(`${side}: no run time in ${JSON.stringify(stdout)}`);
@@ -317,7 +340,7 @@ function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2
     target,
     async once(side, ctx) {
       await rm(output(ctx, side), { force: true });
-      await tool('sync', []);
+      await settle();
       const { seconds, cpu } = await runSide(side, ['convert', '-f', from, '-O', to, source(ctx), output(ctx, side)], ctx);
       const net = seconds - ctx.startup[side];
       return { value: SIZE / MiB / seconds, note: `${seconds.toFixed(2)} s, less start-up ${net.toFixed(2)} s, cpu ${cpu.toFixed(2)} s` };
@@ -341,7 +364,7 @@ function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2
       const length = to === 'qcow2' ? (await stat(mapped)).size : SIZE;
       const target = join(ctx.dir, `floor-out.${to}`);
       await rm(target, { force: true });
-      await tool('sync', []);
+      await settle();
       const { seconds, cpu } = await timed([process.execPath, FLOOR, source(ctx), target, String(length), listFile], ctx);
       return { value: SIZE / MiB / seconds, note: `${seconds.toFixed(2)} s, cpu ${cpu.toFixed(2)} s` };
     },
