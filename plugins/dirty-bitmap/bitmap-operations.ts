@@ -37,6 +37,7 @@ export class BitmapOperations {
       throw new BlockLayerError('Granularity must be power of 2 and at least 512');
     }
     const persistent = args.persistent ?? false;
+    // Before whether it can be stored, as QEMU 7.2 answers (the store checks it again).
     if (this.store.find(node, args.name) !== undefined) throw new BlockLayerError(`Bitmap already exists: ${args.name}`);
     if (persistent) this.checkStorable(node, args.name, granularity ?? defaultBitmapGranularity(node));
     const bitmap = this.store.create(node, args.name, {
