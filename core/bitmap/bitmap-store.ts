@@ -130,6 +130,18 @@ export class BitmapStore {
   }
 
   /**
+   * Takes a persistent bitmap out of its image now, before it is released
+   * (QEMU removes it from the image as the command runs): until the node
+   * stores its bitmaps again, the image no longer holds it. Nothing for
+   * other bitmaps, or on a read-only node (its image is not written).
+   */
+  async removeStored(bitmap: DirtyBitmap): Promise<void> {
+    const { node } = bitmap;
+    if (!bitmap.persistent || bitmap.name === undefined || node.readOnly) return;
+    await node.driver.removeBitmap?.(node.driverState, bitmap.name);
+  }
+
+  /**
    * A new named bitmap on `node`, clean, covering the node's length
    * (bdrv_create_dirty_bitmap): "Bitmap already exists: NAME", "Bitmap
    * name too long: NAME".

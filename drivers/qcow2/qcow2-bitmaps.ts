@@ -16,7 +16,9 @@
  *   the header points at the new directory, and the old clusters are
  *   freed only after (a crash leaves leaks at worst). Inconsistent
  *   bitmaps keep their entries as they are; entries of bitmaps no longer
- *   there (removed) are dropped, if they were loaded.
+ *   there are dropped, if they were loaded.
+ * - Removal (removeStoredBitmap): a new directory without the bitmap, at
+ *   once, as QEMU removes a persistent bitmap.
  * - Without loadBitmaps, a writable image keeps QEMU's other choice: the
  *   first write clears autoclear bit 0, and QEMU then ignores the bitmaps.
  */
@@ -308,22 +310,46 @@ export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly StoredBi
     const notGiven = old.filter((e) => !bitmaps.some((b) => b.name === e.name));
     if (image.bitmapsInUse) replaced.push(...notGiven);
     else entries.unshift(...notGiven);
-    const dirBuf = buildDirectory(entries);
-    if (dirBuf.length > MAX_BITMAP_DIRECTORY_SIZE) throw new BlockLayerError(`qcow2: bitmap directory of '${image.name}' would be too large`);
-    const oldDir = image.bitmapDirectory;
-    let dir: { offset: number; size: number; count: number } | undefined;
-    if (entries.length > 0) {
-      const cs = image.g.clusterSize;
-      dir = { offset: await allocateNonZero(image, Math.ceil(dirBuf.length / cs), 'bitmap directory', dirBuf.length), size: dirBuf.length, count: entries.length };
-      await writeMetadata(image, dir.offset, dirBuf);
-    }
-    // Bits, tables, directory and their refcounts on disk before the header points at them.
-    await writeDirtyRefblocks(image);
-    await flushFile(image);
-    await writeHeaderBitmaps(image, dir);
+    await replaceDirectory(image, entries, replaced);
     image.bitmapsInUse = false;
-    for (const entry of replaced) await queueEntryFrees(image, entry);
-    if (oldDir !== undefined) queueFree(image, oldDir.offset, oldDir.size, 'other');
-    await syncMetadata(image);
   });
+}
+
+/**
+ * Takes bitmap `name` out of the image at once, the others left as they
+ * are (QEMU's qcow2_co_remove_persistent_dirty_bitmap); nothing if the
+ * image holds none of that name.
+ */
+export async function removeStoredBitmap(image: Qcow2Image, name: string): Promise<void> {
+  checkUsable(image);
+  if (!image.writable) throw new BlockLayerError(`qcow2: cannot remove a bitmap from read-only image '${image.name}'`);
+  await image.lock.run(async () => {
+    const old = await readDirectory(image);
+    const gone = old.find((e) => e.name === name);
+    if (gone !== undefined) await replaceDirectory(image, old.filter((e) => e !== gone), [gone]);
+  });
+}
+
+/**
+ * Writes directory `entries` (their bits and tables are written already)
+ * and points the header at it, then frees the old directory and the
+ * `dropped` entries' clusters. With the lock held.
+ */
+async function replaceDirectory(image: Qcow2Image, entries: readonly BitmapEntry[], dropped: readonly BitmapEntry[]): Promise<void> {
+  const dirBuf = buildDirectory(entries);
+  if (dirBuf.length > MAX_BITMAP_DIRECTORY_SIZE) throw new BlockLayerError(`qcow2: bitmap directory of '${image.name}' would be too large`);
+  const oldDir = image.bitmapDirectory;
+  let dir: { offset: number; size: number; count: number } | undefined;
+  if (entries.length > 0) {
+    const cs = image.g.clusterSize;
+    dir = { offset: await allocateNonZero(image, Math.ceil(dirBuf.length / cs), 'bitmap directory', dirBuf.length), size: dirBuf.length, count: entries.length };
+    await writeMetadata(image, dir.offset, dirBuf);
+  }
+  // Bits, tables, directory and their refcounts on disk before the header points at them.
+  await writeDirtyRefblocks(image);
+  await flushFile(image);
+  await writeHeaderBitmaps(image, dir);
+  for (const entry of dropped) await queueEntryFrees(image, entry);
+  if (oldDir !== undefined) queueFree(image, oldDir.offset, oldDir.size, 'other');
+  await syncMetadata(image);
 }

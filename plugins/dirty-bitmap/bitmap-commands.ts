@@ -15,7 +15,7 @@ export interface BitmapOperationSpec {
   readonly name: string;
   readonly summary: string;
   readonly args: TSchema;
-  prepare(ops: BitmapOperations, args: any): PreparedAction;
+  prepare(ops: BitmapOperations, args: any): PreparedAction | Promise<PreparedAction>;
 }
 
 export const BITMAP_OPERATIONS: readonly BitmapOperationSpec[] = [
@@ -64,7 +64,7 @@ export function bitmapCommands(ops: BitmapOperations): QmpCommand[] {
     summary: spec.summary,
     args: spec.args,
     async execute(args: unknown): Promise<void> {
-      const prepared = spec.prepare(ops, args);
+      const prepared = await spec.prepare(ops, args);
       await prepared.commit?.();
       await prepared.clean?.();
     },

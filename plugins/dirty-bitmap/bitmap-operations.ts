@@ -48,11 +48,20 @@ export class BitmapOperations {
     return { abort: () => this.store.release(bitmap) };
   }
 
-  /** do_block_dirty_bitmap_remove, as the transaction action does it: detached (busy) until commit. */
-  remove(args: BlockDirtyBitmapArgs): PreparedAction {
+  /**
+   * do_block_dirty_bitmap_remove, as the transaction action does it:
+   * detached (busy) until commit. A persistent one leaves its image at
+   * once, as in QEMU; an abort keeps it in memory, so the node stores it
+   * again when it closes.
+   */
+  async remove(args: BlockDirtyBitmapArgs): Promise<PreparedAction> {
     const bitmap = this.store.lookup(args.node, args.name);
     bitmap.check({ busy: true });
     bitmap.setBusy(true);
+    await this.store.removeStored(bitmap).catch((error: unknown) => {
+      bitmap.setBusy(false);
+      throw error;
+    });
     return {
       commit: () => {
         bitmap.setBusy(false);

@@ -83,7 +83,7 @@ test('bitmaps qemu-img made load with what qemu-io recorded; our writes are reco
   t.deepEqual(await ourBitmaps(reopened), await qemuImageBitmaps(image), "our info's bitmaps are qemu-img info's");
 });
 
-test('new persistent bitmaps are stored at close, a removed one leaves the image, and no cluster leaks', async (t) => {
+test('new persistent bitmaps are stored at close, a removed one leaves the image (at once when removed from the store), and no cluster leaks', async (t) => {
   if (!havePeers(t)) return;
   const f = await qcow2Fixture(t);
   const image = f.path('b.qcow2');
@@ -108,7 +108,10 @@ test('new persistent bitmaps are stored at close, a removed one leaves the image
   await checkClean(t, f, image);
 
   await f.open(image);
-  store.release(store.find(layer.graph.node('q')!, 'p')!);
+  const p = store.find(layer.graph.node('q')!, 'p')!;
+  await store.removeStored(p);
+  t.deepEqual(await qemuImageBitmaps(image), [{ flags: ['in-use'], name: 'off', granularity: 64 * KiB }], 'a removal leaves the image at once');
+  store.release(p);
   store.release(store.find(layer.graph.node('q')!, 'off')!);
   await f.close();
   t.is(await qemuImageBitmaps(image), undefined, 'the last one removed: no bitmaps extension');

@@ -8,9 +8,10 @@
  *
  * 1. Clean: the bitmaps load (listed with their counts), two persistent
  *    bitmaps are added, the guest writes, one bitmap is removed, `quit`.
- * 2. Crash: a persistent bitmap added, guest writes, then SIGKILL. The
- *    image keeps the bitmaps marked in use; opened again they are
- *    inconsistent and can only be removed.
+ * 2. Crash: a persistent bitmap added and one removed, guest writes,
+ *    then SIGKILL. The removed one is out of the image already, the
+ *    others are marked in use; opened again they are inconsistent and can
+ *    only be removed.
  *
  * 3. Snapshot and commit: blockdev-snapshot-sync makes the image under
  *    the new overlay read-only, which stores its bitmaps then; an active
@@ -104,6 +105,7 @@ async function run(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<Outcome>
 
   const second = await open();
   await second.step('block-dirty-bitmap-add', { node: 'disk', name: 'c', persistent: true });
+  await second.step('block-dirty-bitmap-remove', { node: 'disk', name: 'v' });
   guestWrite('write -P 4 8M 64k');
   second.daemon.process.kill('SIGKILL');
   await second.exited;
@@ -112,7 +114,7 @@ async function run(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<Outcome>
   const third = await open();
   const reopened = await diskBitmaps(third.client);
   const clearInconsistent = await third.client.execute('block-dirty-bitmap-clear', { node: 'disk', name: 'b0' });
-  for (const name of ['b0', 'p', 'v']) await third.step('block-dirty-bitmap-remove', { node: 'disk', name });
+  for (const name of ['b0', 'p']) await third.step('block-dirty-bitmap-remove', { node: 'disk', name });
   await third.client.execute('quit');
   await third.exited;
   return { loaded, beforeQuit, stored, dirty, checkAfterQuit, afterKill, reopened, clearInconsistent, checkAfterKill: checkVerdict(image) };
@@ -152,14 +154,9 @@ const QEMU: Outcome = {
   checkAfterQuit: 'leaks 0, corruptions 0, check-errors 0',
   afterKill: [
     { flags: ['in-use', 'auto'], name: 'b0', granularity: 65536 },
-    { flags: ['in-use'], name: 'v', granularity: 65536 },
     { flags: ['in-use', 'auto'], name: 'p', granularity: 4096 },
   ],
-  reopened: [
-    bitmap('p', 0, 4096, false, { inconsistent: true }),
-    bitmap('v', 0, 65536, false, { inconsistent: true }),
-    bitmap('b0', 0, 65536, false, { inconsistent: true }),
-  ],
+  reopened: [bitmap('p', 0, 4096, false, { inconsistent: true }), bitmap('b0', 0, 65536, false, { inconsistent: true })],
   clearInconsistent: { error: { class: 'GenericError', desc: "Bitmap 'b0' is inconsistent and cannot be used" } },
   checkAfterKill: 'leaks 0, corruptions 0, check-errors 0',
 };
