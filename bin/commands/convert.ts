@@ -1,8 +1,8 @@
-/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] SRC DST`: qemu-img convert. */
+/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [--bitmaps [--skip-broken-bitmaps]] SRC DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { requireFormat, requireSize } from '../../core/image-tools/image-access.js';
-import { collect, forceShareOption, parseUnsigned, runTool } from './image-tool-cli.js';
+import { collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface ConvertOptions {
@@ -19,6 +19,8 @@ interface ConvertOptions {
   m?: string;
   W?: boolean;
   t?: string;
+  bitmaps?: boolean;
+  skipBrokenBitmaps?: boolean;
 }
 
 export function convertCommand(program: Command): void {
@@ -40,6 +42,8 @@ export function convertCommand(program: Command): void {
     .option('-m <num_coroutines>', 'requests in flight, 1 to 16 (default 8)')
     .option('-W', 'let writes complete in any order (default: in image order, so clusters are allocated sequentially)')
     .option('-t <cache>', "the target's cache mode: unsafe (default: no flushes), writeback (flushed at the end), or none (runs as writeback)")
+    .option('--bitmaps', "copy the source's persistent dirty bitmaps into the target (both qcow2 v3)")
+    .option('--skip-broken-bitmaps', 'with --bitmaps: leave inconsistent bitmaps out, with a warning, instead of failing')
     .addOption(forceShareOption())
     .action((source: string, target: string, options: ConvertOptions) =>
       runTool('convert', async (layer) => {
@@ -53,6 +57,8 @@ export function convertCommand(program: Command): void {
           parallel: parseUnsigned(options.m, 8, 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16'),
           outOfOrder: options.W ?? false,
           cache: convertCacheMode(options.t ?? 'unsafe'),
+          bitmaps: options.bitmaps ?? false,
+          skipBrokenBitmaps: options.skipBrokenBitmaps ?? false,
         };
         if (options.B !== undefined) request.backingFile = options.B;
         if (options.F !== undefined) request.backingFormat = options.F;
@@ -61,7 +67,8 @@ export function convertCommand(program: Command): void {
             ? await ProgressBar.create({ format: 'convert |{bar}| {percentage}% | {done}/{all} MiB', noTTYOutput: true }, true)
             : undefined;
         try {
-          await convertImage(layer, request, bar === undefined ? undefined : (done, total) => bar.update(done, total));
+          const { warnings } = await convertImage(layer, request, bar === undefined ? undefined : (done, total) => bar.update(done, total));
+          for (const warning of warnings) printError('convert', `warning: ${warning}`);
         } finally {
           bar?.stop();
         }

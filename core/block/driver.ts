@@ -226,6 +226,8 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   loadBitmaps?(state: S): Promise<StoredBitmap[]>;
   /** Replaces the image's bitmaps with `bitmaps`, marked not in use: the last thing before a writable node closes. */
   storeBitmaps?(state: S, bitmaps: readonly StoredBitmap[]): Promise<void>;
+  /** Whether this image can hold persistent bitmaps at all (QEMU's bdrv_supports_persistent_dirty_bitmap: qcow2 v3). */
+  canStoreBitmaps?(state: S): boolean;
   /** Takes bitmap `name` out of the writable image at once (block-dirty-bitmap-remove); nothing if it holds none so named. */
   removeBitmap?(state: S, name: string): Promise<void>;
   /**

@@ -29,6 +29,8 @@
  *   as they may share a cluster. A compressed write allocates only once
  *   compressed, so with -c each one completes before the next starts.
  *   Each request slot reuses one buffer.
+ * - With --bitmaps the source's persistent bitmaps are copied too
+ *   (convert-bitmaps.ts).
  * - The target's cache mode (-t) is qemu-img convert's default, unsafe:
  *   flushes are ignored, on the target node and the nodes under it (a
  *   conversion that does not complete leaves no usable image anyway). With
@@ -37,7 +39,10 @@
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { deferred, type Deferred } from '../util/deferred.js';
+import type { BitmapStore } from '../bitmap/bitmap-store.js';
+import { TOKENS } from '../tokens.js';
 import { isAllZero } from './buffers.js';
+import { checkSourceBitmaps, checkTargetBitmaps, copyBitmaps } from './convert-bitmaps.js';
 import { chainStatus, STATUS_PROBE } from './chain-status.js';
 import { executeCreate, planCreate } from './create.js';
 import { closeImage, type ImageRef, ImageToolError, ioErrorText, openImage } from './image-access.js';
@@ -65,11 +70,17 @@ export interface ConvertRequest {
   outOfOrder?: boolean;
   /** -t: the target's cache mode (default unsafe, as qemu-img convert: no flushes; writeback flushes at the end). */
   cache?: 'unsafe' | 'writeback';
+  /** --bitmaps: copy the source's persistent bitmaps into the target (convert-bitmaps.ts). */
+  bitmaps?: boolean;
+  /** --skip-broken-bitmaps: leave inconsistent ones out (with a warning) instead of failing. */
+  skipBrokenBitmaps?: boolean;
 }
 
 export interface ConvertResult {
   /** The image size: the bytes the conversion went over. */
   bytes: number;
+  /** What qemu-img prints as `warning: …` (inconsistent bitmaps skipped). */
+  warnings: string[];
 }
 
 export type ProgressListener = (done: number, total: number) => void;
@@ -262,10 +273,14 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) {
     throw new ImageToolError('Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
   }
+  if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
+  const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
   const source = await openImage(layer, request.source, { readOnly: true });
   try {
+    if (request.bitmaps === true) checkSourceBitmaps(store, source, request.skipBrokenBitmaps ?? false);
     const target = await prepareTarget(layer, request, source);
     try {
+      if (request.bitmaps === true) checkTargetBitmaps(target);
       const compress = request.compress ?? false;
       const clusterSize = target.limits.clusterSize;
       const align = compress ? clusterSize || 65536 : clusterSize;
@@ -294,10 +309,11 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         done += turn.op.length;
         onProgress?.(done, total);
       });
+      const warnings = request.bitmaps === true ? copyBitmaps(store, source, target, request.skipBrokenBitmaps ?? false) : [];
       await target.flush().catch((error: unknown) => {
         throw new ImageToolError(`error while flushing: ${ioErrorText(error)}`);
       });
-      return { bytes: total };
+      return { bytes: total, warnings };
     } finally {
       await closeImage(layer, target);
     }

@@ -151,4 +151,5 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   storeBitmaps,
   removeBitmap: removeStoredBitmap,
   bitmapStoreRefusal,
+  canStoreBitmaps: (image: Qcow2Image) => image.version >= 3,
 });
