@@ -310,7 +310,9 @@ export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly StoredBi
     const notGiven = old.filter((e) => !bitmaps.some((b) => b.name === e.name));
     if (image.bitmapsInUse) replaced.push(...notGiven);
     else entries.unshift(...notGiven);
-    await replaceDirectory(image, entries, replaced);
+    // Only inconsistent ones, none gone: the directory on disk says it all already.
+    const unchanged = replaced.length === 0 && entries.length === old.length && entries.every((e, i) => e === old[i]);
+    if (!unchanged) await replaceDirectory(image, entries, replaced);
     image.bitmapsInUse = false;
   });
 }
