@@ -199,6 +199,36 @@ test('a broken bitmap directory is refused at open (as QEMU refuses it), naming 
   t.deepEqual(await readFile(image), bytes, 'a refused open writes nothing');
 });
 
+test('hostile bitmap entries are refused at open, each with its own error naming the bitmap, and nothing is written', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('h.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+  await run('qemu-img', ['bitmap', '--add', '-g', '512', image, 'b0']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write 0 4k', image]);
+  const node = await f.open(image, { 'read-only': true });
+  const directory = imageOf(node).bitmapDirectory!.offset;
+  await f.close();
+  const clean = await readFile(image);
+  const table = Number(clean.readBigUInt64BE(directory));
+  const cases: [what: string, damage: (bytes: Buffer) => void, message: RegExp][] = [
+    ['a table of 2^27 entries', (b) => b.writeUInt32BE(0x8000000, directory + 8), /bitmap 'b0' of '.*' does not match the image size/],
+    ['a table of 2^32-1 entries', (b) => b.writeUInt32BE(0xffffffff, directory + 8), /bitmap 'b0' has a table of 4294967295 entries/],
+    ['granularity bits 40', (b) => (b[directory + 17] = 40), /bitmap 'b0' has granularity bits 40/],
+    ['unknown flags', (b) => b.writeUInt32BE(0x10, directory + 12), /bitmap 'b0' has unknown flags 0x10/],
+    ['a name running past the directory', (b) => b.writeUInt16BE(1000, directory + 18), /entry 0 runs past the directory/],
+    ['a data cluster past the end of the file', (b) => b.writeBigUInt64BE(1n << 40n, table), /bitmap 'b0' of '.*' points past the end of the file/],
+    ['a data cluster not aligned', (b) => b.writeBigUInt64BE(BigInt(table + 512), table), /bitmap 'b0' of '.*' has a broken table entry 0/],
+  ];
+  for (const [what, damage, message] of cases) {
+    const bytes = Buffer.from(clean);
+    damage(bytes);
+    await writeFile(image, bytes);
+    await t.throwsAsync(f.open(image, { 'read-only': true }), { message }, what);
+    t.deepEqual(await readFile(image), bytes, `${what}: nothing written`);
+  }
+});
+
 test('a power loss while bitmaps are stored leaves leaks at worst, and each bitmap in use or stored whole', async (t) => {
   if (!havePeers(t)) return;
   const f = await qcow2Fixture(t);
