@@ -172,6 +172,8 @@ interface SnapshotOutcome {
   underOverlay: unknown;
   dirtyUnderOverlay: { offset: number; length: number }[];
   clearReadOnly: unknown;
+  /** While the commit's base is writable again (the job over): its bitmaps marked in use. */
+  whileWritable: unknown;
   /** After an active commit into it and quit. */
   afterCommit: unknown;
   dirtyAfterCommit: { offset: number; length: number }[];
@@ -204,10 +206,11 @@ async function runSnapshot(t: ExecutionContext, kind: 'qemu' | 'ours'): Promise<
   await step('job-complete', { id: 'c' });
   await client.waitEvent('BLOCK_JOB_COMPLETED');
   for (let i = 0; i < 200 && ((await client.execute('query-jobs')).return as unknown[]).length > 0; i++) await sleep(10);
+  const whileWritable = await bitmapsOf(image);
   guestWrite('write -P 3 5M 4k');
   await client.execute('quit');
   await exited;
-  return { underOverlay, dirtyUnderOverlay, clearReadOnly, afterCommit: await bitmapsOf(image), dirtyAfterCommit: await qemuDirtyRanges(image, 'b0'), check: checkVerdict(image) };
+  return { underOverlay, dirtyUnderOverlay, clearReadOnly, whileWritable, afterCommit: await bitmapsOf(image), dirtyAfterCommit: await qemuDirtyRanges(image, 'b0'), check: checkVerdict(image) };
 }
 
 /** What qemu-storage-daemon 7.2 did. */
@@ -215,6 +218,7 @@ const QEMU_SNAPSHOT: SnapshotOutcome = {
   underOverlay: [{ flags: ['auto'], name: 'b0', granularity: 65536 }],
   dirtyUnderOverlay: [{ offset: MiB, length: 64 * KiB }],
   clearReadOnly: { error: { class: 'GenericError', desc: "Bitmap 'b0' is readonly and cannot be modified" } },
+  whileWritable: [{ flags: ['in-use', 'auto'], name: 'b0', granularity: 65536 }],
   afterCommit: [{ flags: ['auto'], name: 'b0', granularity: 65536 }],
   dirtyAfterCommit: [
     { offset: MiB, length: 64 * KiB },
