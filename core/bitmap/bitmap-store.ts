@@ -86,8 +86,7 @@ export class BitmapStore {
         if (readOnly) await this.store(node);
       });
       node.hooks.reopened.tapPromise(TAP, async (_, readOnly) => {
-        // Read again only for the image to mark its bitmaps in use; the ones held here are what counts.
-        if (!readOnly) await node.driver.loadBitmaps?.(node.driverState);
+        if (!readOnly) await node.driver.markBitmapsInUse?.(node.driverState);
         for (const bitmap of this.list(node)) if (bitmap.persistent) bitmap.setReadonly(readOnly);
       });
     }

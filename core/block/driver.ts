@@ -224,6 +224,8 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * not closed cleanly shows them inconsistent.
    */
   loadBitmaps?(state: S): Promise<StoredBitmap[]>;
+  /** Marks the image's bitmaps in use without reading their bits (a read-only node turned writable). */
+  markBitmapsInUse?(state: S): Promise<void>;
   /** Replaces the image's bitmaps with `bitmaps`, marked not in use: the last thing before a writable node closes. */
   storeBitmaps?(state: S, bitmaps: readonly StoredBitmap[]): Promise<void>;
   /** Whether this image can hold persistent bitmaps at all (QEMU's bdrv_supports_persistent_dirty_bitmap: qcow2 v3). */

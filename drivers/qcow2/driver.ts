@@ -7,7 +7,7 @@
  */
 import { type BackingFileChange, defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
-import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
+import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, markBitmapsInUse, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
@@ -148,6 +148,7 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   linkBacking,
   openBackingFile,
   loadBitmaps,
+  markBitmapsInUse,
   storeBitmaps,
   removeBitmap: removeStoredBitmap,
   bitmapStoreRefusal,

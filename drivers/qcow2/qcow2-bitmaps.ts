@@ -197,16 +197,27 @@ export async function loadBitmaps(image: Qcow2Image): Promise<StoredBitmap[]> {
         bits: inUse ? undefined : await readBits(image, entry),
       });
     }
-    if (image.writable && entries.length > 0) {
-      if (entries.some((e) => (e.flags & FLAG_IN_USE) === 0)) {
-        for (const e of entries) e.flags |= FLAG_IN_USE;
-        await writeMetadata(image, image.bitmapDirectory!.offset, buildDirectory(entries), 'bitmap directory');
-        await flushFile(image);
-      }
-      image.bitmapsInUse = true;
-    }
+    await markInUse(image, entries);
     return loaded;
   });
+}
+
+/** On a writable image: every bitmap marked in use, in the directory as it stands, and flushed. With the lock held. */
+async function markInUse(image: Qcow2Image, entries: BitmapEntry[]): Promise<void> {
+  if (!image.writable || entries.length === 0) return;
+  if (entries.some((e) => (e.flags & FLAG_IN_USE) === 0)) {
+    for (const e of entries) e.flags |= FLAG_IN_USE;
+    await writeMetadata(image, image.bitmapDirectory!.offset, buildDirectory(entries), 'bitmap directory');
+    await flushFile(image);
+  }
+  image.bitmapsInUse = true;
+}
+
+/** A read-only image turned writable (QEMU's qcow2_reopen_bitmaps_rw): its bitmaps marked in use, their bits not read again. */
+export async function markBitmapsInUse(image: Qcow2Image): Promise<void> {
+  checkUsable(image);
+  if (image.forCheck) return;
+  await image.lock.run(async () => markInUse(image, await readDirectory(image)));
 }
 
 /**
@@ -228,12 +239,13 @@ async function writeBits(image: Qcow2Image, bits: Buffer): Promise<{ tableOffset
   const tableSize = Math.max(1, Math.ceil(bits.length / cs));
   const table = Buffer.alloc(tableSize * 8);
   const zeroes = Buffer.alloc(cs);
+  // One cluster buffer for all: each write completes before the next fills it.
+  const cluster = Buffer.alloc(cs);
   for (let i = 0; i < tableSize; i++) {
     const part = bits.subarray(i * cs, (i + 1) * cs);
     if (part.equals(zeroes.subarray(0, part.length))) continue;
     const offset = await allocateNonZero(image, 1, 'bitmap data');
-    const cluster = Buffer.alloc(cs);
-    part.copy(cluster);
+    cluster.fill(0, part.copy(cluster));
     await writeMetadata(image, offset, cluster);
     table.writeBigUInt64BE(BigInt(offset), i * 8);
   }
