@@ -1,24 +1,16 @@
 /** The daemon and qmp subcommands, run as a user runs them. */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import test, { type ExecutionContext } from 'ava';
 import { QmpClient } from '../../core/qmp/qmp-client.js';
+import { type CommandResult, commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
-const run = promisify(execFile);
-
-async function cli(args: string[], cwd = ROOT): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(args: string[], cwd = ROOT): Promise<CommandResult> {
   const [command, argv] = blocklayerCommand(args);
-  try {
-    const { stdout, stderr } = await run(command, argv, { cwd });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+  return commandResult(command, argv, cwd);
 }
 
 /** Daemons start in a few seconds here, but on a loaded two-core machine it can take far longer. */

@@ -1,4 +1,4 @@
-/** Runs a command to its end from the repository root, with its exit code and output, failed or not. */
+/** Runs a program to its end (from the repository root unless told), with its exit code and output, failed or not. */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ROOT } from './daemons.js';
@@ -11,9 +11,9 @@ export interface CommandResult {
   stderr: string;
 }
 
-export async function commandResult(command: string, args: readonly string[]): Promise<CommandResult> {
+export async function commandResult(command: string, args: readonly string[], cwd = ROOT): Promise<CommandResult> {
   try {
-    const { stdout, stderr } = await execFileAsync(command, args, { cwd: ROOT });
+    const { stdout, stderr } = await execFileAsync(command, args, { cwd, maxBuffer: 64 << 20 });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };

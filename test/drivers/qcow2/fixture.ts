@@ -15,6 +15,7 @@ import type { ImageCreator } from '../../../core/block/image-creator.js';
 import { createTestLayer } from '../../../core/testing/index.js';
 import { TOKENS } from '../../../core/tokens.js';
 import type { Qcow2Image } from '../../../drivers/qcow2/qcow2-image.js';
+import { type CommandResult, commandResult } from '../../helpers/command-result.js';
 import { requirePeer } from '../../helpers/peers.js';
 
 export const KiB = 1024;
@@ -30,15 +31,7 @@ export async function run(command: string, args: string[]): Promise<string> {
 }
 
 /** Runs a program and returns its exit code and output, whatever the code. */
-export async function runStatus(command: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(command, args, { maxBuffer: 64 * MiB });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+export const runStatus = (command: string, args: string[]): Promise<CommandResult> => commandResult(command, args);
 
 export interface Qcow2Fixture {
   layer: BlockLayer;
