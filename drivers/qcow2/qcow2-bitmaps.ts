@@ -326,6 +326,8 @@ export async function storeBitmaps(image: Qcow2Image, bitmaps: readonly StoredBi
     const unchanged = replaced.length === 0 && entries.length === old.length && entries.every((e, i) => e === old[i]);
     if (!unchanged) await replaceDirectory(image, entries, replaced);
     image.bitmapsInUse = false;
+    // Stored not in use: a later write (the node made writable again) must find them in use again, or drop them.
+    image.preparedForWrite = false;
   });
 }
 

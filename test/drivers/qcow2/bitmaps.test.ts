@@ -160,6 +160,23 @@ test('an image that was not closed keeps its bitmaps in use: they load inconsist
   t.true((await readFile(image)).subarray(0, 512).equals(before.subarray(0, 512)), 'nor the header');
 });
 
+test('a write after the bitmaps were stored, with nothing marking them in use again, drops them rather than leave them stale', async (t) => {
+  if (!havePeers(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('stale.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+  await run('qemu-img', ['bitmap', '--add', image, 'b0']);
+  const node = await f.open(image);
+  await node.write(0, Buffer.alloc(512, 1));
+  const stored = f.layer.container.get<BitmapStore>(TOKENS.BitmapStore).find(node, 'b0')!;
+  await node.driver.storeBitmaps!(node.driverState, [{ name: 'b0', granularity: stored.granularity, enabled: true, inconsistent: false, bits: stored.toBytes() }]);
+  t.deepEqual(await qemuImageBitmaps(image), [{ flags: ['auto'], name: 'b0', granularity: 64 * KiB }], 'stored, not in use');
+  // As a node reopened read-write would write if it could not mark them in use.
+  await node.write(MiB, Buffer.alloc(512, 2));
+  t.is((await readFile(image)).readBigUInt64BE(88) & 1n, 0n, 'the bitmaps bit cleared: QEMU ignores them from now on');
+  t.is(await qemuImageBitmaps(image), undefined);
+});
+
 test('on a read-only node bitmaps are read-only, and the image is left as it was', async (t) => {
   if (!havePeers(t)) return;
   const f = await qcow2Fixture(t);
