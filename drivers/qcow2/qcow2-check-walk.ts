@@ -37,36 +37,65 @@ export function noCounts(): CheckCounts {
   return { corruptions: 0, leaks: 0, checkErrors: 0, corruptionsFixed: 0, leaksFixed: 0, allocated: 0, fragmented: 0, compressed: 0 };
 }
 
-/** Computed refcounts, one per host cluster (QEMU's in-memory refcount table). */
-export class RefTable {
-  private counts: Uint32Array;
+/** Clusters per page of computed refcounts. */
+const PAGE = 65536;
 
-  constructor(public size: number) {
-    this.counts = new Uint32Array(Math.max(size, 1));
-  }
+type Counts = Uint8Array | Uint16Array | Uint32Array;
+
+/**
+ * Computed refcounts, one per host cluster (QEMU's in-memory refcount
+ * table), kept in pages made on the first count in their range, each count
+ * as wide as the image's (8 bits below 8, 32 above 16, where counting
+ * stops at 2^32 - 1). A file that is large but mostly holes, as a repair
+ * leaves it when it grows the file to reach a far refcount block, costs
+ * memory for its counted clusters only, where QEMU's table covers it all.
+ */
+export class RefTable {
+  private pages: (Counts | undefined)[] = [];
+
+  constructor(
+    public size: number,
+    private readonly refcountOrder: number,
+  ) {}
 
   get(cluster: number): number {
-    return cluster < this.size ? this.counts[cluster]! : 0;
+    return cluster < this.size ? (this.pages[Math.floor(cluster / PAGE)]?.[cluster % PAGE] ?? 0) : 0;
   }
 
   set(cluster: number, value: number): void {
     this.grow(cluster + 1);
-    this.counts[cluster] = value;
+    const index = Math.floor(cluster / PAGE);
+    let page = this.pages[index];
+    if (page === undefined) {
+      if (value === 0) return;
+      while (this.pages.length < index) this.pages.push(undefined);
+      page = this.pages[index] = this.refcountOrder <= 3 ? new Uint8Array(PAGE) : this.refcountOrder === 4 ? new Uint16Array(PAGE) : new Uint32Array(PAGE);
+    }
+    page[cluster % PAGE] = value;
   }
 
   /** Covers at least `size` clusters; the new ones count 0. */
   grow(size: number): void {
-    if (size <= this.size) return;
-    if (size > this.counts.length) {
-      const counts = new Uint32Array(Math.max(size, this.counts.length * 2));
-      counts.set(this.counts);
-      this.counts = counts;
-    }
-    this.size = size;
+    if (size > this.size) this.size = size;
   }
 
   clear(): void {
-    this.counts.fill(0);
+    this.pages = [];
+  }
+
+  /** The first cluster of `[from, end)` counted at least once, or `end`; pages never counted in are skipped whole. */
+  nextCounted(from: number, end: number): number {
+    const stop = Math.min(end, this.size);
+    for (let cluster = from; cluster < stop; ) {
+      const index = Math.floor(cluster / PAGE);
+      const page = this.pages[index];
+      const pageEnd = Math.min(stop, (index + 1) * PAGE);
+      if (page !== undefined) {
+        for (; cluster < pageEnd; cluster++) if (page[cluster % PAGE] !== 0) return cluster;
+      }
+      cluster = pageEnd;
+    }
+    return end;
   }
 }
 

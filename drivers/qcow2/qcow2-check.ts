@@ -82,7 +82,9 @@ async function compareRefcounts(run: CheckRun, fix: Fix): Promise<number> {
       counts.checkErrors += end - start;
       continue;
     }
-    for (let i = start; i < end; i++) {
+    // Without a refcount block every stored count is 0: only the clusters counted need a look.
+    const next = block === null ? (i: number) => table.nextCounted(i, end) : (i: number) => i;
+    for (let i = next(start); i < end; i = next(i + 1)) {
       const stored = block === null ? 0 : readRefcount(block, i - start, refcountOrder);
       const counted = table.get(i);
       if (stored > 0 || counted > 0) highest = i;
@@ -209,7 +211,7 @@ async function checkLocked(image: Qcow2Image, repair: CheckRepair): Promise<Imag
     image,
     counts: noCounts(),
     messages: [],
-    table: new RefTable(Math.ceil(image.file.length / cs)),
+    table: new RefTable(Math.ceil(image.file.length / cs), image.g.refcountOrder),
     rebuild: false,
     signalled: false,
   };

@@ -188,8 +188,7 @@ async function writeRefblocks(run: CheckRun, reftable: number[], first: number, 
   const { refblockEntries, refcountOrder, clusterSize } = image.g;
   const from = { value: 0 };
   let grown = false;
-  for (let cluster = first; cluster < end; cluster++) {
-    if (table.get(cluster) === 0) continue;
+  for (let cluster = table.nextCounted(first, end); cluster < end; cluster = table.nextCounted(cluster + 1, end)) {
     const index = Math.floor(cluster / refblockEntries);
     const start = index * refblockEntries;
     let offset = reftable[index] ?? 0;

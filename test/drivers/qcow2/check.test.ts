@@ -12,13 +12,13 @@
  * with discard=unmap, as QEMU's protocol nodes under a format are: a
  * repair that frees a cluster punches a hole, in both.
  */
-import { copyFile, readFile } from 'node:fs/promises';
+import { copyFile, open, readFile, stat } from 'node:fs/promises';
 import test, { type ExecutionContext } from 'ava';
 import type { CheckRepair } from '../../../core/block/driver.js';
 import { BlockIoError } from '../../../core/errors.js';
 import { CheckFailedError, checkImage, formatCheckHuman, formatCheckJson } from '../../../core/image-tools/check.js';
 import { CASES } from './check-cases.js';
-import { create, io, setRefcount } from './check-damage.js';
+import { create, io, patchU64, qemuImg, reftableEntryAt, setRefcount } from './check-damage.js';
 import { type Qcow2Fixture, qcow2Fixture, qemuCheck, requireQemu, run, runStatus, sameBytes } from './fixture.js';
 
 /** What a check run printed: qemu-img's exit code, stdout of the human and the JSON form, and stderr. */
@@ -150,4 +150,60 @@ test('a check on a node in use sees what it has cached and not yet written', asy
   t.like(found, { checkErrors: 0, corruptions: 0, leaks: 0, allocatedClusters: 6, compressedClusters: 1, messages: [] });
   await f.close();
   t.like((await qemuCheck(image)).report, { 'allocated-clusters': 6, 'compressed-clusters': 1 });
+});
+
+/** The first `length` bytes of `path` and the last `tail` bytes before its end. */
+async function ends(path: string, length: number, tail: number): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const { size } = await handle.stat();
+    const buf = Buffer.alloc(length + tail);
+    await handle.read(buf, 0, length, 0);
+    await handle.read(buf, length, tail, size - tail);
+    return buf;
+  } finally {
+    await handle.close();
+  }
+}
+
+// Serial (ava runs these before the others of the file): the memory it measures is the process's.
+test.serial('a refcount block 256 GiB out is repaired as qemu-img repairs it, counting only the clusters referenced', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('far.qcow2');
+  await create(image, '64M', 'cluster_size=4096');
+  await io(image, 'write -P 0x11 0 128k');
+  // The repair grows the file to hold the refcount block: 64 Mi clusters of 4 KiB, which QEMU counts in a 128 MiB table.
+  await patchU64(image, await reftableEntryAt(image, 1), () => 256n << 30n);
+  const expected = await theirs(f, image, 'all', 'theirs');
+  const before = process.memoryUsage().arrayBuffers;
+  let peak = 0;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers - before)), 2);
+  const actual = await ours(f, image, 'all', 'ours', f.path('theirs-json.qcow2')).finally(() => clearInterval(sampler));
+  samePrinted(t, actual, expected, '-r all');
+  t.true(expected.stderr.includes('Repairing refcount block 1 is outside image'), 'the case is the one meant');
+  t.true(peak < 16 * 2 ** 20, `the computed refcounts took ${peak} bytes`);
+  const [after, afterTheirs] = await Promise.all([qemuCheck(actual.copy), qemuCheck(expected.copy)]);
+  t.deepEqual({ ...after.report, filename: '' }, { ...afterTheirs.report, filename: '' }, 'qemu-img check afterwards');
+  t.is((await stat(actual.copy)).size, (await stat(expected.copy)).size, 'the file grew as far');
+  sameBytes(t, await ends(actual.copy, 2 ** 20, 4096), await ends(expected.copy, 2 ** 20, 4096), 'the metadata written and the far block');
+});
+
+test('a repair of an image with an internal snapshot and a persistent bitmap leaves both (qemu-img 7.2 drops the snapshot)', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('snapshot-bitmap.qcow2');
+  await create(image, '8M');
+  await io(image, 'write -P 0x11 0 300k');
+  await qemuImg('snapshot', '-c', 's1', image);
+  await qemuImg('bitmap', '--add', image, 'b0');
+  const pristine = await readFile(image);
+  for (const repair of ['leaks', 'all'] as const) {
+    const actual = await ours(f, image, repair, `ours-${repair}`, image);
+    t.is(actual.code, 0, `-r ${repair}`);
+    t.is(actual.stderr, '', `-r ${repair}: nothing to repair`);
+    // qemu-img 7.2's check -r here counts the snapshot's clusters as leaked, frees them and writes nb_snapshots 0 (seen, not assumed).
+    sameBytes(t, await readFile(actual.copy), pristine, `-r ${repair}: the file is unchanged`);
+  }
+  t.regex(await run('qemu-img', ['snapshot', '-l', f.path('ours-all.qcow2')]), /\bs1\b/);
 });

@@ -1,6 +1,7 @@
-/** The building blocks on their own: entry and refcount encodings, the table cache, the range lock. */
+/** The building blocks on their own: entry and refcount encodings, the table cache, the range lock, check's computed refcounts. */
 import test from 'ava';
 import { TableCache } from '../../../drivers/qcow2/qcow2-cache.js';
+import { RefTable } from '../../../drivers/qcow2/qcow2-check-walk.js';
 import {
   geometry,
   readL2Entry,
@@ -116,4 +117,28 @@ test('the range lock lets readers share, and writers wait for earlier overlappin
   (await w)();
   other();
   t.deepEqual(order, ['other', 'w']);
+});
+
+test("check's computed refcounts: pages made on the first count, found again across page boundaries, as wide as the image's", (t) => {
+  const table = new RefTable(200_000, 4);
+  t.is(table.nextCounted(0, 200_000), 200_000, 'nothing counted yet');
+  table.set(65_535, 2);
+  table.set(65_536, 1);
+  table.set(190_000, 65_535);
+  table.set(100_000, 0);
+  t.deepEqual([table.get(65_535), table.get(65_536), table.get(190_000), table.get(100_000), table.get(5)], [2, 1, 65_535, 0, 0]);
+  t.is(table.nextCounted(0, 200_000), 65_535);
+  t.is(table.nextCounted(65_536, 200_000), 65_536);
+  t.is(table.nextCounted(65_537, 200_000), 190_000, 'the empty page between is skipped');
+  t.is(table.nextCounted(65_537, 150_000), 150_000, 'none before the end asked for');
+  t.is(table.get(250_000), 0, 'past the size');
+  table.set(250_000, 1);
+  t.is(table.size, 250_001, 'a count past the size grows the table');
+  t.is(table.nextCounted(190_001, 300_000), 250_000);
+  t.is(table.nextCounted(250_001, 300_000), 300_000, 'the end asked for, also past the size');
+  const narrow = new RefTable(10, 0);
+  narrow.set(3, 1);
+  t.is(narrow.get(3), 1);
+  table.clear();
+  t.is(table.nextCounted(0, 300_000), 300_000, 'cleared');
 });
