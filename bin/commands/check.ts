@@ -1,7 +1,7 @@
 /** `blocklayer check -f FMT [--output=human|json] [-r leaks|all] [-q] IMG`: qemu-img check. */
 import type { Command } from 'commander';
 import type { CheckRepair } from '../../core/block/driver.js';
-import { CHECK_FAILED, CheckFailedError, checkImage, formatCheckHuman, formatCheckJson } from '../../core/image-tools/check.js';
+import { CHECK_FAILED, CheckFailedError, checkImage, formatCheckHuman, formatCheckJson, formatRepairNotice } from '../../core/image-tools/check.js';
 import { ImageToolError, requireFormat, withImage } from '../../core/image-tools/image-access.js';
 import { forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
@@ -44,6 +44,7 @@ export function checkCommand(program: Command): void {
           if (error instanceof CheckFailedError) {
             for (const line of error.messages) process.stderr.write(`${line}\n`);
             for (const line of error.reports) printError('check', line);
+            if (error.repaired !== undefined && options.output !== 'json' && !options.q) print(formatRepairNotice(error.repaired));
           }
           throw error;
         });

@@ -46,6 +46,8 @@ export class CheckFailedError extends ImageToolError {
     message: string,
     readonly messages: readonly string[],
     readonly reports: readonly string[],
+    /** Set when the double check after repairs failed: qemu-img has announced the repairs on stdout (human output). */
+    readonly repaired?: CheckOutcome['repaired'],
   ) {
     super(message);
     this.name = 'CheckFailedError';
@@ -93,17 +95,17 @@ export async function checkImage(node: BlockNode, filename: string, repair: Chec
   const { driver } = node;
   if (driver.check === undefined) throw new ImageToolError('This image format does not support checks', NO_CHECK_EXIT);
   const messages: string[] = [];
+  let repaired: CheckOutcome['repaired'];
   const run = async (mode: CheckRepair): Promise<ImageCheckResult> => {
     try {
       return await driver.check!(node.driverState, mode);
     } catch (error) {
       const lines = failureLines(error);
-      throw new CheckFailedError(`Check failed: ${errorText(error)}`, [...messages, ...lines.messages], lines.reports);
+      throw new CheckFailedError(`Check failed: ${errorText(error)}`, [...messages, ...lines.messages], lines.reports, repaired);
     }
   };
   let result = await run(repair);
   messages.push(...result.messages);
-  let repaired: CheckOutcome['repaired'];
   if (result.leaksFixed > 0 || result.corruptionsFixed > 0) {
     repaired = { leaks: result.leaksFixed, corruptions: result.corruptionsFixed };
     const again = await run('none');
@@ -123,17 +125,20 @@ export function formatCheckJson(outcome: CheckOutcome): string {
 
 const percent = (part: number, whole: number): string => ((part * 100) / whole).toFixed(2);
 
+/** What qemu-img prints on stdout (human output) between repairing and checking again. */
+export function formatRepairNotice(repaired: NonNullable<CheckOutcome['repaired']>): string {
+  return (
+    'The following inconsistencies were found and repaired:\n\n' +
+    `    ${repaired.leaks} leaked clusters\n` +
+    `    ${repaired.corruptions} corruptions\n\n` +
+    'Double checking the fixed image now...\n'
+  );
+}
+
 /** Human text, as qemu-img prints it on stdout (the repair notice first, when repairs were made). */
 export function formatCheckHuman(outcome: CheckOutcome): string {
   const r = outcome.report;
-  let text = '';
-  if (outcome.repaired !== undefined) {
-    text +=
-      'The following inconsistencies were found and repaired:\n\n' +
-      `    ${outcome.repaired.leaks} leaked clusters\n` +
-      `    ${outcome.repaired.corruptions} corruptions\n\n` +
-      'Double checking the fixed image now...\n';
-  }
+  let text = outcome.repaired === undefined ? '' : formatRepairNotice(outcome.repaired);
   const corruptions = r.corruptions ?? 0;
   const leaks = r.leaks ?? 0;
   const checkErrors = r['check-errors'];

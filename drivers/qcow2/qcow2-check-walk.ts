@@ -7,7 +7,7 @@
  * way, with qemu-img's messages. Tables are read from the file (the caches
  * were written back first), as QEMU reads them.
  */
-import { BlockIoError } from '../../core/errors.js';
+import { BlockIoError, type Errno, strerror } from '../../core/errors.js';
 import { badTableEntry, type BitmapEntry, parseBitmapDirectory } from './qcow2-bitmaps.js';
 import { MAX_L1_BYTES, readL1Entry, readL2Entry, readReftableEntry, refcountMax } from './qcow2-format.js';
 import { flushFile, growFile, type Qcow2Image, readFile } from './qcow2-image.js';
@@ -299,7 +299,29 @@ async function countBitmaps(run: CheckRun): Promise<void> {
   }
 }
 
-/** Checks and counts the refcount blocks (check_refblocks); a block past the end of the file is repaired by growing it. */
+/**
+ * Grows the file to hold the refcount block at `offset`; the errno if it
+ * cannot, after QEMU's line for a failed resize. Offsets past what a file
+ * here can have (2^53 bytes) are too large, as they are for ext4 at 16 TiB
+ * (QEMU says EINVAL instead past 2^63, before it tries).
+ */
+async function growForRefblock(run: CheckRun, offset: number): Promise<Errno | undefined> {
+  const cs = run.image.g.clusterSize;
+  if (!Number.isSafeInteger(offset + cs)) {
+    run.messages.push(`Could not resize file: ${strerror('EFBIG')}`);
+    return 'EFBIG';
+  }
+  try {
+    await growFile(run.image, offset + cs);
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof BlockIoError)) throw error;
+    run.messages.push(error.message === strerror(error.errno) ? `Could not resize file: ${error.message}` : error.message);
+    return error.errno;
+  }
+}
+
+/** Checks and counts the refcount blocks (check_refblocks); a block past the end of the file is repaired by growing it, or else by a rebuild. */
 async function checkRefblocks(run: CheckRun, fix: Fix): Promise<void> {
   const { image, table } = run;
   const cs = image.g.clusterSize;
@@ -313,11 +335,17 @@ async function checkRefblocks(run: CheckRun, fix: Fix): Promise<void> {
       run.counts.corruptions++;
       run.messages.push(`${fix.errors ? 'Repairing' : 'ERROR'} refcount block ${i} is outside image`);
       if (fix.errors) {
-        await growFile(image, offset + cs);
-        table.grow(Math.ceil(image.file.length / cs));
-        run.counts.corruptions--;
-        run.counts.corruptionsFixed++;
-        countReference(run, offset, cs);
+        const failure = await growForRefblock(run, offset);
+        if (failure === undefined) {
+          table.grow(Math.ceil(image.file.length / cs));
+          run.counts.corruptions--;
+          run.counts.corruptionsFixed++;
+          countReference(run, offset, cs);
+        } else {
+          // As QEMU: the refcount structure is rebuilt instead, which leaves the far block out.
+          run.rebuild = true;
+          run.messages.push(`ERROR could not resize image: ${strerror(failure)}`);
+        }
       }
       continue;
     } else {

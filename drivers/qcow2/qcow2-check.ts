@@ -202,6 +202,8 @@ function errnoOf(error: unknown): Errno {
 
 /** One check pass with the metadata lock held (qcow2_co_check_locked). */
 async function checkLocked(image: Qcow2Image, repair: CheckRepair): Promise<ImageCheckResult> {
+  // As QEMU, where marking an image corrupt takes its driver away (bs->drv = NULL): nothing more runs on it, a check neither.
+  if (image.failure !== undefined) throw new BlockIoError('ENOMEDIUM');
   const fix: Fix = { leaks: repair !== 'none', errors: repair === 'all' };
   if (fix.leaks && !image.writable) throw new BlockIoError('EROFS', `qcow2: image '${image.name}' is read-only; cannot repair it`);
   // What this node still caches is written first: the walk reads the tables from the file.
@@ -219,7 +221,8 @@ async function checkLocked(image: Qcow2Image, repair: CheckRepair): Promise<Imag
   try {
     if (run.table.size > 2 ** 31 - 1) throw new BlockIoError('EFBIG');
     imageEndOffset = await checkRefcounts(run, fix);
-    if (fix.leaks) await writeRepairs(image);
+    // An image marked corrupt meanwhile takes no more writes through its caches (QEMU's never reach the disk either).
+    if (fix.leaks && image.failure === undefined) await writeRepairs(image);
     if (fix.leaks && run.counts.checkErrors === 0 && run.counts.corruptions === 0) {
       await markClean(image);
       await markConsistent(image);

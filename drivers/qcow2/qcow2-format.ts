@@ -173,10 +173,28 @@ export function writeCompressedEntry(buf: Buffer, at: number, host: number, leng
   buf.writeUInt32BE(host % TWO32, at + 4);
 }
 
-/** A refcount-table entry: the refblock offset (bits 9..63), and whether bits 0..8 are set. */
+/** Where offsets past what a number holds exactly are put: past any file, and aligned as the low bits say. */
+const BEYOND_EXACT = 2 ** 53;
+/** The largest cluster size (2 MiB): an offset's alignment depends only on its bits below this. */
+const MAX_ALIGNMENT = 2 ** 21;
+
+/**
+ * A refcount-table entry: the refblock offset (bits 9..63), and whether
+ * bits 0..8 are set. Unlike L1 and L2 entries (56 bits), the offset may
+ * not fit a number exactly: from 2^53 on it reads as 2^53 plus its bits
+ * below 2 MiB, so that it is past the end of any file and as aligned as
+ * the true offset (reftableEntryHex gives the true one).
+ */
 export function readReftableEntry(buf: Buffer, at: number): { offset: number; reserved: boolean } {
-  const l = lo(buf, at);
-  return { offset: hi(buf, at) * TWO32 + ((l & 0xfffffe00) >>> 0), reserved: (l & 0x1ff) !== 0 };
+  const h = hi(buf, at);
+  const low = (lo(buf, at) & 0xfffffe00) >>> 0;
+  const offset = h < BEYOND_EXACT / TWO32 ? h * TWO32 + low : BEYOND_EXACT + (low % MAX_ALIGNMENT);
+  return { offset, reserved: (lo(buf, at) & 0x1ff) !== 0 };
+}
+
+/** The true refblock offset of a refcount-table entry, in hex without a prefix (as QEMU's PRIx64). */
+export function reftableEntryHex(buf: Buffer, at: number): string {
+  return (buf.readBigUInt64BE(at) & ~0x1ffn).toString(16);
 }
 
 export function writeReftableEntry(buf: Buffer, at: number, offset: number): void {

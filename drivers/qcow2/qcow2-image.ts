@@ -166,11 +166,13 @@ export async function growFile(image: Qcow2Image, end: number): Promise<void> {
     if (end > length) await image.file.truncate(end);
     return;
   }
+  if (end > length) {
+    const cs = image.g.clusterSize;
+    const step = Math.max(GROW_STEP, Math.floor(length / 8));
+    await image.file.truncate(Math.ceil(Math.max(end, length + step) / cs) * cs);
+  }
+  // Only once the file has grown: an end that could not be reached must not keep the slack at close.
   noteFileEnd(image, end);
-  if (end <= length) return;
-  const cs = image.g.clusterSize;
-  const step = Math.max(GROW_STEP, Math.floor(length / 8));
-  await image.file.truncate(Math.ceil(Math.max(end, length + step) / cs) * cs);
 }
 
 /** Notes that the image needs the file up to `end` (what trimFile keeps); growFile's part without I/O. */

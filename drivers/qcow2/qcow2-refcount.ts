@@ -12,6 +12,7 @@ import {
   MAX_REFTABLE_BYTES,
   readRefcount,
   readReftableEntry,
+  reftableEntryHex,
   refcountMax,
   writeRefcount,
   writeReftableEntry,
@@ -33,7 +34,7 @@ async function refblockOffset(image: Qcow2Image, index: number): Promise<number>
   const { offset, reserved } = readReftableEntry(image.reftable, index * 8);
   if (reserved) await signalCorruption(image, `Reftable entry has reserved bits set (reftable index: ${hex(index)})`);
   if (offset % image.g.clusterSize !== 0) {
-    await signalCorruption(image, `Refblock offset ${hex(offset)} unaligned (reftable index: ${hex(index)})`);
+    await signalCorruption(image, `Refblock offset 0x${reftableEntryHex(image.reftable, index * 8)} unaligned (reftable index: ${hex(index)})`);
   }
   return offset;
 }

@@ -98,7 +98,12 @@ export async function prepareMetadataChange(image: Qcow2Image): Promise<void> {
 /** A clean close: everything on disk, then the dirty bit cleared. */
 export async function closeImage(image: Qcow2Image): Promise<void> {
   if (image.cleanTimer !== undefined) clearInterval(image.cleanTimer);
-  if (!image.writable || image.failure !== undefined) return;
+  if (!image.writable) return;
+  // Marked corrupt: nothing cached is written; only the slack growFile added, which holds nothing, is cut.
+  if (image.failure !== undefined) {
+    await trimFile(image).catch(() => undefined);
+    return;
+  }
   await image.lock.run(() => settleImage(image));
 }
 

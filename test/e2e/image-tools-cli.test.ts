@@ -9,7 +9,7 @@ import { copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { create, grow, hostCluster, io, setRefcount } from '../drivers/qcow2/check-damage.js';
+import { create, grow, hostCluster, io, patchU64, reftableEntryAt, setRefcount } from '../drivers/qcow2/check-damage.js';
 import { type CommandResult as Result, commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
@@ -223,12 +223,18 @@ test.serial('check -f qcow2: exit codes 0, 3, 2 and 1, and -r leaks|all, with qe
   const broken = join(dir, 'broken.qcow2');
   await copyFile(clean, broken);
   await setRefcount(broken, await hostCluster(broken, 0), 0);
+  // An unaligned refcount block marks the image corrupt as it is repaired: the double check after the repairs fails.
+  const corrupt = join(dir, 'corrupt.qcow2');
+  await copyFile(clean, corrupt);
+  await patchU64(corrupt, await reftableEntryAt(corrupt, 0), () => 0xfffffffffffffe00n);
   const cases: [string[], string, number][] = [
     [['--output=json'], clean, 0],
     [[], leaky, 3],
     [[], broken, 2],
     [['-r', 'leaks'], broken, 1],
     [['--output=json', '-r', 'all'], broken, 0],
+    [['-r', 'all'], corrupt, 1],
+    [['--output=json', '-r', 'all'], corrupt, 1],
   ];
   for (const [args, image, code] of cases) {
     const [ours, theirs] = [join(dir, 'ours.qcow2'), join(dir, 'theirs.qcow2')];

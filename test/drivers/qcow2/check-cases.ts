@@ -172,6 +172,10 @@ const damaged: CheckCase[] = [
   { name: 'a data cluster past the end of the file', build: patched(l2(1 * MiB), () => COPIED | 0x10000000n) },
   { name: 'an L2 table past the end of the file', build: patched(l1, () => COPIED | 0x40000000n) },
   { name: 'a refcount block outside the image', build: patched(reftable, () => 0x1000000n) },
+  // The repair cannot grow the file so far (ext4 stops at 16 TiB): it rebuilds the refcounts instead.
+  { name: 'a refcount block outside the image, 1 PiB out', build: patched(reftable, () => 1n << 50n) },
+  // Past 2^53 an offset is no longer exact as a number; its alignment still is.
+  { name: 'an unaligned refcount block past 2^63', build: patched(reftable, () => 0xfffffffffffffe00n), unreadable: true },
   { name: 'an unaligned refcount block', build: patched(reftable, (e) => e + 0x200n), unreadable: true },
   { name: 'a refcount table entry with reserved bits', build: patched(reftable, (e) => e | 1n) },
   { name: 'the corrupt bit', build: patched(async () => 72, (e) => e | 2n) },

@@ -16,7 +16,7 @@ import { copyFile, open, readFile, stat } from 'node:fs/promises';
 import test, { type ExecutionContext } from 'ava';
 import type { CheckRepair } from '../../../core/block/driver.js';
 import { BlockIoError } from '../../../core/errors.js';
-import { CheckFailedError, checkImage, formatCheckHuman, formatCheckJson } from '../../../core/image-tools/check.js';
+import { CheckFailedError, checkImage, formatCheckHuman, formatCheckJson, formatRepairNotice } from '../../../core/image-tools/check.js';
 import { CASES } from './check-cases.js';
 import { create, io, patchU64, qemuImg, reftableEntryAt, setRefcount } from './check-damage.js';
 import { type Qcow2Fixture, qcow2Fixture, qemuCheck, requireQemu, run, runStatus, sameBytes } from './fixture.js';
@@ -55,7 +55,7 @@ async function ours(f: Qcow2Fixture, image: string, repair: CheckRepair, name: s
   } catch (error) {
     if (!(error instanceof CheckFailedError)) throw error;
     const stderr = [...error.messages, ...error.reports, error.message].map((line) => `${line}\n`).join('');
-    return { code: error.exitCode, human: '', json: '', stderr, copy };
+    return { code: error.exitCode, human: error.repaired === undefined ? '' : formatRepairNotice(error.repaired), json: '', stderr, copy };
   } finally {
     await f.layer.graph.closeIfUnused(node);
   }
