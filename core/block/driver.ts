@@ -130,6 +130,19 @@ export interface DriverBlockdevCreateContext<B> {
 }
 
 /** Extra facts for query-named-block-nodes, in QEMU's ImageInfo terms. */
+/** An internal snapshot as qemu-img info lists it (QEMU's SnapshotInfo, members in QAPI order). */
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  'vm-state-size': number;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  /** Absent when the snapshot records none. */
+  icount?: number;
+}
+
 export interface NodeDescription {
   /** Set by protocol drivers: the file name or URI. Format drivers inherit the child's. */
   filename?: string;
@@ -143,6 +156,8 @@ export interface NodeDescription {
   backingFilename?: string;
   /** The backing format the image records. */
   backingFormat?: string;
+  /** Internal snapshots (qcow2), when the image has any. */
+  snapshots?: SnapshotInfo[];
 }
 
 export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {

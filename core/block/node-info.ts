@@ -6,6 +6,7 @@
 import type { BlockDirtyInfoValue } from '../bitmap/bitmap-schema.js';
 import { formatQemuJson } from '../util/qemu-json.js';
 import type { BlockNode } from './block-node.js';
+import type { SnapshotInfo } from './driver.js';
 
 export interface ImageInfo {
   filename: string;
@@ -15,6 +16,7 @@ export interface ImageInfo {
   'virtual-size': number;
   'cluster-size'?: number;
   'backing-filename'?: string;
+  snapshots?: SnapshotInfo[];
   'backing-image'?: ImageInfo;
   'format-specific'?: { type: string; data: Record<string, unknown> };
 }
@@ -101,6 +103,7 @@ export async function imageInfo(node: BlockNode, withBacking: boolean, next: Cha
     // Opened without the backing file its image names (QEMU shows the header's name).
     info['backing-filename'] = description.backingFilename;
   }
+  if (description?.snapshots !== undefined) info.snapshots = description.snapshots;
   const below = withBacking ? next(node) : undefined;
   if (below !== undefined) info['backing-image'] = await imageInfo(below, true, next);
   if (description?.formatSpecific !== undefined) info['format-specific'] = description.formatSpecific;

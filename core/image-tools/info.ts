@@ -4,6 +4,7 @@
  * qemu-img's JSON or its human text.
  */
 import type { BlockNode } from '../block/block-node.js';
+import type { SnapshotInfo } from '../block/driver.js';
 import { imageInfo, nodeFilename } from '../block/node-info.js';
 import { qdictOrdered, qemuJsonPretty, sizeToStr } from './qemu-text.js';
 
@@ -18,6 +19,7 @@ export interface QemuImageInfo {
   'backing-filename'?: string;
   'full-backing-filename'?: string;
   'backing-filename-format'?: string;
+  snapshots?: SnapshotInfo[];
   'format-specific'?: { type: string; data: Record<string, unknown> };
 }
 
@@ -42,6 +44,7 @@ export async function describeImage(node: BlockNode): Promise<QemuImageInfo> {
     info['full-backing-filename'] = full;
     info['backing-filename-format'] = description?.backingFormat ?? backing.driver.name;
   }
+  if (description?.snapshots !== undefined) info.snapshots = description.snapshots;
   if (core['format-specific'] !== undefined) info['format-specific'] = core['format-specific'];
   return info;
 }
@@ -87,6 +90,24 @@ function dumpValue(value: unknown, level: number): string {
   return String(value);
 }
 
+const pad2 = (n: number): string => String(n).padStart(2, '0');
+
+/** One row of QEMU's bdrv_snapshot_dump(): the date in local time, the VM clock as h:m:s.ms. */
+function snapshotRow(sn: SnapshotInfo): string {
+  const d = new Date(sn['date-sec'] * 1000);
+  const date = `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+  const secs = sn['vm-clock-sec'];
+  const clock = `${pad2(Math.floor(secs / 3600))}:${pad2(Math.floor(secs / 60) % 60)}:${pad2(secs % 60)}.${String(Math.floor(sn['vm-clock-nsec'] / 1e6)).padStart(3, '0')}`;
+  const icount = sn.icount === undefined ? '' : String(sn.icount);
+  return `${sn.id.padEnd(9)} ${sn.name.padEnd(16)} ${sizeToStr(sn['vm-state-size']).padStart(8)}${date.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}\n`;
+}
+
+/** qemu-img info's snapshot list (bdrv_snapshot_dump's header, then a row per snapshot). */
+function snapshotList(snapshots: readonly SnapshotInfo[]): string {
+  const header = `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}\n`;
+  return `Snapshot list:\n${header}${snapshots.map(snapshotRow).join('')}`;
+}
+
 /** QEMU's bdrv_image_info_dump() of one image. */
 function formatOne(info: QemuImageInfo): string {
   const actual = info['actual-size'] === undefined ? 'unavailable' : sizeToStr(info['actual-size']);
@@ -104,6 +125,7 @@ function formatOne(info: QemuImageInfo): string {
     text += `backing file: ${backing}${note}\n`;
     if (info['backing-filename-format'] !== undefined) text += `backing file format: ${info['backing-filename-format']}\n`;
   }
+  if (info.snapshots !== undefined) text += snapshotList(info.snapshots);
   const specific = info['format-specific'];
   if (specific !== undefined) {
     text += 'Format specific information:\n';

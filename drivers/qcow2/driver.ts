@@ -108,6 +108,7 @@ async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
   if (!image.explicitBacking) description.filename = image.name;
   if (image.backingName !== undefined) description.backingFilename = image.backingName;
   if (image.backingFormat !== undefined) description.backingFormat = image.backingFormat;
+  if (image.snapshots.infos.length > 0) description.snapshots = image.snapshots.infos;
   return description;
 }
 

@@ -1,9 +1,11 @@
 /** describeImage / imageInfoList against `qemu-img info`, and backing chains (cow; qcow2 once registered). */
 import { execFile } from 'node:child_process';
+import { open } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
 import type { ImageCreator } from '../../../core/block/image-creator.js';
+import { imageInfo } from '../../../core/block/node-info.js';
 import { withImage } from '../../../core/image-tools/image-access.js';
 import { formatInfoHuman, formatInfoJson, imageInfoList } from '../../../core/image-tools/info.js';
 import { TOKENS } from '../../../core/tokens.js';
@@ -115,5 +117,47 @@ test('a qcow2 backing chain: the stored backing names, as qemu-img info shows th
     t.is(formatInfoJson(list, true), (await run('qemu-img', ['info', '--output=json', '--backing-chain', '-f', 'qcow2', top])).stdout);
     t.is(formatInfoHuman(list), (await run('qemu-img', ['info', '--backing-chain', '-f', 'qcow2', top])).stdout);
     t.is(formatInfoJson(list.slice(0, 1), false), (await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', top])).stdout);
+  }
+});
+
+test('qcow2 internal snapshots: listed as qemu-img info lists them (JSON and text), v3 and v2, and in the node info QMP shows', async (t) => {
+  if (!QCOW2_REGISTERED || !requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await tempDir(t);
+  const layer = await toolLayer();
+  t.teardown(() => layer.close());
+  for (const compat of ['1.1', '0.10']) {
+    const image = join(dir, `snap-${compat}.qcow2`);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `compat=${compat}`, image, '8M']);
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 64k', image]);
+    await run('qemu-img', ['snapshot', '-c', 'first', image]);
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 2 0 64k', image]);
+    await run('qemu-img', ['snapshot', '-c', 'a longer snapshot name', image]);
+    // What a VM's snapshot has and qemu-img cannot make: a VM state size, a VM clock of 1:02:05.123 and an icount (none in the v2 one).
+    const file = await open(image, 'r+');
+    try {
+      const header = Buffer.alloc(72);
+      await file.read(header, 0, 72, 0);
+      const entry = Number(header.readBigUInt64BE(64));
+      const fields = Buffer.alloc(40);
+      await file.read(fields, 0, 40, entry);
+      fields.writeBigUInt64BE(3725_123_456_789n, 24);
+      fields.writeUInt32BE(5 << 20, 32);
+      await file.write(fields, 0, 40, entry);
+      // The extra data (24 bytes, qemu-img writes them for v2 too): the 64-bit VM state size, which wins, and the icount.
+      const extra = Buffer.alloc(24);
+      await file.read(extra, 0, 24, entry + 40);
+      extra.writeBigUInt64BE(7n << 30n, 0);
+      extra.writeBigUInt64BE(compat === '1.1' ? 77n : 0xffffffffffffffffn, 16);
+      await file.write(extra, 0, 24, entry + 40);
+    } finally {
+      await file.close();
+    }
+    const list = await withImage(layer, { filename: image, format: 'qcow2' }, { readOnly: true }, (node) => imageInfoList(node, false));
+    const json = (await run('qemu-img', ['info', '--output=json', '-f', 'qcow2', image])).stdout;
+    t.is(formatInfoJson(list, false), json, `compat=${compat}: JSON`);
+    t.is(formatInfoHuman(list), (await run('qemu-img', ['info', '-f', 'qcow2', image])).stdout, `compat=${compat}: text`);
+    t.is((JSON.parse(json) as { snapshots: unknown[] }).snapshots.length, 2);
+    const shown = await withImage(layer, { filename: image, format: 'qcow2' }, { readOnly: true }, (node) => imageInfo(node, false));
+    t.deepEqual(shown.snapshots, (JSON.parse(json) as { snapshots: unknown }).snapshots, `compat=${compat}: query-named-block-nodes' image`);
   }
 });
