@@ -225,9 +225,10 @@ export class QapiValidator {
       return `Parameter '${path.bare}' does not accept value '${String(value)}'`;
     }
     const integer = TypeGuard.IsInteger(s);
-    const expects = annotations(s).qapiExpects;
-    // QEMU's uint64 visitor words a value of the wrong JSON type as a bad value.
-    if (integer && expects === 'uint64' && !Number.isInteger(value)) return `Parameter '${path.full}' expects uint64`;
+    const { qapiExpects: expects, qapiType } = annotations(s);
+    // QEMU visits every unsigned type through its uint64 visitor, which words a value of the wrong JSON type as a bad value.
+    const unsigned = expects === 'uint64' || (qapiType !== undefined && UNSIGNED_TYPES.has(qapiType));
+    if (integer && unsigned && !Number.isInteger(value)) return `Parameter '${path.full}' expects uint64`;
     if (kind !== undefined && jsonKind(value) !== kind) return typeError(path, integer ? 'integer' : kind);
     if (integer && !Number.isInteger(value)) return typeError(path, 'integer');
     const first = Value.Errors(s, this.references, value).First();
@@ -235,6 +236,8 @@ export class QapiValidator {
     return `Parameter '${path.full}' expects ${expects ?? first.message.toLowerCase()}`;
   }
 }
+
+const UNSIGNED_TYPES = new Set(['uint8', 'uint16', 'uint32', 'uint64']);
 
 function typeError(path: MemberPath, expected: string, name = path.full): string {
   return `Invalid parameter type for '${name}', expected: ${expected}`;

@@ -10,6 +10,9 @@ export const PreallocMode = Qapi.enum('PreallocMode', ['off', 'falloc', 'full'])
 export const fileOptions = Qapi.struct('BlockdevOptionsFile', {
   filename: Qapi.str({ description: 'path of the image: a regular file or a block device' }),
   aio: Qapi.optional({ ...BlockdevAioOptions, description: 'AIO backend (a thread pool)', default: 'threads' }),
+  'aio-max-batch': Qapi.optional(
+    Qapi.int({ description: "requests batched into one submission by Linux AIO and io_uring; accepted, as QEMU's threads backend does, and without effect", default: 0 }),
+  ),
 });
 
 export type FileOptions = Static<typeof fileOptions>;

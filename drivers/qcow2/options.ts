@@ -10,6 +10,9 @@ import { Qapi, type Static } from '../../core/schema/qapi.js';
 export const Qcow2OverlapCheckMode = Qapi.enum('Qcow2OverlapCheckMode', ['none', 'constant', 'cached', 'all']);
 export type OverlapMode = Static<typeof Qcow2OverlapCheckMode>;
 
+/** The cache sizes are QAPI ints that QEMU reads as QemuOpts sizes: a negative one is refused in those words. */
+const CACHE_BYTES = { minimum: 0, qapiExpects: 'a non-negative number below 2^64' };
+
 export const qcow2Options = Qapi.struct('BlockdevOptionsQcow2', {
   file: { ...BlockdevRef, description: 'the node holding the image: a node name, or the options of a new node' },
   backing: Qapi.optional({
@@ -40,22 +43,23 @@ export const qcow2Options = Qapi.struct('BlockdevOptionsQcow2', {
     default: 'cached',
   }),
   'cache-size': Qapi.optional(
-    Qapi.int({ minimum: 0, description: 'combined maximum of the L2 table and refcount block caches, in bytes' }),
+    Qapi.int({ ...CACHE_BYTES, description: 'combined maximum of the L2 table and refcount block caches, in bytes' }),
   ),
   'l2-cache-size': Qapi.optional(
-    Qapi.int({ minimum: 0, description: 'maximum L2 table cache size in bytes; default: enough for the whole image, at most 32 MiB' }),
+    Qapi.int({ ...CACHE_BYTES, description: 'maximum L2 table cache size in bytes; default: enough for the whole image, at most 32 MiB' }),
   ),
   'l2-cache-entry-size': Qapi.optional(
     Qapi.int({
-      minimum: 0,
+      ...CACHE_BYTES,
       description: 'bytes per L2 cache entry: a power of two from 512 to the cluster size; default: the cluster size, or 4 KiB when the cache cannot hold every table',
     }),
   ),
   'refcount-cache-size': Qapi.optional(
-    Qapi.int({ minimum: 0, description: 'maximum refcount block cache size in bytes; default: 4 clusters' }),
+    Qapi.int({ ...CACHE_BYTES, description: 'maximum refcount block cache size in bytes; default: 4 clusters' }),
   ),
   'cache-clean-interval': Qapi.optional(
-    Qapi.int({ minimum: 0, description: 'seconds after which unused cache entries are dropped; 0: never', default: 600 }),
+    // A negative one is, as a C unsigned, too big (buildImage says so, as QEMU does).
+    Qapi.int({ description: 'seconds after which unused cache entries are dropped; 0: never', default: 600 }),
   ),
 });
 

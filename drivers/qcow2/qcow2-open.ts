@@ -114,7 +114,7 @@ export function buildImage(p: ImageParams): Qcow2Image {
   const g = geometry(p.header.clusterBits, p.header.refcountOrder);
   const sizes = cacheSizes(p.options, g.clusterSize, p.size);
   const interval = p.options['cache-clean-interval'] ?? 600;
-  if (interval > UINT_MAX) throw new BlockLayerError('Cache clean interval too big');
+  if (interval < 0 || interval > UINT_MAX) throw new BlockLayerError('Cache clean interval too big');
   const lazy = p.options['lazy-refcounts'] ?? (p.header.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n;
   if (lazy && p.header.version < 3) {
     throw new BlockLayerError('Lazy refcounts require a qcow2 image with at least qemu 1.1 compatibility level');

@@ -35,7 +35,7 @@ function nodeSummary(reply: QmpMessage): unknown {
   return nodes.sort((a, b) => String(a['node-name']).localeCompare(String(b['node-name'])));
 }
 
-function script(image: string): Step[] {
+function script(image: string, qcow2: string): Step[] {
   const add = (args: Record<string, unknown>): Step => ({ execute: 'blockdev-add', arguments: args });
   return [
     { execute: 'query-named-block-nodes', arguments: { flat: true }, normalise: nodeSummary },
@@ -85,6 +85,16 @@ function script(image: string): Step[] {
     { execute: 'blockdev-del', arguments: { 'node-name': 'win' } },
     { execute: 'blockdev-del', arguments: { 'node-name': 'n0' } },
     { execute: 'blockdev-del', arguments: { 'node-name': 'rw-over-ro' } },
+    // Unsigned members of the wrong JSON type: QEMU visits them all as uint64, and words that as a bad value.
+    { execute: 'block-dirty-bitmap-add', arguments: { node: 'disk0', name: 'b', granularity: true } },
+    { execute: 'block-dirty-bitmap-add', arguments: { node: 'disk0', name: 'b', granularity: 1.5 } },
+    { execute: 'block-dirty-bitmap-add', arguments: { node: 'disk0', name: 'b', granularity: -1 } },
+    { execute: 'nbd-server-start', arguments: { addr: { type: 'unix', data: { path: 'x' } }, 'max-connections': 'x' } },
+    add({ driver: 'file', 'node-name': 'batch', filename: image, 'read-only': true, 'aio-max-batch': 5 }),
+    { execute: 'blockdev-del', arguments: { 'node-name': 'batch' } },
+    // qcow2's cache options, which QEMU reads through QemuOpts: a negative size, a negative interval.
+    add({ driver: 'qcow2', 'node-name': 'q', file: { driver: 'file', filename: qcow2 }, 'read-only': true, 'l2-cache-size': -1 }),
+    add({ driver: 'qcow2', 'node-name': 'q', file: { driver: 'file', filename: qcow2 }, 'read-only': true, 'cache-clean-interval': -1 }),
     { execute: 'query-named-block-nodes', arguments: { flat: true }, normalise: nodeSummary },
     { execute: 'query-named-block-nodes', arguments: { flat: 'yes' } },
     { execute: 'qmp_capabilities' },
@@ -110,8 +120,10 @@ test('blockdev-add, blockdev-del and query-named-block-nodes answer as qemu-stor
   const dir = await tempDir(t, 'blocklayer-parity-');
   const image = join(dir, 'disk.raw');
   execFileSync('qemu-img', ['create', '-f', 'raw', image, '16M']);
+  const qcow2 = join(dir, 'disk.qcow2');
+  execFileSync('qemu-img', ['create', '-f', 'qcow2', qcow2, '16M']);
   const args = ['--blockdev', `driver=file,node-name=f0,filename=${image}`, '--blockdev', '{"driver":"raw","node-name":"disk0","file":"f0"}'];
-  const steps = script(image);
+  const steps = script(image, qcow2);
   // Registered after tempDir's, so these run first: both daemons have exited before the image is removed.
   const qemu = await startDaemon('qemu', args);
   t.teardown(() => qemu.stop());
