@@ -63,6 +63,7 @@ const READ_ONLY_FALLBACK = new Set(['EACCES', 'EPERM', 'EROFS']);
  */
 async function fileOpen(ctx: DriverOpenContext<FileOptions>): Promise<FileState> {
   const { filename } = ctx.options;
+  if (filename === '') throw new BlockLayerError("The 'file' block driver requires a file name");
   // O_NONBLOCK so that a FIFO is refused below instead of blocking open().
   const mode = (readOnly: boolean) => (readOnly ? constants.O_RDONLY : constants.O_RDWR) | constants.O_NONBLOCK;
   let handle: FileHandle;

@@ -42,6 +42,7 @@ function script(image: string, qcow2: string): Step[] {
     add({ driver: 'foo', 'node-name': 'x' }),
     add({ 'node-name': 'x' }),
     add({ driver: 'file', 'node-name': 'x' }),
+    add({ driver: 'file', 'node-name': 'x', filename: '' }),
     add({ driver: 'file', 'node-name': 'x', filename: '/nonexistent/a' }),
     add({ driver: 'file', 'node-name': 'x', filename: '/tmp' }),
     add({ driver: 'file', 'node-name': 'f0', filename: image }),
