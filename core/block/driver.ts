@@ -129,7 +129,6 @@ export interface DriverBlockdevCreateContext<B> {
   checkNotOpen(filename: string): Promise<void>;
 }
 
-/** Extra facts for query-named-block-nodes, in QEMU's ImageInfo terms. */
 /** An internal snapshot as qemu-img info lists it (QEMU's SnapshotInfo, members in QAPI order). */
 export interface SnapshotInfo {
   id: string;
@@ -143,6 +142,7 @@ export interface SnapshotInfo {
   icount?: number;
 }
 
+/** Extra facts for query-named-block-nodes, in QEMU's ImageInfo terms. */
 export interface NodeDescription {
   /** Set by protocol drivers: the file name or URI. Format drivers inherit the child's. */
   filename?: string;
