@@ -27,4 +27,5 @@ export const LINKED_PLUGINS: LinkedPluginModules = new Map<string, () => Promise
   ['./plugins/dirty-bitmap', () => import('../plugins/dirty-bitmap/index.js')],
   ['./plugins/blockdev-snapshot', () => import('../plugins/blockdev-snapshot/index.js')],
   ['./plugins/nbd-server', () => import('../plugins/nbd-server/index.js')],
+  ['./plugins/write-threshold', () => import('../plugins/write-threshold/index.js')],
 ]);

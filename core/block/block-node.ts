@@ -63,6 +63,13 @@ export class BlockNode implements NodeParent {
     drainEnd: new SyncHook<[BlockNode]>(['node'], 'drainEnd'),
   });
 
+  /**
+   * QEMU's write_threshold_offset: a write or discard that ends past it
+   * sends BLOCK_WRITE_THRESHOLD once, and clears it (the write-threshold
+   * plugin); 0 is none. query-named-block-nodes shows it.
+   */
+  writeThreshold = 0;
+
   /** Edges from this node to its children, by role ('file', 'backing' …). */
   readonly children = new Map<string, NodeEdge>();
   /** Edges pointing at this node: parent nodes, backends, jobs, exports. */

@@ -140,7 +140,7 @@ export async function blockDeviceInfo(
     iops_wr: 0,
     image: await imageInfo(node, !flat, next),
     cache: { writeback: true, direct: false, 'no-flush': node.settings.noFlush },
-    write_threshold: 0,
+    write_threshold: node.writeThreshold,
   };
   if (backing !== undefined) info.backing_file = await nodeFilename(backing.node);
   if (dirtyBitmaps !== undefined) info['dirty-bitmaps'] = dirtyBitmaps;
