@@ -64,10 +64,13 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     await layer.close();
     throw error;
   }
+  // As qemu-storage-daemon, it runs until told to stop, even with nothing else to wait for (no monitor, no export).
+  const keepAlive = setInterval(() => undefined, 2 ** 31 - 1);
   let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
+    clearInterval(keepAlive);
     await layer.close();
     if (options.pidfile !== undefined) await rm(options.pidfile, { force: true });
     for (const path of qmp) await rm(path, { force: true });

@@ -6,6 +6,7 @@ import test, { type ExecutionContext } from 'ava';
 import { QmpClient } from '../../core/qmp/qmp-client.js';
 import { type CommandResult, commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand, ROOT } from '../helpers/daemons.js';
+import { requirePeer } from '../helpers/peers.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
 function cli(args: string[], cwd = ROOT): Promise<CommandResult> {
@@ -64,9 +65,29 @@ test('startup errors name the option, the value and the cause; exit code 1', asy
   );
   const bad = await cli(['daemon', '--blockdev', 'driver=null-co,node-name=n,size=1x']);
   t.is(bad.code, 1);
-  t.is(bad.stderr.trim(), "blocklayer: --blockdev driver=null-co,node-name=n,size=1x: Parameter 'size' expects size");
+  t.is(bad.stderr.trim(), "blocklayer: --blockdev driver=null-co,node-name=n,size=1x: Parameter 'size' expects integer");
   const monitor = await cli(['daemon', '--monitor', 'chardev=nope']);
   t.is(monitor.stderr.trim(), 'blocklayer: chardev "nope" not found');
+});
+
+test('with nodes only (no monitor, no export) the daemon runs until SIGTERM, then exits 0, as qemu-storage-daemon', async (t) => {
+  const kinds = requirePeer(t, 'qemu-storage-daemon') ? (['qemu', 'ours'] as const) : [];
+  const dir = await tempDir(t, 'blocklayer-e2e-');
+  for (const kind of kinds) {
+    // The pid file is written once start-up is complete (the daemon has its signal handlers then).
+    const pidfile = join(dir, `${kind}.pid`);
+    const args = ['--blockdev', 'driver=null-co,node-name=n0', '--pidfile', pidfile];
+    const [command, argv] = kind === 'qemu' ? ['qemu-storage-daemon', args] : blocklayerCommand(['daemon', ...args]);
+    const child = spawn(command, argv, { cwd: ROOT, stdio: 'ignore' });
+    reap(t, child);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    await Promise.race([exited, waitFor(pidfile)]);
+    // A daemon that would end by itself, once started, ends within this.
+    const early = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve('running'), 1000))]);
+    t.is(early, 'running', `${kind}: still running`);
+    child.kill('SIGTERM');
+    t.is(await exited, 0, `${kind}: exit code after SIGTERM`);
+  }
 });
 
 test('--daemonize returns once the daemon serves, and the daemon keeps running', async (t) => {
