@@ -101,6 +101,30 @@ export class QmpJsonLexer {
     }
   }
 
+  /**
+   * The end of the input (QEMU's json_lexer_flush): a number or keyword in
+   * progress ends there; any other token in progress is an error, reported
+   * as it stands.
+   */
+  flush(): void {
+    switch (this.#state) {
+      case State.Start:
+      case State.Recovery:
+        this.#state = State.Start;
+        return;
+      case State.Zero:
+      case State.Digits:
+        return this.#emit(JsonTokenKind.Integer);
+      case State.Fraction:
+      case State.Exponent:
+        return this.#emit(JsonTokenKind.Float);
+      case State.Keyword:
+        return this.#emit(JsonTokenKind.Keyword);
+      default:
+        return this.#emit(JsonTokenKind.Error);
+    }
+  }
+
   /** Advances the state machine by one byte; false when the byte must be read again. */
   #step(c: number): boolean {
     switch (this.#state) {

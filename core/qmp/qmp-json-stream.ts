@@ -59,6 +59,12 @@ export class QmpJsonStream {
     this.#lexer.feed(chunk);
   }
 
+  /** The end of the input (QEMU's json_message_parser_flush): a message still open ends there, as an error. */
+  flush(): void {
+    this.#lexer.flush();
+    if (this.#tokenCount > 0) this.#end(this.#parser.finish());
+  }
+
   #token(kind: JsonTokenKind, text: Buffer): void {
     switch (kind) {
       case JsonTokenKind.LeftCurly:

@@ -6,6 +6,7 @@
  */
 import type { TSchema } from '@sinclair/typebox';
 import { BlockLayerError } from '../errors.js';
+import { QmpJsonStream } from '../qmp/qmp-json-stream.js';
 import { parseKeyval } from './keyval-parse.js';
 import { typeKeyval } from './keyval-typing.js';
 import type { QapiValidator } from './qapi-validator.js';
@@ -29,19 +30,22 @@ export function parseJsonOrKeyval(text: string, schema: TSchema, validator: Qapi
 }
 
 /**
- * JSON.parse, worded as QEMU for the two mistakes a shell makes most: text
- * cut off (Node stops at its end) and text after the object.
+ * QEMU's qobject_from_json(): the text through the same lexer and parser as
+ * QMP input, so that a mistake reads as QEMU words it (`JSON parse error,
+ * stray '…'`, `missing : in object pair`, `premature EOI`); the first error
+ * wins, and anything after the first value is `Expecting at most one JSON
+ * value`.
  */
 function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
-    const position = /at position (\d+)/.exec(reason)?.[1];
-    if (reason.includes('after JSON')) throw new BlockLayerError('Expecting at most one JSON value');
-    if (reason.includes('end of JSON input') || Number(position) >= text.trimEnd().length) {
-      throw new BlockLayerError('JSON parse error, premature EOI');
-    }
-    throw new BlockLayerError(`JSON parse error, ${reason}`);
-  }
+  let outcome: { value: unknown } | { error: string } | undefined;
+  const consume = (next: { value: unknown } | { error: string }): void => {
+    if (outcome !== undefined && 'value' in outcome) outcome = { error: 'Expecting at most one JSON value' };
+    else outcome ??= next;
+  };
+  const stream = new QmpJsonStream({ value: (value) => consume({ value }), error: (error) => consume({ error }) });
+  stream.push(Buffer.from(text, 'utf8'));
+  stream.flush();
+  if (outcome === undefined) throw new BlockLayerError('JSON parse error, premature EOI');
+  if ('error' in outcome) throw new BlockLayerError(outcome.error);
+  return outcome.value;
 }

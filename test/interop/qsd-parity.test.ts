@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import test from 'ava';
 import { QmpClient, type QmpMessage } from '../../core/qmp/qmp-client.js';
-import { startDaemon } from '../helpers/daemons.js';
+import { commandResult } from '../helpers/command-result.js';
+import { blocklayerCommand, startDaemon } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
 import { tempDir } from '../helpers/temp-dir.js';
 
@@ -133,5 +134,26 @@ test('blockdev-add, blockdev-del and query-named-block-nodes answer as qemu-stor
   const [expected, actual] = await Promise.all([converse(qemu.socket, steps), converse(ours.socket, steps)]);
   for (const [i, step] of steps.entries()) {
     t.deepEqual(actual[i], expected[i], `${step.execute} ${JSON.stringify(step.arguments ?? {})}`);
+  }
+});
+
+test('--blockdev JSON that does not parse: the same message as qemu-storage-daemon, from the same lexer and parser as QMP', async (t) => {
+  if (!requirePeer(t, 'qemu-storage-daemon')) return;
+  const texts = [
+    '{"driver":"raw","file":{"driver","filename":"x"}}',
+    '{"driver":"raw","file"r":"file"}}',
+    '{"driver":"null-co","node-name":"n0"',
+    '{"driver":"null-co","node-name":"n0"} x',
+    '{"driver":"null-co","node-name":"n0","size":1.',
+    '{"driver":"null-co","node-name":"n0","size":tru',
+  ];
+  const [command, argv] = blocklayerCommand(['daemon']);
+  for (const text of texts) {
+    const [theirs, ours] = await Promise.all([
+      commandResult('qemu-storage-daemon', ['--blockdev', text]),
+      commandResult(command, [...argv, '--blockdev', text]),
+    ]);
+    t.is(ours.code, theirs.code, text);
+    t.is(ours.stderr.replace(/^blocklayer: /, ''), theirs.stderr.replace(/^qemu-storage-daemon: /, ''), text);
   }
 });
