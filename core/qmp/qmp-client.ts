@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { deferred, type Deferred } from '../util/deferred.js';
 import type { QmpAddress } from './qmp-server.js';
+import { unixSocketPath } from '../util/unix-socket-path.js';
 
 export type QmpMessage = Record<string, unknown>;
 
@@ -34,7 +35,7 @@ export class QmpClient {
   /** Connects and reads the greeting; with `negotiate`, also sends qmp_capabilities. */
   static async connect(address: QmpAddress | string, options: { negotiate?: boolean } = {}): Promise<QmpClient> {
     const target = typeof address === 'string' ? { type: 'unix' as const, path: address } : address;
-    const socket = target.type === 'unix' ? net.connect(target.path) : net.connect(target.port, target.host);
+    const socket = target.type === 'unix' ? net.connect(unixSocketPath(target.path)) : net.connect(target.port, target.host);
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);

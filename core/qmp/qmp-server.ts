@@ -13,6 +13,7 @@ import { formatQemuJson } from '../util/qemu-json.js';
 import { Mutex } from '../util/mutex.js';
 import type { CommandRegistry } from './command-registry.js';
 import { QmpSession, type QmpVersion } from './qmp-session.js';
+import { unixSocketPath } from '../util/unix-socket-path.js';
 
 export type QmpAddress = { type: 'unix'; path: string } | { type: 'inet'; host: string; port: number };
 
@@ -58,7 +59,7 @@ export class QmpServer {
     if (address.type === 'unix') await removeStaleSocket(address.path);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      if (address.type === 'unix') server.listen(address.path, resolve);
+      if (address.type === 'unix') server.listen(unixSocketPath(address.path), resolve);
       else server.listen(address.port, address.host, resolve);
     });
     this.listeners.push(server);

@@ -14,6 +14,7 @@ import type { TlsCreds } from '../../core/objects/user-object.js';
 import { deferred } from '../../core/util/deferred.js';
 import { BlockLayerError } from '../../core/errors.js';
 import type { NbdServerAddress } from './options.js';
+import { unixSocketPath } from '../../core/util/unix-socket-path.js';
 
 /** The text QEMU prints for a failed connect (strerror), when Node gives a known code. */
 const CONNECT_ERRORS: Record<string, string> = {
@@ -67,7 +68,7 @@ export class NbdChannel {
     return new Promise((resolve, reject) => {
       let socket: Socket;
       if (server.type === 'unix') {
-        socket = connect({ path: server.path });
+        socket = connect({ path: unixSocketPath(server.path) });
       } else {
         const port = Number(server.port);
         if (!/^\d+$/.test(server.port) || port > 65535) {

@@ -11,6 +11,7 @@ import { lstat, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import { BlockLayerError, type Errno, strerror } from '../../core/errors.js';
+import { unixSocketPath } from '../../core/util/unix-socket-path.js';
 
 /** Where to listen, resolved from either address form. */
 export type ListenAddress =
@@ -112,7 +113,7 @@ async function bindUnix(server: net.Server, address: Extract<ListenAddress, { ty
   const parent = address.abstract ? undefined : await stat(dirname(path)).catch((error: NodeJS.ErrnoException) => error);
   const reason = parent instanceof Error ? parent : parent?.isDirectory() === false ? Object.assign(new Error(), { code: 'ENOTDIR' }) : undefined;
   if (reason !== undefined) throw new BlockLayerError(`Failed to bind socket to ${address.path}: ${errnoText(reason)}`);
-  await bind(server, { path }, (error) => `Failed to bind socket to ${address.path}: ${errnoText(error)}`);
+  await bind(server, { path: unixSocketPath(path) }, (error) => `Failed to bind socket to ${address.path}: ${errnoText(error)}`);
 }
 
 async function bindInet(server: net.Server, address: Extract<ListenAddress, { type: 'inet' }>): Promise<void> {
