@@ -69,9 +69,31 @@ export function toBlockIoError(error: unknown): BlockIoError {
   return new BlockIoError('EIO', error instanceof Error ? error.message : String(error));
 }
 
+/** glibc's texts for the other errnos opening files and sockets fails with (messages only: requests keep EIO for them). */
+const otherErrnoMessages: Readonly<Record<string, string>> = {
+  ENXIO: 'No such device or address',
+  ENODEV: 'No such device',
+  ENOTDIR: 'Not a directory',
+  ENAMETOOLONG: 'File name too long',
+  ELOOP: 'Too many levels of symbolic links',
+  EMFILE: 'Too many open files',
+  ENFILE: 'Too many open files in system',
+  ETXTBSY: 'Text file busy',
+  EEXIST: 'File exists',
+  EAGAIN: 'Resource temporarily unavailable',
+  EBADF: 'Bad file descriptor',
+  EDQUOT: 'Disk quota exceeded',
+  ENOSYS: 'Function not implemented',
+  EPIPE: 'Broken pipe',
+  ECONNREFUSED: 'Connection refused',
+  ECONNRESET: 'Connection reset by peer',
+};
+
 /** The strerror text for a node:fs error, falling back to its message. */
 export function systemErrorText(error: unknown): string {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   if (isErrno(code)) return strerror(code);
+  const other = code === undefined ? undefined : otherErrnoMessages[code];
+  if (other !== undefined) return other;
   return error instanceof Error ? error.message : String(error);
 }

@@ -6,6 +6,7 @@
  * same way.
  */
 import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 import { join } from 'node:path';
 import test from 'ava';
 import { QmpClient, type QmpMessage } from '../../core/qmp/qmp-client.js';
@@ -36,7 +37,7 @@ function nodeSummary(reply: QmpMessage): unknown {
   return nodes.sort((a, b) => String(a['node-name']).localeCompare(String(b['node-name'])));
 }
 
-function script(image: string, qcow2: string): Step[] {
+function script(image: string, qcow2: string, socket: string): Step[] {
   const add = (args: Record<string, unknown>): Step => ({ execute: 'blockdev-add', arguments: args });
   return [
     { execute: 'query-named-block-nodes', arguments: { flat: true }, normalise: nodeSummary },
@@ -44,6 +45,7 @@ function script(image: string, qcow2: string): Step[] {
     add({ 'node-name': 'x' }),
     add({ driver: 'file', 'node-name': 'x' }),
     add({ driver: 'file', 'node-name': 'x', filename: '' }),
+    add({ driver: 'file', 'node-name': 'x', filename: socket }),
     add({ driver: 'file', 'node-name': 'x', filename: '/nonexistent/a' }),
     add({ driver: 'file', 'node-name': 'x', filename: '/tmp' }),
     add({ driver: 'file', 'node-name': 'f0', filename: image }),
@@ -125,7 +127,12 @@ test('blockdev-add, blockdev-del and query-named-block-nodes answer as qemu-stor
   const qcow2 = join(dir, 'disk.qcow2');
   execFileSync('qemu-img', ['create', '-f', 'qcow2', qcow2, '16M']);
   const args = ['--blockdev', `driver=file,node-name=f0,filename=${image}`, '--blockdev', '{"driver":"raw","node-name":"disk0","file":"f0"}'];
-  const steps = script(image, qcow2);
+  // A Unix socket is no file to open: ENXIO.
+  const listening = net.createServer();
+  const socket = join(dir, 'listening.sock');
+  await new Promise<void>((resolve) => listening.listen(socket, resolve));
+  t.teardown(() => void listening.close());
+  const steps = script(image, qcow2, socket);
   // Registered after tempDir's, so these run first: both daemons have exited before the image is removed.
   const qemu = await startDaemon('qemu', args);
   t.teardown(() => qemu.stop());
