@@ -5,7 +5,8 @@
  * CommonJS file, BUILD/bundle/blocklayer.cjs: Node then loads one module
  * instead of some 250, and V8 can cache its compiled code, which an ES
  * module cannot have in Node 20. BUILD/bundle/blocklayer.js, the CLI's
- * entry, is bin/bundle-launcher.ts: it runs the bundle from that cache.
+ * entry, is bin/bundle-launcher.ts, also as CommonJS: it runs the bundle
+ * from that cache, which it names by the bundle's hash.
  * The files sit two levels down, as the compiled modules that locate files
  * by import.meta.url do. Then the cache is primed: a conversion of a small
  * image, so that it holds the code the image tools run.
@@ -13,7 +14,8 @@
  *   node scripts/bundle-cli.mjs [BUILD]      (default: build)
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
@@ -52,13 +54,18 @@ await build({
   plugins: [launcherImport],
 });
 if (!importReplaced) throw new Error('bundle-cli: core/plugin/import-module.js was not bundled, so the bundle could not load plugins from disk');
+// The launcher names the code cache by the bundle's hash, worked out here rather than on every run.
+const bundleHash = createHash('sha256').update(readFileSync(resolve(bundleDir, 'blocklayer.cjs'))).digest('hex').slice(0, 16);
 await build({
   ...common,
   entryPoints: [resolve(out, 'bin', 'bundle-launcher.js')],
   outfile: resolve(bundleDir, 'blocklayer.js'),
-  format: 'esm',
-  banner: { js: '#!/usr/bin/env node' },
+  format: 'cjs',
+  define: { 'import.meta.url': 'blocklayerLauncherUrl', BLOCKLAYER_BUNDLE_HASH: JSON.stringify(bundleHash) },
+  banner: { js: "#!/usr/bin/env node\nconst blocklayerLauncherUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
+// CommonJS, as the launcher is built: the package around it is "type": "module".
+writeFileSync(resolve(bundleDir, 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);
 chmodSync(resolve(bundleDir, 'blocklayer.js'), 0o755);
 
 const scratch = mkdtempSync(join(tmpdir(), 'blocklayer-prime-'));

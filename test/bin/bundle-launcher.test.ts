@@ -18,7 +18,7 @@ import { tempDir } from '../helpers/temp-dir.js';
 
 const run = promisify(execFile);
 const BUILT = join(ROOT, 'build', 'bundle');
-const FILES = ['blocklayer.js', 'blocklayer.cjs'];
+const FILES = ['blocklayer.js', 'blocklayer.cjs', 'package.json'];
 
 const digest = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
