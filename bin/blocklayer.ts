@@ -13,6 +13,7 @@ import { daemonCommand } from './commands/daemon.js';
 import { infoCommand } from './commands/info.js';
 import { mapCommand } from './commands/map.js';
 import { qmpCommand } from './commands/qmp.js';
+import { rebaseCommand } from './commands/rebase.js';
 
 const program = new Command('blocklayer')
   .description('a block layer for Node.js that speaks QEMU\'s QMP')
@@ -27,6 +28,7 @@ mapCommand(program);
 checkCommand(program);
 compareCommand(program);
 convertCommand(program);
+rebaseCommand(program);
 bitmapCommand(program);
 benchCommand(program);
 

@@ -29,3 +29,17 @@ export function firstDifferentSector(a: Buffer, b: Buffer): number {
   }
   return -1;
 }
+
+/**
+ * QEMU's compare_buffers from byte `from` (a multiple of 512): whether its
+ * first sector differs between `a` and `b`, and how long (in whole sectors,
+ * or to the end) the run of sectors that all differ, or all match, is.
+ */
+export function sameSectorsRun(a: Buffer, b: Buffer, from: number): { differ: boolean; length: number } {
+  const sector = (at: number): boolean => !a.subarray(at, at + SECTOR).equals(b.subarray(at, at + SECTOR));
+  const differ = sector(from);
+  if (!differ && a.subarray(from).equals(b.subarray(from))) return { differ, length: a.length - from };
+  let at = from + SECTOR;
+  while (at < a.length && sector(at) === differ) at += SECTOR;
+  return { differ, length: Math.min(at, a.length) - from };
+}

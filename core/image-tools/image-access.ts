@@ -49,6 +49,8 @@ export interface OpenImageOptions {
   exitCode?: number;
   /** Opened for qemu-img check: the driver opens damaged or dirty images as far as checking needs. */
   check?: boolean;
+  /** Without the backing chain the image names (`backing: null`; QEMU's BDRV_O_NO_BACKING), for formats that have one. */
+  noBacking?: boolean;
 }
 
 export function errorText(error: unknown): string {
@@ -87,9 +89,11 @@ export async function openImage(layer: BlockLayer, image: ImageRef, options: Ope
   const fail = (message: string): never => {
     throw new ImageToolError(`Could not open '${image.filename}': ${message}`, options.exitCode ?? 1);
   };
-  if (layer.drivers.get(image.format) === undefined) fail(`Unknown driver '${image.format}'`);
+  const driver = layer.drivers.get(image.format);
+  if (driver === undefined) fail(`Unknown driver '${image.format}'`);
   try {
     const node: Record<string, unknown> & { driver: string } = { ...imageOptions(layer, image), 'read-only': options.readOnly };
+    if (options.noBacking && driver?.children?.some((child) => child.name === 'backing') === true) node.backing = null;
     // The protocol child unmaps anyway (the graph's inherited default, as QEMU's).
     if (options.unmap) node.discard = 'unmap';
     if (options.noFlush) node.cache = { 'no-flush': true };

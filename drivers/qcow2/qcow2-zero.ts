@@ -78,9 +78,9 @@ async function rewriteClusters(image: Qcow2Image, first: number, count: number, 
 /** v3 zeroing (zero_in_l2_slice): the zero flag, dropping the host cluster if compressed or unmapping. */
 function zeroRewrite(image: Qcow2Image, mayUnmap: boolean): Rewrite {
   return (entry) => {
+    // An unallocated cluster is flagged even without a backing file, as QEMU does: it must read as zeroes also
+    // once the image names one (qemu-img rebase writes zeroes so, before the header changes).
     if (entry.kind === 'zero-plain') return undefined;
-    // Without a backing file an unallocated cluster already reads as zeroes: no table is needed for it.
-    if (entry.kind === 'unallocated' && unallocatedStaysZero(image)) return undefined;
     const unmap = entry.kind === 'compressed' || (mayUnmap && allocated(entry));
     if (unmap || entry.kind === 'unallocated') return { host: 0, copied: false, zero: true, free: unmap };
     if (entry.kind === 'zero-alloc') return undefined;

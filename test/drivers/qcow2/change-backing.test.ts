@@ -122,3 +122,23 @@ test('a read-only node, or a driver without the operation, refuses to change its
   const raw = await f.layer.graph.add({ driver: 'raw', 'node-name': 'r', file: { driver: 'file', filename: f.path('a.qcow2') } });
   await t.throwsAsync(raw.changeBackingFile('x', 'raw'), { instanceOf: BlockIoError, message: 'Operation not supported' });
 });
+
+test('zeroes written while the image has no backing file stay zeroes once it names one: zero flags as qemu-io write -z sets them', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', f.path('base.qcow2'), '1M']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x55 0 1M', f.path('base.qcow2')]);
+  for (const file of ['ours.qcow2', 'qemu.qcow2']) await run('qemu-img', ['create', '-q', '-f', 'qcow2', f.path(file), '1M']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -z 0 128k', '-c', 'write -z 200k 100k', '-c', 'write -z -u 512k 64k', f.path('qemu.qcow2')]);
+  const node = await f.open(f.path('ours.qcow2'));
+  await node.writeZeroes(0, 128 * 1024);
+  await node.writeZeroes(200 * 1024, 100 * 1024);
+  await node.writeZeroes(512 * 1024, 64 * 1024, { mayUnmap: true });
+  await node.changeBackingFile(f.path('base.qcow2'), 'qcow2');
+  await f.close();
+  const map = (file: string) => run('qemu-img', ['map', '--output=json', '-f', 'qcow2', f.path(file)]);
+  await run('qemu-img', ['rebase', '-u', '-b', f.path('base.qcow2'), '-F', 'qcow2', f.path('qemu.qcow2')]);
+  t.is(await map('ours.qcow2'), await map('qemu.qcow2'));
+  const io = await run('qemu-io', ['-f', 'qcow2', '-r', '-c', 'read -P 0 0 128k', '-c', 'read -P 0 192k 128k', '-c', 'read -P 0 512k 64k', '-c', 'read -P 0x55 128k 64k', f.path('ours.qcow2')]);
+  t.notRegex(io, /Pattern verification failed/);
+});
