@@ -14,6 +14,7 @@ import { infoCommand } from './commands/info.js';
 import { mapCommand } from './commands/map.js';
 import { qmpCommand } from './commands/qmp.js';
 import { rebaseCommand } from './commands/rebase.js';
+import { resizeCommand } from './commands/resize.js';
 
 const program = new Command('blocklayer')
   .description('a block layer for Node.js that speaks QEMU\'s QMP')
@@ -29,6 +30,7 @@ checkCommand(program);
 compareCommand(program);
 convertCommand(program);
 rebaseCommand(program);
+resizeCommand(program);
 bitmapCommand(program);
 benchCommand(program);
 

@@ -254,13 +254,13 @@ async function writeBits(image: Qcow2Image, bits: Buffer): Promise<{ tableOffset
   return { tableOffset, tableSize };
 }
 
-/** Queues the frees of an entry's table and data clusters (free_bitmap_clusters). */
+/** Queues the frees of an entry's table and data clusters (free_bitmap_clusters: the data discarded in the file always). */
 async function queueEntryFrees(image: Qcow2Image, entry: BitmapEntry): Promise<void> {
   const table = Buffer.alloc(entry.tableSize * 8);
   await readFile(image.file, entry.tableOffset, table);
   for (let at = 0; at < table.length; at += 8) {
     const offset = readL1Entry(table, at).offset;
-    if (offset !== 0) queueFree(image, offset, image.g.clusterSize, 'other');
+    if (offset !== 0) queueFree(image, offset, image.g.clusterSize, 'always');
   }
   queueFree(image, entry.tableOffset, table.length, 'other');
 }

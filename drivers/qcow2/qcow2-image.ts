@@ -26,8 +26,8 @@ export type ImageFile = Pick<
   'length' | 'read' | 'write' | 'writeZeroes' | 'discard' | 'flush' | 'truncate' | 'blockStatus'
 >;
 
-/** Why clusters are freed; `pass-discard-*` decide which reach the file (QEMU's Qcow2DiscardType). */
-export type DiscardType = 'never' | 'request' | 'snapshot' | 'other';
+/** Why clusters are freed; `pass-discard-*` decide which reach the file, `always` always does (QEMU's Qcow2DiscardType). */
+export type DiscardType = 'never' | 'always' | 'request' | 'snapshot' | 'other';
 
 export interface PendingFree {
   /** First and last host cluster whose refcount drops by one. */

@@ -171,6 +171,7 @@ export function buildImage(p: ImageParams): Qcow2Image {
     keepDirty: false,
     passDiscard: {
       never: false,
+      always: true,
       request: p.options['pass-discard-request'] ?? true,
       snapshot: p.options['pass-discard-snapshot'] ?? true,
       other: p.options['pass-discard-other'] ?? false,

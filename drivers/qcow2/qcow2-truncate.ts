@@ -1,8 +1,9 @@
 /**
- * Growing the image (QEMU's qcow2_co_truncate for a larger size): a larger
- * L1 table in QEMU's crash-safe order, the new size in the header, zeroes
- * over a larger backing file's data, and optionally preallocated metadata.
- * Shrinking is refused, as are images with internal snapshots (as QEMU).
+ * Resizing the image (QEMU's qcow2_co_truncate). Growing: a larger L1
+ * table in QEMU's crash-safe order, the new size in the header, zeroes over
+ * a larger backing file's data, and optionally preallocated metadata.
+ * Shrinking: qcow2-shrink.ts, then the new size in the header. Images with
+ * internal snapshots are refused (as QEMU).
  */
 import { BlockIoError } from '../../core/errors.js';
 import { HEADER_L1_OFFSET, HEADER_SIZE_OFFSET, MAX_L1_BYTES, sizeToL1, writeL2Entry } from './qcow2-format.js';
@@ -10,6 +11,7 @@ import { checkUsable, flushFile, type Qcow2Image, writeHeaderField } from './qco
 import { updateEntries, writableL2Table } from './qcow2-l1-l2.js';
 import { writeMetadata } from './qcow2-overlap.js';
 import { allocateNonZero, queueFree, writeDirtyRefblocks } from './qcow2-refcount.js';
+import { shrinkImage } from './qcow2-shrink.js';
 import { prepareMetadataChange, syncMetadata } from './qcow2-sync.js';
 import { zeroLocked } from './qcow2-zero.js';
 
@@ -59,23 +61,32 @@ export async function growImage(image: Qcow2Image, size: number): Promise<void> 
   const entries = sizeToL1(BigInt(size), image.g.clusterBits);
   if (entries > BigInt(MAX_L1_BYTES / 8)) throw new BlockIoError('EFBIG', 'Failed to grow the L1 table: File too large');
   if (Number(entries) > image.l1Size) await growL1(image, Number(entries));
+  await writeSize(image, size);
+}
+
+/** The header's size field (written through), and the image's. */
+async function writeSize(image: Qcow2Image, size: number): Promise<void> {
   const field = Buffer.alloc(8);
   field.writeBigUInt64BE(BigInt(size));
   await writeHeaderField(image, HEADER_SIZE_OFFSET, field);
   image.size = size;
 }
 
-/** truncate: grows the image; refuses what QEMU refuses and shrinking. */
+/** truncate: grows or shrinks the image; refuses what QEMU refuses. */
 export async function resizeGuest(image: Qcow2Image, size: number): Promise<void> {
   checkUsable(image);
   if (size % 512 !== 0) throw new BlockIoError('EINVAL', 'The new size must be a multiple of 512');
   if (image.snapshots.byteSize > 0) {
     throw new BlockIoError('ENOTSUP', "Can't resize an image which has snapshots");
   }
-  if (size < image.size) throw new BlockIoError('ENOTSUP', 'qcow2: shrinking images is not supported');
   if (size === image.size) return;
   const release = await image.ranges.acquire(0, Infinity, true);
   try {
+    if (size < image.size) {
+      await shrinkImage(image, size);
+      await image.lock.run(() => writeSize(image, size));
+      return;
+    }
     const oldSize = image.size;
     await image.lock.run(() => growImage(image, size));
     // A backing file larger than the old size must not show through in the new area (QEMU's BDRV_REQ_ZERO_WRITE).

@@ -11,7 +11,7 @@
 import type { ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError } from '../../core/errors.js';
 import { type L2Entry, writeL2Entry } from './qcow2-format.js';
-import { checkUsable, type Qcow2Image } from './qcow2-image.js';
+import { checkUsable, type DiscardType, type Qcow2Image } from './qcow2-image.js';
 import { entryOf, forEachEntry, updateEntries } from './qcow2-l1-l2.js';
 import { queueFree } from './qcow2-refcount.js';
 import { statusExtents } from './qcow2-status.js';
@@ -35,14 +35,14 @@ function unallocatedStaysZero(image: Qcow2Image): boolean {
 }
 
 /** The new entry for a cluster being zeroed or discarded, or undefined to leave it. */
-type Rewrite = (entry: L2Entry) => { host: number; copied: boolean; zero: boolean; free: boolean } | undefined;
+export type Rewrite = (entry: L2Entry) => { host: number; copied: boolean; zero: boolean; free: boolean } | undefined;
 
 /**
  * Rewrites the entries of whole clusters `[first, first + count)` one L2
  * slice at a time (so other requests get the lock in between), queueing
- * the references dropped as `request` frees.
+ * the references dropped as frees of `type`.
  */
-async function rewriteClusters(image: Qcow2Image, first: number, count: number, rewrite: Rewrite): Promise<void> {
+export async function rewriteClusters(image: Qcow2Image, first: number, count: number, rewrite: Rewrite, type: DiscardType = 'request'): Promise<void> {
   const cs = image.g.clusterSize;
   const step = image.l2SliceEntries;
   for (let start = first; start < first + count; ) {
@@ -67,7 +67,7 @@ async function rewriteClusters(image: Qcow2Image, first: number, count: number, 
       for (const [cluster, change] of changes) {
         const old = olds.get(cluster)!;
         if (!change.free) continue;
-        queueFree(image, old.host, old.kind === 'compressed' ? old.compressedLength : cs, 'request');
+        queueFree(image, old.host, old.kind === 'compressed' ? old.compressedLength : cs, type);
       }
       await syncIfFreesPile(image);
     });

@@ -4,9 +4,8 @@
  * resize (a read-only node, a format node over its file, an export, a
  * backing link, a mirror job's source and target until the job is gone, a
  * driver that cannot resize) and the sizes query-named-block-nodes shows
- * afterwards. QEMU's replies are recorded with each step. Left out on
- * purpose: shrinking a qcow2 image (QEMU 7.2 shrinks, our qcow2 refuses)
- * sizes above 2^53 (not exact in JavaScript numbers), and sizes that are
+ * afterwards, a qcow2 image shrunk and grown again among them. QEMU's
+ * replies are recorded with each step. Left out on purpose: sizes above 2^53 (not exact in JavaScript numbers), and sizes that are
  * not a multiple of 512 (QEMU reports the size of such a file rounded up). The `device`
  * form needs a device, which qemu-storage-daemon has none of: it is
  * tested in-process at the end, with QEMU's rules from its source.
@@ -79,6 +78,9 @@ function script(dir: string): Step[] {
     node('b', 2 * MiB),
     node('qf', 2 * MiB, conflict('qf', "node 'q'", 'file')),
     node('q', 2 * MiB + 1, error('The new size must be a multiple of 512')),
+    node('q', 3 * MiB),
+    node('q', 512 * 1024),
+    { sizes: { q: 512 * 1024 } },
     node('q', 3 * MiB),
     node('base', 2 * MiB, inUse),
     { execute: 'blockdev-del', arguments: { 'node-name': 'base' }, reply: error("Node 'base' is busy: node is used as backing hd of 'top'") },
