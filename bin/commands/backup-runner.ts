@@ -8,7 +8,7 @@ import { BlockLayer } from '../../core/block-layer.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
 import { deferred } from '../../core/util/deferred.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
-import { ProgressBar } from './progress-bar.js';
+import { ProgressBar, showJobProgress } from './progress-bar.js';
 
 export type SyncMode = 'full' | 'top' | 'none';
 export type TargetMode = 'absolute-paths' | 'existing';
@@ -39,12 +39,6 @@ export class BackupFailed extends Error {}
 const JOB_ID = 'backup';
 const SOURCE_NODE = 'source';
 const PROGRESS_INTERVAL_MS = 200;
-
-interface JobInfo {
-  id: string;
-  'current-progress': number;
-  'total-progress': number;
-}
 
 /**
  * Runs the backup; resolves with what was copied, rejects with BackupFailed.
@@ -107,7 +101,7 @@ export async function runBackup(request: BackupRequest): Promise<BackupResult> {
       })
       .catch(fail);
     if (bar !== undefined) {
-      poller = setInterval(() => void showProgress(layer, bar), PROGRESS_INTERVAL_MS);
+      poller = setInterval(() => void showJobProgress(layer, bar, JOB_ID), PROGRESS_INTERVAL_MS);
     }
     const event = await ended.promise;
     const seconds = (performance.now() - start) / 1000;
@@ -134,12 +128,6 @@ async function checkDistinct(source: string, target: string): Promise<void> {
   if (a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino) {
     throw new BackupFailed(`'${target}' is the source image itself`);
   }
-}
-
-async function showProgress(layer: BlockLayer, bar: ProgressBar): Promise<void> {
-  const jobs = await layer.execute<JobInfo[]>('query-jobs').catch(() => []);
-  const job = jobs.find((j) => j.id === JOB_ID);
-  if (job !== undefined) bar.update(job['current-progress'], job['total-progress']);
 }
 
 function fail(error: unknown): never {

@@ -1,9 +1,24 @@
 /**
- * A progress bar on stderr in MiB, for convert -p and backup --progress.
+ * A progress bar on stderr in MiB, for convert -p, backup --progress and
+ * the other commands' -p; a job's progress as query-jobs reports it.
  * cli-progress is loaded when a bar is made, so that the commands that
  * show none do not load it at start-up.
  */
 import type { Options, SingleBar } from 'cli-progress';
+import type { BlockLayer } from '../../core/block-layer.js';
+
+interface JobInfo {
+  id: string;
+  'current-progress': number;
+  'total-progress': number;
+}
+
+/** Shows job `id`'s progress (query-jobs) on `bar`. */
+export async function showJobProgress(layer: BlockLayer, bar: ProgressBar, id: string): Promise<void> {
+  const jobs = await layer.execute<JobInfo[]>('query-jobs').catch(() => []);
+  const job = jobs.find((j) => j.id === id);
+  if (job !== undefined) bar.update(job['current-progress'], job['total-progress']);
+}
 
 export class ProgressBar {
   private started = false;

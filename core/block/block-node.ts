@@ -285,6 +285,22 @@ export class BlockNode implements NodeParent {
     }
   }
 
+  /**
+   * Empties the image (QEMU's bdrv_make_empty): it reads as its backing
+   * file afterwards. A control operation, as changeBackingFile: callers make
+   * it with nothing else using the node.
+   */
+  async makeEmpty(): Promise<void> {
+    if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
+    if (this.driver.makeEmpty === undefined) throw new BlockIoError('ENOTSUP');
+    if (this.readOnly) throw new BlockIoError('EACCES', `Block node '${this.nodeName}' is read-only`);
+    try {
+      await this.driver.makeEmpty(this.state);
+    } catch (error) {
+      throw toBlockIoError(error);
+    }
+  }
+
   /** Drained sections this node is in. */
   get drainSections(): ReadonlySet<DrainSection> {
     return this.sections;

@@ -95,6 +95,45 @@ export interface DriverCreateContext<C> {
   createWith(driver: string, options: Record<string, unknown>): Promise<void>;
 }
 
+/** A persistent bitmap of a measured source: what its space in a new image depends on. */
+export interface MeasureBitmap {
+  readonly name: string;
+  /** Bytes per bit. */
+  readonly granularity: number;
+  /** Bytes the bitmap covers (its node's length). */
+  readonly size: number;
+}
+
+/** The image a measured one would hold (qemu-img measure FILE). */
+export interface MeasureSource {
+  readonly length: number;
+  /**
+   * Bytes of data its whole backing chain stores, in whole `granularity`
+   * units as QEMU's measure counts them (what reads as zeroes, or nothing
+   * allocates, left out).
+   */
+  dataBytes(granularity: number): Promise<number>;
+  /** Its persistent bitmaps; undefined if it cannot hold any (QEMU's bdrv_supports_persistent_dirty_bitmap). */
+  readonly bitmaps: readonly MeasureBitmap[] | undefined;
+}
+
+/** Everything a driver's `measure` receives. */
+export interface DriverMeasureContext<C> {
+  /** Creation options as for `create` (from -o), with `size` when measuring an empty image. */
+  readonly options: C;
+  readonly source?: MeasureSource;
+}
+
+/** QEMU's BlockMeasureInfo: bytes an image would take. */
+export interface MeasureResult {
+  /** With only what it must hold allocated. */
+  required: number;
+  /** With every cluster allocated. */
+  fullyAllocated: number;
+  /** Space for the source's persistent bitmaps, where the format can hold them. */
+  bitmaps?: number;
+}
+
 /**
  * Everything a driver's `blockdevCreate` receives. It runs inside a job of
  * type `create` (QMP blockdev-create); what it throws becomes the job's
@@ -263,6 +302,8 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
 
   /** Creates a new image (qemu-img create, drive-backup's target). */
   create?(ctx: DriverCreateContext<C>): Promise<void>;
+  /** How large an image would be (QEMU's bdrv_measure, qemu-img measure); optional, with `createOptions`. */
+  measure?(ctx: DriverMeasureContext<C>): Promise<MeasureResult>;
   /**
    * QMP blockdev-create, with QEMU's options for this driver: a protocol
    * driver creates its file, a format driver formats a node it is given
@@ -289,6 +330,13 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * (ENOTSUP, as QEMU's drivers without the callback).
    */
   changeBackingFile?(state: S, change: BackingFileChange): Promise<void>;
+  /**
+   * Drops everything the image itself holds, so that it reads as its
+   * backing file (QEMU's bdrv_make_empty: what qemu-img commit does to the
+   * image it committed). Optional: ENOTSUP without it, which callers that
+   * merely tidy up ignore, as qemu-img does.
+   */
+  makeEmpty?(state: S): Promise<void>;
   /**
    * The graph linked `child` as the backing node of a node opened without
    * its backing file (`backing: null`, as drive-mirror opens its target),

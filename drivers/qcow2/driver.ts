@@ -9,6 +9,8 @@ import { type BackingFileChange, defineBlockDriver, type DriverLimits, type Node
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, markBitmapsInUse, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
+import { makeEmpty } from './qcow2-make-empty.js';
+import { measureQcow2 } from './qcow2-measure.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
 import { createImage } from './qcow2-create.js';
@@ -143,9 +145,11 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   blockStatus: qcow2BlockStatus,
   describe: qcow2Describe,
   create: createImage,
+  measure: measureQcow2,
   blockdevCreate: blockdevCreateImage,
   check: checkQcow2,
   changeBackingFile: qcow2ChangeBackingFile,
+  makeEmpty,
   linkBacking,
   openBackingFile,
   loadBitmaps,

@@ -63,17 +63,39 @@ async function backingSize(filename: string, backingFile: string, format: string
   }
 }
 
+/** The cluster size option as log2, checked (qcow2_opt_get_cluster_size_del). */
+export function checkedClusterBits(o: Pick<Qcow2CreateOptions, 'cluster_size'>): number {
+  const clusterBits = Math.log2(o.cluster_size ?? DEFAULT_CLUSTER_SIZE);
+  if (!Number.isInteger(clusterBits) || clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
+    throw new BlockLayerError('Cluster size must be a power of two between 512 and 2048k');
+  }
+  return clusterBits;
+}
+
+/**
+ * The refcount width option as log2, checked for `version`; `upgrade` is
+ * how the message says to ask for v3 (qemu-img create's path says
+ * `version=v3`, qemu-img measure's `compat=1.1`).
+ */
+export function checkedRefcountOrder(o: Pick<Qcow2CreateOptions, 'refcount_bits'>, version: number, upgrade: string): number {
+  const refcountBits = o.refcount_bits ?? 16;
+  const refcountOrder = Math.log2(refcountBits);
+  if (refcountBits > 64 || !Number.isInteger(refcountOrder)) {
+    throw new BlockLayerError('Refcount width must be a power of two and may not exceed 64 bits');
+  }
+  if (version < 3 && refcountBits !== 16) {
+    throw new BlockLayerError(`Different refcount widths than 16 bits require compatibility level 1.1 or above (use ${upgrade} or greater)`);
+  }
+  return refcountOrder;
+}
+
 /** Checks the options in QEMU's order and with its messages; fills in defaults. */
 async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
   if (o.backing_file !== undefined && o.backing_fmt === undefined) {
     throw new BlockLayerError('Backing file specified without backing format');
   }
   const version = o.compat === '0.10' ? 2 : 3;
-  const clusterSize = o.cluster_size ?? DEFAULT_CLUSTER_SIZE;
-  const clusterBits = Math.log2(clusterSize);
-  if (!Number.isInteger(clusterBits) || clusterBits < MIN_CLUSTER_BITS || clusterBits > MAX_CLUSTER_BITS) {
-    throw new BlockLayerError('Cluster size must be a power of two between 512 and 2048k');
-  }
+  const clusterBits = checkedClusterBits(o);
   const preallocation = o.preallocation === 'metadata' ? 'metadata' : 'off';
   if (o.backing_file !== undefined && preallocation !== 'off') {
     throw new BlockLayerError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
@@ -87,16 +109,7 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
       'Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)',
     );
   }
-  const refcountBits = o.refcount_bits ?? 16;
-  const refcountOrder = Math.log2(refcountBits);
-  if (refcountBits > 64 || !Number.isInteger(refcountOrder)) {
-    throw new BlockLayerError('Refcount width must be a power of two and may not exceed 64 bits');
-  }
-  if (version < 3 && refcountBits !== 16) {
-    throw new BlockLayerError(
-      'Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)',
-    );
-  }
+  const refcountOrder = checkedRefcountOrder(o, version, 'version=v3');
   let size = o.size;
   if (size === undefined && o.backing_file !== undefined) size = await backingSize(o.filename, o.backing_file, o.backing_fmt!);
   if (size === undefined) throw new BlockLayerError('Image creation needs a size parameter');

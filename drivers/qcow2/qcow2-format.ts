@@ -253,3 +253,33 @@ export function refcountMax(order: number): number {
 export function hex(value: number | bigint): string {
   return `0x${value.toString(16)}`;
 }
+
+/**
+ * qcow2_refcount_metadata_size: the refcount blocks and table clusters
+ * needed to count `clusters` clusters and themselves, found as the fixed
+ * point where no more are needed; `generous` grows the table by half once
+ * (room for the table to grow without moving again).
+ */
+export function refcountMetadataClusters(
+  clusters: number,
+  clusterSize: number,
+  refcountOrder: number,
+  generous: boolean,
+): { blocks: number; table: number } {
+  const refcountsPerBlock = (clusterSize * 8) / 2 ** refcountOrder;
+  let covered = clusters;
+  let table = 0;
+  let blocks = 0;
+  for (let n = 0, last = -1, grow = generous; n !== last; ) {
+    last = n;
+    blocks = Math.ceil((covered + table + blocks) / refcountsPerBlock);
+    table = Math.ceil(blocks / (clusterSize / 8));
+    n = covered + blocks + table;
+    if (n === last && grow) {
+      covered += Math.ceil(table / 2);
+      n = 0;
+      grow = false;
+    }
+  }
+  return { blocks, table };
+}

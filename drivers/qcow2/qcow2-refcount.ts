@@ -12,6 +12,7 @@ import {
   MAX_REFTABLE_BYTES,
   readRefcount,
   readReftableEntry,
+  refcountMetadataClusters,
   reftableEntryHex,
   refcountMax,
   writeRefcount,
@@ -232,23 +233,7 @@ async function addRefblock(image: Qcow2Image, index: number): Promise<void> {
 
 /** Refcount blocks needed to describe `clusters` clusters plus themselves and their table (qcow2_refcount_metadata_size). */
 function refblocksNeeded(image: Qcow2Image, clusters: number): number {
-  const { refblockEntries, clusterSize } = image.g;
-  let covered = clusters;
-  let table = 0;
-  let blocks = 0;
-  let generous = true;
-  for (let n = 0, last = -1; n !== last; ) {
-    last = n;
-    blocks = Math.ceil((covered + table + blocks) / refblockEntries);
-    table = Math.ceil(blocks / (clusterSize / 8));
-    n = covered + blocks + table;
-    if (n === last && generous) {
-      covered += Math.ceil(table / 2);
-      n = 0;
-      generous = false;
-    }
-  }
-  return blocks;
+  return refcountMetadataClusters(clusters, image.g.clusterSize, image.g.refcountOrder, true).blocks;
 }
 
 /**

@@ -13,7 +13,7 @@ import { flushFile, type Qcow2Image, signalCorruption } from './qcow2-image.js';
 import { writeMetadata } from './qcow2-overlap.js';
 import { queueFree, refblock } from './qcow2-refcount.js';
 import { prepareMetadataChange, syncMetadata } from './qcow2-sync.js';
-import { rewriteClusters } from './qcow2-zero.js';
+import { discardForGood, rewriteClusters } from './qcow2-zero.js';
 
 /** Drops the L2 tables for L1 entries from `entries` on (qcow2_shrink_l1_table); lock held, metadata synced. */
 async function shrinkL1(image: Qcow2Image, entries: number): Promise<void> {
@@ -97,14 +97,7 @@ export async function shrinkImage(image: Qcow2Image, size: number): Promise<void
   const first = Math.ceil(size / cs);
   const end = Math.ceil(image.size / cs);
   if (end > first) {
-    await rewriteClusters(
-      image,
-      first,
-      end - first,
-      (entry) =>
-        entry.kind === 'unallocated' ? undefined : { host: 0, copied: false, zero: false, free: entry.kind !== 'zero-plain' },
-      'always',
-    );
+    await rewriteClusters(image, first, end - first, discardForGood, 'always');
   }
   await image.lock.run(async () => {
     await prepareMetadataChange(image);

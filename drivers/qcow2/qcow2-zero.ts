@@ -75,6 +75,10 @@ export async function rewriteClusters(image: Qcow2Image, first: number, count: n
   }
 }
 
+/** A full discard (discard_in_l2_slice with full_discard): the entry cleared, whatever the version, its cluster freed. */
+export const discardForGood: Rewrite = (entry) =>
+  entry.kind === 'unallocated' ? undefined : { host: 0, copied: false, zero: false, free: entry.kind !== 'zero-plain' };
+
 /** v3 zeroing (zero_in_l2_slice): the zero flag, dropping the host cluster if compressed or unmapping. */
 function zeroRewrite(image: Qcow2Image, mayUnmap: boolean): Rewrite {
   return (entry) => {

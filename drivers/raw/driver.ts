@@ -3,7 +3,7 @@
  * `[offset, offset + size)` of it (QEMU's raw-format.c). Every operation
  * shifts the offset and forwards to the child.
  */
-import { defineBlockDriver, type DriverCreateContext, type DriverOpenContext } from '../../core/block/driver.js';
+import { defineBlockDriver, type DriverCreateContext, type DriverMeasureContext, type DriverOpenContext, type MeasureResult } from '../../core/block/driver.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError } from '../../core/errors.js';
@@ -78,6 +78,12 @@ async function rawCreate({ options, createWith }: DriverCreateContext<RawCreateO
   await createWith('file', { ...options });
 }
 
+/** qemu-img measure -O raw (raw_measure): every byte of the virtual size, allocated or not, in whole sectors. */
+async function rawMeasure({ options, source }: DriverMeasureContext<RawCreateOptions>): Promise<MeasureResult> {
+  const required = source?.length ?? Math.ceil(options.size / 512) * 512;
+  return { required, fullyAllocated: required };
+}
+
 export const rawDriver = defineBlockDriver<RawOptions, RawState, RawCreateOptions>({
   name: 'raw',
   kind: 'format',
@@ -96,4 +102,5 @@ export const rawDriver = defineBlockDriver<RawOptions, RawState, RawCreateOption
   truncate: rawTruncate,
   blockStatus: rawBlockStatus,
   create: rawCreate,
+  measure: rawMeasure,
 });

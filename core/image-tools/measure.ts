@@ -1,0 +1,112 @@
+/**
+ * qemu-img measure: how large an image of the output format would be,
+ * either holding what an existing image reads (its whole backing chain, as
+ * convert would copy it) or empty with a given virtual size. The format's
+ * driver does the arithmetic (`measure`); this side parses the options
+ * against the format's creation options, and counts the source's data and
+ * lists its persistent bitmaps for it.
+ */
+import type { BitmapStore } from '../bitmap/bitmap-store.js';
+import type { BlockLayer } from '../block-layer.js';
+import type { BlockNode } from '../block/block-node.js';
+import type { MeasureBitmap, MeasureResult, MeasureSource } from '../block/driver.js';
+import { parseKeyval, typeKeyval } from '../schema/keyval.js';
+import type { QapiValidator } from '../schema/qapi-validator.js';
+import { TOKENS } from '../tokens.js';
+import { chainStatus, STATUS_PROBE } from './chain-status.js';
+import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
+import { qemuJsonPretty } from './qemu-text.js';
+
+export interface MeasureRequest {
+  /** --size: the virtual size of an empty image (k/M/G suffixes). */
+  size?: string;
+  /** The image whose data the new one would hold. */
+  source?: ImageRef;
+  /** -O: the output format (default raw). */
+  format?: string;
+  /** Each -o argument: `key=value,…`, the output format's creation options. */
+  options?: readonly string[];
+}
+
+const SIZE_ERROR = 'Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';
+
+/**
+ * Bytes of data the chain under `node` stores, counted as qcow2_measure
+ * counts them: ranges that read as zeroes or that nothing allocates are
+ * skipped; a data range counts from the start of its first `granularity`
+ * unit to the end of its last one, the next range starting after that.
+ */
+async function dataBytes(node: BlockNode, granularity: number): Promise<number> {
+  const size = node.length;
+  let required = 0;
+  for (let offset = 0; offset < size; ) {
+    const [extent] = await chainStatus(node, offset, Math.min(STATUS_PROBE, size - offset)).catch((error: unknown) => {
+      throw new ImageToolError(`Unable to get block status: ${errorText(error)}`);
+    });
+    if (extent === undefined) throw new ImageToolError('Unable to get block status: Input/output error');
+    let length = extent.offset + extent.length - offset;
+    if (!extent.zero && extent.present && extent.data) {
+      length = Math.ceil((offset + length) / granularity) * granularity - offset;
+      required += (offset % granularity) + length;
+    }
+    offset += length;
+  }
+  return required;
+}
+
+function sourceOf(layer: BlockLayer, node: BlockNode): MeasureSource {
+  const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
+  const canStore = node.driver.canStoreBitmaps?.(node.driverState) ?? false;
+  const bitmaps: MeasureBitmap[] | undefined = canStore
+    ? store
+        .list(node)
+        .filter((b) => b.persistent && b.name !== undefined)
+        .map((b) => ({ name: b.name!, granularity: b.granularity, size: b.size }))
+    : undefined;
+  return { length: node.length, dataBytes: (granularity) => dataBytes(node, granularity), bitmaps };
+}
+
+export async function measureImage(layer: BlockLayer, request: MeasureRequest): Promise<MeasureResult> {
+  if (request.size !== undefined && request.source !== undefined) throw new ImageToolError('--size N cannot be used together with a filename.');
+  if (request.size === undefined && request.source === undefined) throw new ImageToolError('Either --size N or one filename must be specified.');
+  const size = request.size === undefined ? undefined : parseSize(request.size);
+  if (size === undefined && request.size !== undefined) throw new ImageToolError(SIZE_ERROR);
+  const format = request.format ?? 'raw';
+  const driver = layer.drivers.get(format);
+  if (driver === undefined) throw new ImageToolError(`Unknown file format '${format}'`);
+  const schema = driver.createOptions;
+  if (schema === undefined) throw new ImageToolError(`Format driver '${format}' does not support image creation`);
+  const given = parseKeyval((request.options ?? []).filter((o) => o !== '').join(','));
+  for (const key of Object.keys(given)) {
+    if (key === 'filename' || schema.properties[key] === undefined) {
+      throw new ImageToolError(`Invalid parameter '${key}'\nInvalid options for file format '${format}'`);
+    }
+  }
+  if (driver.measure === undefined) throw new ImageToolError(`Block driver '${format}' does not support size measurement`);
+  let options: Record<string, unknown>;
+  try {
+    const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
+    // A source gives the size; the options are typed as for create, which needs one.
+    options = typeKeyval({ ...given, filename: '', size: size ?? 0 }, schema, validator) as Record<string, unknown>;
+  } catch (error) {
+    throw new ImageToolError(`${errorText(error)}\nInvalid options for file format '${format}'`);
+  }
+  const measure = driver.measure.bind(driver);
+  const run = (source?: MeasureSource) =>
+    measure({ options, ...(source === undefined ? {} : { source }) }).catch((error: unknown) => {
+      throw error instanceof ImageToolError ? error : new ImageToolError(errorText(error));
+    });
+  if (request.source === undefined) return run();
+  return withImage(layer, request.source, { readOnly: true }, (node) => run(sourceOf(layer, node)));
+}
+
+export function formatMeasureHuman(result: MeasureResult): string {
+  const lines = [`required size: ${result.required}`, `fully allocated size: ${result.fullyAllocated}`];
+  if (result.bitmaps !== undefined) lines.push(`bitmaps size: ${result.bitmaps}`);
+  return `${lines.join('\n')}\n`;
+}
+
+/** BlockMeasureInfo as qemu-img 7.2 prints it. */
+export function formatMeasureJson(result: MeasureResult): string {
+  return qemuJsonPretty({ required: result.required, 'fully-allocated': result.fullyAllocated, bitmaps: result.bitmaps });
+}
