@@ -27,8 +27,10 @@ export function forceShareOption(): Option {
   return new Option('-U, --force-share', 'accepted and ignored: blocklayer takes no image locks');
 }
 
-export function printError(command: string, message: string): void {
-  process.stderr.write(`blocklayer ${command}: ${message}\n`);
+/** `blocklayer COMMAND: MESSAGE`; with `perLine`, every line so (see ImageToolError). */
+export function printError(command: string, message: string, perLine = false): void {
+  const lines = perLine ? message.split('\n') : [message];
+  process.stderr.write(lines.map((line) => `blocklayer ${command}: ${line}\n`).join(''));
 }
 
 export function print(text: string): void {
@@ -46,7 +48,7 @@ export async function runTool(command: string, body: (layer: BlockLayer) => Prom
     layer = await BlockLayer.create({ linkedModules: LINKED_PLUGINS });
     process.exitCode = (await body(layer)) ?? 0;
   } catch (error) {
-    printError(command, errorText(error));
+    printError(command, errorText(error), error instanceof ImageToolError && error.perLine);
     process.exitCode = error instanceof ImageToolError ? error.exitCode : failureCode;
   } finally {
     await layer?.close().catch(() => undefined);

@@ -44,8 +44,9 @@ export interface CreatePlan {
 
 const SECTOR = 512;
 
+/** cvtnum()'s two reports (see ImageToolError's perLine). */
 export const SIZE_ERROR =
-  'Invalid image size specified. You may use k, M, G, T, P or E suffixes for ' +
+  'Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n' +
   'kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';
 
 /** A creation option's value as qemu_opts_print() shows it. */
@@ -72,7 +73,7 @@ export async function planCreate(layer: BlockLayer, request: CreateRequest): Pro
   let size: number | undefined;
   if (request.size !== undefined) {
     size = typeof request.size === 'number' ? request.size : parseSize(request.size);
-    if (size === undefined || !Number.isSafeInteger(size) || size < 0) throw new ImageToolError(SIZE_ERROR);
+    if (size === undefined || !Number.isSafeInteger(size) || size < 0) throw new ImageToolError(SIZE_ERROR, 1, true);
     if (given.size !== undefined) throw new ImageToolError(`${filename}: The image size must be specified only once`);
   }
   const backingFile = request.backingFile ?? (given.backing_file as string | undefined);

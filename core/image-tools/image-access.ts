@@ -16,11 +16,17 @@ import { typeKeyval } from '../schema/keyval.js';
 import { Qapi } from '../schema/qapi.js';
 import { QapiValidator } from '../schema/qapi-validator.js';
 
-/** A failure a tool reports as `MESSAGE` on stderr, exiting with `exitCode`. */
+/**
+ * A failure a tool reports as `MESSAGE` on stderr, exiting with `exitCode`.
+ * `perLine`: each line is a report of its own, printed with the tool's
+ * prefix as qemu-img prints each error_report() line; otherwise the lines
+ * after the first are a hint, printed as they are.
+ */
 export class ImageToolError extends BlockLayerError {
   constructor(
     message: string,
     readonly exitCode = 1,
+    readonly perLine = false,
   ) {
     super(message);
     this.name = 'ImageToolError';

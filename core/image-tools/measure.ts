@@ -14,6 +14,7 @@ import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
 import { chainStatus, STATUS_PROBE } from './chain-status.js';
+import { SIZE_ERROR } from './create.js';
 import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
 import { qemuJsonPretty } from './qemu-text.js';
 
@@ -28,7 +29,6 @@ export interface MeasureRequest {
   options?: readonly string[];
 }
 
-const SIZE_ERROR = 'Invalid image size specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';
 
 /**
  * Bytes of data the chain under `node` stores, counted as qcow2_measure
@@ -70,7 +70,7 @@ export async function measureImage(layer: BlockLayer, request: MeasureRequest): 
   if (request.size !== undefined && request.source !== undefined) throw new ImageToolError('--size N cannot be used together with a filename.');
   if (request.size === undefined && request.source === undefined) throw new ImageToolError('Either --size N or one filename must be specified.');
   const size = request.size === undefined ? undefined : parseSize(request.size);
-  if (size === undefined && request.size !== undefined) throw new ImageToolError(SIZE_ERROR);
+  if (size === undefined && request.size !== undefined) throw new ImageToolError(SIZE_ERROR, 1, true);
   const format = request.format ?? 'raw';
   const driver = layer.drivers.get(format);
   if (driver === undefined) throw new ImageToolError(`Unknown file format '${format}'`);
@@ -79,7 +79,7 @@ export async function measureImage(layer: BlockLayer, request: MeasureRequest): 
   const given = parseKeyval((request.options ?? []).filter((o) => o !== '').join(','));
   for (const key of Object.keys(given)) {
     if (key === 'filename' || schema.properties[key] === undefined) {
-      throw new ImageToolError(`Invalid parameter '${key}'\nInvalid options for file format '${format}'`);
+      throw new ImageToolError(`Invalid parameter '${key}'\nInvalid options for file format '${format}'`, 1, true);
     }
   }
   if (driver.measure === undefined) throw new ImageToolError(`Block driver '${format}' does not support size measurement`);
@@ -89,7 +89,7 @@ export async function measureImage(layer: BlockLayer, request: MeasureRequest): 
     // A source gives the size; the options are typed as for create, which needs one.
     options = typeKeyval({ ...given, filename: '', size: size ?? 0 }, schema, validator) as Record<string, unknown>;
   } catch (error) {
-    throw new ImageToolError(`${errorText(error)}\nInvalid options for file format '${format}'`);
+    throw new ImageToolError(`${errorText(error)}\nInvalid options for file format '${format}'`, 1, true);
   }
   const measure = driver.measure.bind(driver);
   const run = (source?: MeasureSource) =>

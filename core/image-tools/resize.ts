@@ -41,6 +41,8 @@ export async function resizeImage(layer: BlockLayer, request: ResizeRequest): Pr
         'Use the --shrink option to perform a shrink operation.\n' +
           "warning: Shrinking an image will delete all data beyond the shrunken image's end. " +
           'Before performing such an operation, make sure there is no important data there.',
+        1,
+        true,
       );
     }
     try {

@@ -45,7 +45,7 @@ async function copyDir(from: string, to: string): Promise<void> {
   for (const name of await readdir(from)) await copyFile(join(from, name), join(to, name));
 }
 
-const message = (stderr: string, dir: string): string => stderr.replaceAll(`${dir}/`, '').replace(/^(qemu-img|blocklayer commit): /gm, '');
+const message = (stderr: string, dir: string): string => stderr.replaceAll(`${dir}/`, '').replace(/^(qemu-img|blocklayer commit): /gm, 'PREFIX: ');
 
 async function both(args: string[], image: string, ours: string, theirs: string): Promise<[CommandResult, CommandResult]> {
   const [command, argv] = blocklayerCommand(['commit', '-f', 'qcow2', ...args, join(ours, image)]);

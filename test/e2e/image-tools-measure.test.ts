@@ -13,8 +13,8 @@ import { commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
 
-/** Messages without the program's prefix (qemu-img prefixes each line), and without the directory. */
-const message = (stderr: string, dir: string): string => stderr.replaceAll(`${dir}/`, '').replace(/^(qemu-img|blocklayer measure): /gm, '');
+/** Messages with the program's prefix (on each line qemu-img prefixes) as PREFIX, and without the directory. */
+const message = (stderr: string, dir: string): string => stderr.replaceAll(`${dir}/`, '').replace(/^(qemu-img|blocklayer measure): /gm, 'PREFIX: ');
 
 test.serial("measure prints what qemu-img measure prints", async (t) => {
   if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;

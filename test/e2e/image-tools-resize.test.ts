@@ -19,7 +19,7 @@ async function workDir(t: ExecutionContext): Promise<string> {
   return dir;
 }
 
-const message = (stderr: string, dir: string): string => stderr.replaceAll(`${dir}/`, '').replace(/^(qemu-img|blocklayer resize): /gm, '');
+const message = (stderr: string, dir: string): string => stderr.replaceAll(`${dir}/`, '').replace(/^(qemu-img|blocklayer resize): /gm, 'PREFIX: ');
 
 /** Each step: the options before the file name, and the size argument(s) after it. */
 const QCOW2_STEPS: [string[], string[]][] = [
