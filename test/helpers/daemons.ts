@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,9 +27,21 @@ export function blocklayerCommand(args: readonly string[]): [string, string[]] {
   return [process.execPath, ['--import', 'tsx', CLI, ...args]];
 }
 
+/** Whether something listens on the socket: the file exists from bind() on, connections are refused until listen(). */
+function accepts(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
 async function waitForSocket(path: string, child: ChildProcess, errors: () => string): Promise<void> {
   for (let i = 0; i < 1200; i++) {
-    if ((await stat(path).catch(() => undefined))?.isSocket()) return;
+    if ((await stat(path).catch(() => undefined))?.isSocket() && (await accepts(path))) return;
     if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode}: ${errors()}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
