@@ -72,9 +72,15 @@ export function findOverlay(top: BlockNode, node: BlockNode | undefined): BlockN
 }
 
 /** QEMU's path_has_protocol: a colon before any slash. */
-function hasProtocol(name: string): boolean {
+export function hasProtocol(name: string): boolean {
   const stop = name.search(/[:/\\]/);
   return stop >= 0 && name[stop] === ':';
+}
+
+/** QEMU's path_combine: `name` after the directory part of `base` as written (no normalisation), unless absolute. */
+export function pathCombine(base: string, name: string): string {
+  if (isAbsolute(name)) return name;
+  return base.slice(0, base.lastIndexOf('/') + 1) + name;
 }
 
 /** A local file's canonical path, if it exists. */
@@ -97,9 +103,7 @@ export async function findBackingImage(top: BlockNode, name: string): Promise<Bl
     if (name === belowName || name === recorded) return below;
     if (!hasProtocol(name)) {
       const overlayName = await nodeFilename(current);
-      const absolute = isAbsolute(name) || overlayName.startsWith('json:') || hasProtocol(overlayName)
-        ? name
-        : overlayName.slice(0, overlayName.lastIndexOf('/') + 1) + name;
+      const absolute = overlayName.startsWith('json:') || hasProtocol(overlayName) ? name : pathCombine(overlayName, name);
       const wanted = await canonical(absolute);
       if (wanted !== undefined && wanted === (await canonical(belowName))) return below;
     }

@@ -40,16 +40,21 @@ async function dataBytes(node: BlockNode, granularity: number): Promise<number> 
   const size = node.length;
   let required = 0;
   for (let offset = 0; offset < size; ) {
-    const [extent] = await chainStatus(node, offset, Math.min(STATUS_PROBE, size - offset)).catch((error: unknown) => {
+    const extents = await chainStatus(node, offset, Math.min(STATUS_PROBE, size - offset)).catch((error: unknown) => {
       throw new ImageToolError(`Unable to get block status: ${errorText(error)}`);
     });
-    if (extent === undefined) throw new ImageToolError('Unable to get block status: Input/output error');
-    let length = extent.offset + extent.length - offset;
-    if (!extent.zero && extent.present && extent.data) {
-      length = Math.ceil((offset + length) / granularity) * granularity - offset;
-      required += (offset % granularity) + length;
+    if (extents.length === 0) throw new ImageToolError('Unable to get block status: Input/output error');
+    // Each extent from where the last rounding left off: what asking again from there would answer.
+    for (const extent of extents) {
+      const end = extent.offset + extent.length;
+      if (end <= offset) continue;
+      let length = end - offset;
+      if (!extent.zero && extent.present && extent.data) {
+        length = Math.ceil((offset + length) / granularity) * granularity - offset;
+        required += (offset % granularity) + length;
+      }
+      offset += length;
     }
-    offset += length;
   }
   return required;
 }

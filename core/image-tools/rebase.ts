@@ -18,7 +18,7 @@
  */
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
-import { allocatedAbove, cowChild, findBackingImage } from '../block/backing-chain.js';
+import { allocatedAbove, cowChild, findBackingImage, hasProtocol, pathCombine } from '../block/backing-chain.js';
 import { BlockIoError, strerror } from '../errors.js';
 import { sameSectorsRun } from './buffers.js';
 import { closeImage, errorText, type ImageRef, ImageToolError, imageOptions, ioErrorText, openImage } from './image-access.js';
@@ -36,16 +36,9 @@ export interface RebaseRequest {
   unsafe?: boolean;
 }
 
-/** QEMU's path_has_protocol: a colon before any slash. */
-function hasProtocol(name: string): boolean {
-  const stop = name.search(/[:/\\]/);
-  return stop >= 0 && name[stop] === ':';
-}
-
-/** Where the new backing file is: relative to the image's directory as written (QEMU's path_combine), unless absolute or a URI. */
+/** Where the new backing file is: relative to the image's directory as written, unless a URI. */
 function backingPath(imageFilename: string, name: string): string {
-  if (name.startsWith('/') || hasProtocol(name)) return name;
-  return imageFilename.slice(0, imageFilename.lastIndexOf('/') + 1) + name;
+  return hasProtocol(name) ? name : pathCombine(imageFilename, name);
 }
 
 /** The new backing node: one of the old chain if it is there (and the prefix of the chain above it), else the file opened read-only. */

@@ -11,6 +11,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { realpath } from 'node:fs/promises';
 import { isAbsolute } from 'node:path';
+import { hasProtocol, pathCombine } from '../../core/block/backing-chain.js';
 import type { DriverOpenContext } from '../../core/block/driver.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import { BlockLayerError } from '../../core/errors.js';
@@ -23,18 +24,6 @@ const openingChain = new AsyncLocalStorage<readonly string[]>();
 /** A file's identity for loop detection: its real path, or the name when it cannot be resolved. */
 async function identity(path: string): Promise<string> {
   return realpath(path).catch(() => path);
-}
-
-/** QEMU's path_has_protocol: a colon before any slash. */
-function hasProtocol(name: string): boolean {
-  const stop = name.search(/[:/\\]/);
-  return stop >= 0 && name[stop] === ':';
-}
-
-/** QEMU's path_combine: `name` after the directory part of `base` as written (no normalisation), unless absolute. */
-export function pathCombine(base: string, name: string): string {
-  if (isAbsolute(name)) return name;
-  return base.slice(0, base.lastIndexOf('/') + 1) + name;
 }
 
 export interface BackingFromHeader {
