@@ -15,7 +15,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { build } from 'esbuild';
@@ -33,14 +33,33 @@ const launcherImport = {
     });
   },
 };
-const common = { bundle: true, platform: 'node', target: 'node20', logLevel: 'warning' };
+const common = { bundle: true, platform: 'node', target: 'node20', logLevel: 'warning', write: false };
+
+/**
+ * Writes a file whole or not at all (aside, then renamed): a CLI started
+ * while the build runs (`npm start` rebuilds in place, as the tests do beside
+ * other tests running the CLI) reads the old file or the new one, never half
+ * of one.
+ */
+function replaceFile(path, contents, mode = 0o644) {
+  const partial = `${path}.${process.pid}.partial`;
+  writeFileSync(partial, contents, { mode });
+  chmodSync(partial, mode);
+  renameSync(partial, path);
+}
+
+/** Runs esbuild and writes what it made with replaceFile; returns the outputs' contents by path. */
+async function bundle(options, mode) {
+  const { outputFiles } = await build({ ...common, ...options });
+  for (const file of outputFiles) replaceFile(file.path, file.contents, file.path.endsWith('.map') ? 0o644 : mode);
+  return new Map(outputFiles.map((file) => [file.path, file.contents]));
+}
 
 mkdirSync(bundleDir, { recursive: true });
 for (const name of readdirSync(bundleDir).filter((n) => n.endsWith('.v8cache'))) {
-  rmSync(join(bundleDir, name));
+  rmSync(join(bundleDir, name), { force: true });
 }
-await build({
-  ...common,
+const bundled = await bundle({
   entryPoints: [resolve(out, 'bin', 'blocklayer.js')],
   outfile: resolve(bundleDir, 'blocklayer.cjs'),
   format: 'cjs',
@@ -52,21 +71,19 @@ await build({
   define: { 'import.meta.url': 'blocklayerBundleUrl' },
   banner: { js: "const blocklayerBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [launcherImport],
-});
+}, 0o755);
 if (!importReplaced) throw new Error('bundle-cli: core/plugin/import-module.js was not bundled, so the bundle could not load plugins from disk');
 // The launcher names the code cache by the bundle's hash, worked out here rather than on every run.
-const bundleHash = createHash('sha256').update(readFileSync(resolve(bundleDir, 'blocklayer.cjs'))).digest('hex').slice(0, 16);
-await build({
-  ...common,
+const bundleHash = createHash('sha256').update(bundled.get(resolve(bundleDir, 'blocklayer.cjs'))).digest('hex').slice(0, 16);
+await bundle({
   entryPoints: [resolve(out, 'bin', 'bundle-launcher.js')],
   outfile: resolve(bundleDir, 'blocklayer.js'),
   format: 'cjs',
   define: { 'import.meta.url': 'blocklayerLauncherUrl', BLOCKLAYER_BUNDLE_HASH: JSON.stringify(bundleHash) },
   banner: { js: "#!/usr/bin/env node\nconst blocklayerLauncherUrl = require('node:url').pathToFileURL(__filename).href;" },
-});
+}, 0o755);
 // CommonJS, as the launcher is built: the package around it is "type": "module".
-writeFileSync(resolve(bundleDir, 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);
-chmodSync(resolve(bundleDir, 'blocklayer.js'), 0o755);
+replaceFile(resolve(bundleDir, 'package.json'), `${JSON.stringify({ type: 'commonjs' })}\n`);
 
 const scratch = mkdtempSync(join(tmpdir(), 'blocklayer-prime-'));
 try {
