@@ -11,6 +11,7 @@ import { compareCommand } from './commands/compare.js';
 import { convertCommand } from './commands/convert.js';
 import { createCommand } from './commands/create.js';
 import { daemonCommand } from './commands/daemon.js';
+import { ddCommand } from './commands/dd.js';
 import { infoCommand } from './commands/info.js';
 import { mapCommand } from './commands/map.js';
 import { measureCommand } from './commands/measure.js';
@@ -35,6 +36,7 @@ rebaseCommand(program);
 resizeCommand(program);
 commitCommand(program);
 measureCommand(program);
+ddCommand(program);
 bitmapCommand(program);
 benchCommand(program);
 

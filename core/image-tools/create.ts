@@ -15,7 +15,7 @@ import type { ImageCreator } from '../block/image-creator.js';
 import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
-import { errorText, ImageToolError, parseSize, withImage } from './image-access.js';
+import { cvtnumSyntaxError, errorText, ImageToolError, parseSize, withImage } from './image-access.js';
 
 export interface CreateRequest {
   filename: string;
@@ -44,10 +44,8 @@ export interface CreatePlan {
 
 const SECTOR = 512;
 
-/** cvtnum()'s two reports (see ImageToolError's perLine). */
-export const SIZE_ERROR =
-  'Invalid image size specified. You may use k, M, G, T, P or E suffixes for\n' +
-  'kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';
+/** cvtnum()'s two reports for a size argument that is not one. */
+export const SIZE_ERROR = cvtnumSyntaxError('image size');
 
 /** A creation option's value as qemu_opts_print() shows it. */
 function optionText(value: unknown): string {
@@ -111,12 +109,15 @@ export async function planCreate(layer: BlockLayer, request: CreateRequest): Pro
   return { filename, format, options, summary: `Formatting '${filename}', fmt=${format} ${shown.join(' ')}` };
 }
 
-/** Creates the image as planned; driver errors read `IMG: message`, as qemu-img's. */
-export async function executeCreate(layer: BlockLayer, plan: CreatePlan): Promise<void> {
+/**
+ * Creates the image as planned; driver errors read `IMG: message`, as
+ * qemu-img's, or `IMG: CONTEXT: message` where the tool words it so.
+ */
+export async function executeCreate(layer: BlockLayer, plan: CreatePlan, context?: string): Promise<void> {
   const creator = layer.container.get<ImageCreator>(TOKENS.ImageCreator);
   try {
     await creator.create(plan.format, plan.options);
   } catch (error) {
-    throw new ImageToolError(`${plan.filename}: ${errorText(error)}`);
+    throw new ImageToolError(`${plan.filename}: ${context === undefined ? '' : `${context}: `}${errorText(error)}`);
   }
 }

@@ -13,6 +13,7 @@ import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { BlockIoError, BlockLayerError, strerror } from '../errors.js';
 import { typeKeyval } from '../schema/keyval.js';
+import { qemuStrtosz } from '../schema/keyval-typing.js';
 import { Qapi } from '../schema/qapi.js';
 import { QapiValidator } from '../schema/qapi-validator.js';
 
@@ -150,5 +151,22 @@ export function parseSize(text: string): number | undefined {
 export function requireSize(text: string, message: string): number {
   const value = parseSize(text);
   if (value === undefined) throw new ImageToolError(message);
+  return value;
+}
+
+/** cvtnum()'s two reports when the text is not a size (see ImageToolError's perLine). */
+export function cvtnumSyntaxError(name: string): string {
+  return `Invalid ${name} specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`;
+}
+
+/**
+ * qemu-img's cvtnum_full(): a byte count named `name` in its messages,
+ * between `min` and `max`, as a bigint (counts go up to 2^63 - 1). Not a
+ * size: two reports (perLine); out of range: one.
+ */
+export function cvtnum(name: string, text: string, min: bigint, max: bigint): bigint {
+  const value = qemuStrtosz(text);
+  if (value === 'EINVAL') throw new ImageToolError(cvtnumSyntaxError(name), 1, true);
+  if (value === 'ERANGE' || value < min || value > max) throw new ImageToolError(`Invalid ${name} specified. Must be between ${min} and ${max}.`);
   return value;
 }

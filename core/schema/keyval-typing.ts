@@ -178,8 +178,8 @@ function parseBool(text: string, path: KeyvalPath): boolean {
 
 function parseInteger(text: string, qapiType: string | undefined, path: KeyvalPath): number {
   if (qapiType === 'size') {
-    const size = parseSize(text);
-    if (size === undefined) fail(`Parameter '${path.full}' expects size`);
+    const size = qemuStrtosz(text);
+    if (typeof size !== 'bigint') fail(`Parameter '${path.full}' expects size`);
     return Number(size);
   }
   const value = qapiType?.startsWith('uint') ? strtou64(text) : strtoi64(text);
@@ -255,16 +255,20 @@ function suffixMultiplier(c: string | undefined): bigint | undefined {
  * then an optional suffix B/K/M/G/T/P/E in either case, powers of 1024. The
  * fraction is kept as 64-bit fixed point and the product rounded half up,
  * so `1.5k` is 1536 and `1.0005k` is 1025. Hex with a suffix (`0x10k`) is
- * accepted: QEMU only warns that it is deprecated.
+ * accepted: QEMU only warns that it is deprecated. Its errors: EINVAL
+ * (not a size, a negative number included) and ERANGE (2^64 or more), which
+ * qemu-img's cvtnum() words differently.
  */
-function parseSize(text: string): bigint | undefined {
+export function qemuStrtosz(text: string): bigint | 'EINVAL' | 'ERANGE' {
   const n = scanInteger(text, 10);
-  if (n === undefined || n.negative || n.magnitude > MASK64) return undefined;
+  if (n === undefined || n.negative) return 'EINVAL';
+  if (n.magnitude > MASK64) return 'ERANGE';
   let { end, magnitude: value } = n;
   let fraction = 0n;
   if (value === 0n && (text[end] === 'x' || text[end] === 'X')) {
     const hex = scanInteger(text, 16);
-    if (hex === undefined || hex.magnitude > MASK64 || text[hex.end] === '.') return undefined;
+    if (hex === undefined || text[hex.end] === '.') return 'EINVAL';
+    if (hex.magnitude > MASK64) return 'ERANGE';
     ({ end, magnitude: value } = hex);
   } else if (text[end] === '.') {
     const digits = /^\.(\d+)/.exec(text.slice(end))?.[1];
@@ -273,7 +277,7 @@ function parseSize(text: string): bigint | undefined {
     } else {
       end += 1 + digits.length;
       // An exponent is strtod's only if digits follow; then QEMU refuses the input.
-      if (/^[eE][+-]?\d/.test(text.slice(end))) return undefined;
+      if (/^[eE][+-]?\d/.test(text.slice(end))) return 'EINVAL';
       // C's out-of-range conversion of 1.0 * 2^64 gives 0 on x86-64: `3.99999999999999999999k` is 3072.
       fraction = BigInt(Math.trunc(Number(`0.${digits}`) * 2 ** 64)) & MASK64;
     }
@@ -282,13 +286,13 @@ function parseSize(text: string): bigint | undefined {
   if (multiplier === undefined) multiplier = 1n;
   else end++;
   if (multiplier === 1n) {
-    if (fraction !== 0n) return undefined;
+    if (fraction !== 0n) return 'EINVAL';
   } else {
     const scaled = fraction * multiplier;
     value = value * multiplier + (scaled >> 64n) + (((scaled & MASK64) >> 63n) & 1n);
-    if (value > MASK64) return undefined;
+    if (value > MASK64) return 'ERANGE';
   }
-  return end === text.length ? value : undefined;
+  return end === text.length ? value : 'EINVAL';
 }
 
 const DECIMAL_FLOAT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;

@@ -167,7 +167,7 @@ test.serial('a missing -f is refused for every command that opens an image (no p
   const dir = await workDir(t);
   const image = join(dir, 'x.raw');
   await run('qemu-img', ['create', '-f', 'raw', image, '1M']);
-  for (const args of [['info', image], ['check', image], ['convert', image, join(dir, 'y.raw')]]) {
+  for (const args of [['info', image], ['check', image], ['convert', image, join(dir, 'y.raw')], ['dd', `if=${image}`, `of=${join(dir, 'z.raw')}`]]) {
     const result = await cli(args);
     t.deepEqual(result, { code: 1, stdout: '', stderr: `blocklayer ${args[0]}: format must be given with -f\n` }, args[0]);
   }

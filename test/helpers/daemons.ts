@@ -57,12 +57,14 @@ function bundleIsCurrent(): boolean {
  * builds before it tests); else from the sources under tsx, so that a test
  * never runs code older than the checkout. The bundle starts in a tenth of
  * a second, tsx in one to three on this machine, and the CLI tests start
- * hundreds of processes.
+ * hundreds of processes. A command line with --manifest runs under tsx
+ * too: the test manifests name plugins by their TypeScript sources.
  */
-const cliCommand: readonly string[] = bundleIsCurrent() ? [BUNDLE] : ['--import', 'tsx', CLI];
+const bundleCurrent = bundleIsCurrent();
 
 export function blocklayerCommand(args: readonly string[]): [string, string[]] {
-  return [process.execPath, [...cliCommand, ...args]];
+  const fromSource = !bundleCurrent || args.includes('--manifest');
+  return [process.execPath, [...(fromSource ? ['--import', 'tsx', CLI] : [BUNDLE]), ...args]];
 }
 
 /** Whether something listens on the socket: the file exists from bind() on, connections are refused until listen(). */
