@@ -10,8 +10,8 @@ import {
   checkCacheMode,
   runBench,
 } from '../../core/image-tools/bench.js';
-import { ImageToolError, requireFormat, requireSize, withImage } from '../../core/image-tools/image-access.js';
-import { forceShareOption, parseUnsigned, print, runTool } from './image-tool-cli.js';
+import { ImageToolError, requireFormat, withImage } from '../../core/image-tools/image-access.js';
+import { byteCount, forceShareOption, parseUnsigned, print, runTool } from './image-tool-cli.js';
 
 interface BenchCliOptions {
   c?: string;
@@ -30,23 +30,18 @@ interface BenchCliOptions {
   w?: boolean;
 }
 
-const INT_MAX = 2 ** 31 - 1;
+const INT_MAX = 2n ** 31n - 1n;
 
 function benchOptions(options: BenchCliOptions): BenchOptions {
-  const size = (text: string | undefined, fallback: number, what: string, min: number): number => {
-    if (text === undefined) return fallback;
-    const value = requireSize(text, `Invalid ${what} specified`);
-    if (value < min || value > INT_MAX) throw new ImageToolError(`Invalid ${what} specified`);
-    return value;
-  };
+  const size = (text: string | undefined, fallback: number, what: string): number => (text === undefined ? fallback : byteCount(what, text, 0n, INT_MAX));
   const depth = parseUnsigned(options.d, BENCH_DEFAULTS.depth, 'Invalid queue depth specified');
   if (depth < 1) throw new ImageToolError('Invalid queue depth specified');
   return {
     count: parseUnsigned(options.c, BENCH_DEFAULTS.count, 'Invalid request count specified'),
     depth,
-    offset: options.o === undefined ? 0 : requireSize(options.o, 'Invalid offset specified'),
-    bufferSize: size(options.s, BENCH_DEFAULTS.bufferSize, 'buffer size', 1),
-    step: size(options.S, 0, 'step_size', 0),
+    offset: options.o === undefined ? 0 : byteCount('offset', options.o),
+    bufferSize: size(options.s, BENCH_DEFAULTS.bufferSize, 'buffer size'),
+    step: size(options.S, 0, 'step_size'),
     write: options.w ?? false,
     pattern: parseUnsigned(options.pattern, 0, 'Invalid pattern byte specified', 0xff),
     flushInterval: parseUnsigned(options.flushInterval, 0, 'Invalid flush interval specified'),

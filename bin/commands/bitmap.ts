@@ -4,8 +4,8 @@
  */
 import type { Command } from 'commander';
 import { type BitmapAction, changeBitmaps, checkBitmapRequest } from '../../core/image-tools/bitmap.js';
-import { ImageToolError, requireFormat, requireSize } from '../../core/image-tools/image-access.js';
-import { runTool } from './image-tool-cli.js';
+import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
+import { byteCount, runTool } from './image-tool-cli.js';
 
 interface BitmapOptions {
   f?: string;
@@ -13,9 +13,6 @@ interface BitmapOptions {
   F?: string;
   g?: string;
 }
-
-const GRANULARITY_ERROR =
-  'Invalid granularity specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.';
 
 export function bitmapCommand(program: Command): void {
   // The operations run in the order given, which commander's parsed options do not keep: they are collected as parsed.
@@ -39,7 +36,7 @@ export function bitmapCommand(program: Command): void {
   command.on('option:merge', (source: string) => actions.push({ op: 'merge', source }));
   command.action((filename: string, bitmap: string, options: BitmapOptions) =>
     runTool('bitmap', async (layer) => {
-      const granularity = options.g === undefined ? undefined : requireSize(options.g, GRANULARITY_ERROR);
+      const granularity = options.g === undefined ? undefined : byteCount('granularity', options.g);
       checkBitmapRequest(actions, granularity, options.b, options.F);
       const format = requireFormat(options.f);
       if (options.b !== undefined && options.F === undefined) throw new ImageToolError('format of -b must be given with -F');

@@ -1,8 +1,8 @@
 /** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [--bitmaps [--skip-broken-bitmaps]] SRC DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
-import { requireFormat, requireSize } from '../../core/image-tools/image-access.js';
-import { collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
+import { requireFormat } from '../../core/image-tools/image-access.js';
+import { byteCount, collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface ConvertOptions {
@@ -53,7 +53,7 @@ export function convertCommand(program: Command): void {
           compress: options.c ?? false,
           options: options.o,
           skipCreate: options.n ?? false,
-          sparseSize: options.S === undefined ? 4096 : requireSize(options.S, 'Invalid buffer size for sparse output specified'),
+          sparseSize: options.S === undefined ? 4096 : byteCount('buffer size for sparse output', options.S),
           parallel: parseUnsigned(options.m, 8, 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16'),
           outOfOrder: options.W ?? false,
           cache: convertCacheMode(options.t ?? 'unsafe'),

@@ -5,7 +5,7 @@
  */
 import { InvalidArgumentError, Option } from 'commander';
 import { BlockLayer } from '../../core/block-layer.js';
-import { errorText, ImageToolError } from '../../core/image-tools/image-access.js';
+import { cvtnum, errorText, ImageToolError } from '../../core/image-tools/image-access.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export type OutputFormat = 'human' | 'json';
@@ -53,6 +53,16 @@ export async function runTool(command: string, body: (layer: BlockLayer) => Prom
   } finally {
     await layer?.close().catch(() => undefined);
   }
+}
+
+/**
+ * A byte count given as `name` (an offset, a size) as qemu-img's cvtnum()
+ * reads it, between `min` and `max` (default 0 and 2^63 - 1), with its
+ * messages. As a number: counts past 2^53 (offsets beyond any image) are
+ * rounded.
+ */
+export function byteCount(name: string, text: string, min = 0n, max = 2n ** 63n - 1n): number {
+  return Number(cvtnum(name, text, min, max));
 }
 
 /** qemu_strtoul(text, NULL, 0): decimal, 0x hex or 0 octal, at most `max`; else ImageToolError(message). */

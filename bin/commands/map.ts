@@ -1,8 +1,8 @@
 /** `blocklayer map -f FMT [--output=human|json] [--start-offset=N] [--max-length=N] IMG`: qemu-img map. */
 import type { Command } from 'commander';
-import { requireFormat, requireSize, withImage } from '../../core/image-tools/image-access.js';
+import { requireFormat, withImage } from '../../core/image-tools/image-access.js';
 import { formatMapHuman, formatMapJson, mapImage, type MapOptions } from '../../core/image-tools/map.js';
-import { forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
+import { byteCount, forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface MapCliOptions {
   f?: string;
@@ -30,8 +30,8 @@ export function mapCommand(program: Command): void {
       runTool('map', async (layer) => {
         const format = requireFormat(options.f);
         const range: MapOptions = {};
-        if (options.startOffset !== undefined) range.startOffset = requireSize(options.startOffset, 'Invalid start offset specified');
-        if (options.maxLength !== undefined) range.maxLength = requireSize(options.maxLength, 'Invalid max length specified');
+        if (options.startOffset !== undefined) range.startOffset = byteCount('start offset', options.startOffset);
+        if (options.maxLength !== undefined) range.maxLength = byteCount('max length', options.maxLength);
         const entries = await withImage(layer, { filename, format }, { readOnly: true }, (node) => mapImage(node, range));
         if (options.output === 'json') {
           print(formatMapJson(entries));

@@ -62,7 +62,7 @@ export interface ConvertRequest {
   backingFormat?: string;
   /** -n: write into an existing target instead of creating it. */
   skipCreate?: boolean;
-  /** -S: the shortest run of zeroes not written (default 4096; 0: write everything). */
+  /** -S: the shortest run of zeroes not written (default 4096; 0: write everything), a multiple of 512 up to 16 MiB. */
   sparseSize?: number;
   /** -m: requests in flight (default 8). */
   parallel?: number;
@@ -86,6 +86,8 @@ export interface ConvertResult {
 export type ProgressListener = (done: number, total: number) => void;
 
 const BUFFER = 2 * 1024 * 1024;
+/** -S at most qemu-img's buffer, 32768 sectors. */
+const MAX_SPARSE_SIZE = 16 * 1024 * 1024;
 /** The first block status window: a few requests' worth. */
 const FIRST_PROBE = 4 * BUFFER;
 
@@ -273,6 +275,12 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) {
     throw new ImageToolError('Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
   }
+  const sparseSize = request.sparseSize ?? 4096;
+  if (!Number.isSafeInteger(sparseSize) || sparseSize < 0 || sparseSize % 512 !== 0 || sparseSize > MAX_SPARSE_SIZE) {
+    throw new ImageToolError(
+      `Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to ${MAX_SPARSE_SIZE}. Select 0 to disable sparse detection (fully allocates output).`,
+    );
+  }
   if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
   const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
   const source = await openImage(layer, request.source, { readOnly: true });
@@ -290,7 +298,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         target,
         zeroInit: request.skipCreate !== true && request.backingFile === undefined,
         compress,
-        sparseSize: request.sparseSize ?? 4096,
+        sparseSize,
         inOrder: !(request.outOfOrder ?? false),
         buffers: [],
         bufferSize: maxData,

@@ -147,12 +147,6 @@ export function parseSize(text: string): number | undefined {
   }
 }
 
-/** parseSize, or an ImageToolError with `message`. */
-export function requireSize(text: string, message: string): number {
-  const value = parseSize(text);
-  if (value === undefined) throw new ImageToolError(message);
-  return value;
-}
 
 /** cvtnum()'s two reports when the text is not a size (see ImageToolError's perLine). */
 export function cvtnumSyntaxError(name: string): string {
