@@ -71,11 +71,8 @@ function sourceOf(layer: BlockLayer, node: BlockNode): MeasureSource {
   return { length: node.length, dataBytes: (granularity) => dataBytes(node, granularity), bitmaps };
 }
 
-export async function measureImage(layer: BlockLayer, request: MeasureRequest): Promise<MeasureResult> {
-  if (request.size !== undefined && request.source !== undefined) throw new ImageToolError('--size N cannot be used together with a filename.');
-  if (request.size === undefined && request.source === undefined) throw new ImageToolError('Either --size N or one filename must be specified.');
-  const size = request.size === undefined ? undefined : parseSize(request.size);
-  if (size === undefined && request.size !== undefined) throw new ImageToolError(SIZE_ERROR, 1, true);
+/** The format's checks and measurement, as qemu-img makes them once the source (if any) is open. */
+async function measureFormat(layer: BlockLayer, request: MeasureRequest, size: number | undefined, source?: MeasureSource): Promise<MeasureResult> {
   const format = request.format ?? 'raw';
   const driver = layer.drivers.get(format);
   if (driver === undefined) throw new ImageToolError(`Unknown file format '${format}'`);
@@ -96,13 +93,19 @@ export async function measureImage(layer: BlockLayer, request: MeasureRequest): 
   } catch (error) {
     throw new ImageToolError(`${errorText(error)}\nInvalid options for file format '${format}'`, 1, true);
   }
-  const measure = driver.measure.bind(driver);
-  const run = (source?: MeasureSource) =>
-    measure({ options, ...(source === undefined ? {} : { source }) }).catch((error: unknown) => {
-      throw error instanceof ImageToolError ? error : new ImageToolError(errorText(error));
-    });
-  if (request.source === undefined) return run();
-  return withImage(layer, request.source, { readOnly: true }, (node) => run(sourceOf(layer, node)));
+  return driver.measure({ options, ...(source === undefined ? {} : { source }) }).catch((error: unknown) => {
+    throw error instanceof ImageToolError ? error : new ImageToolError(errorText(error));
+  });
+}
+
+/** qemu-img measure: the arguments checked, the source (if any) opened, then the format's checks and measurement. */
+export async function measureImage(layer: BlockLayer, request: MeasureRequest): Promise<MeasureResult> {
+  if (request.size !== undefined && request.source !== undefined) throw new ImageToolError('--size N cannot be used together with a filename.');
+  if (request.size === undefined && request.source === undefined) throw new ImageToolError('Either --size N or one filename must be specified.');
+  const size = request.size === undefined ? undefined : parseSize(request.size);
+  if (size === undefined && request.size !== undefined) throw new ImageToolError(SIZE_ERROR, 1, true);
+  if (request.source === undefined) return measureFormat(layer, request, size);
+  return withImage(layer, request.source, { readOnly: true }, (node) => measureFormat(layer, request, size, sourceOf(layer, node)));
 }
 
 export function formatMeasureHuman(result: MeasureResult): string {

@@ -63,6 +63,10 @@ test.serial("measure prints what qemu-img measure prints", async (t) => {
     ['--size', '1G', '-O', 'qcow2', '-o', 'compat=0.10,refcount_bits=1'],
     ['--size', '100T', '-O', 'qcow2', '-o', 'cluster_size=512'],
     ['-f', 'qcow2', '-O', 'qcow2', at('nowhere.qcow2')],
+    // The source is opened before the output format is looked at.
+    ['-f', 'qcow2', '-O', 'bogus', at('nowhere.qcow2')],
+    ['-f', 'qcow2', '-O', 'null-co', '-o', 'foo=1', at('nowhere.qcow2')],
+    ['-f', 'qcow2', '-O', 'bogus', at('top.qcow2')],
   ];
   for (const args of cases) {
     const [command, argv] = blocklayerCommand(['measure', ...args]);
