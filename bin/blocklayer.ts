@@ -18,6 +18,7 @@ import { measureCommand } from './commands/measure.js';
 import { qmpCommand } from './commands/qmp.js';
 import { rebaseCommand } from './commands/rebase.js';
 import { resizeCommand } from './commands/resize.js';
+import { snapshotCommand } from './commands/snapshot.js';
 
 const program = new Command('blocklayer')
   .description('a block layer for Node.js that speaks QEMU\'s QMP')
@@ -34,6 +35,7 @@ compareCommand(program);
 convertCommand(program);
 rebaseCommand(program);
 resizeCommand(program);
+snapshotCommand(program);
 commitCommand(program);
 measureCommand(program);
 ddCommand(program);

@@ -9,7 +9,7 @@ import { AsyncSeriesBailHook, AsyncSeriesHook, SyncHook } from 'tapable';
 import { BlockIoError, toBlockIoError } from '../errors.js';
 import { alignDown, alignUp } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
-import type { BlockDriverDefinition, DriverCapabilities, DriverLimits } from './driver.js';
+import type { BlockDriverDefinition, DriverCapabilities, DriverLimits, NewSnapshotInfo, SnapshotInfo } from './driver.js';
 import { DrainSection } from './drain-section.js';
 import { DriverIo } from './driver-io.js';
 import type { NodeEdge, NodeParent } from './node-edge.js';
@@ -290,12 +290,31 @@ export class BlockNode implements NodeParent {
    * file afterwards. A control operation, as changeBackingFile: callers make
    * it with nothing else using the node.
    */
-  async makeEmpty(): Promise<void> {
+  makeEmpty(): Promise<void> {
+    return this.controlOperation((driver) => driver.makeEmpty?.(this.state));
+  }
+
+  /** Internal snapshots (BlockDriverDefinition.snapshotCreate, …): control operations, as makeEmpty. */
+  snapshotCreate(snapshot: NewSnapshotInfo): Promise<SnapshotInfo> {
+    return this.controlOperation((driver) => driver.snapshotCreate?.(this.state, snapshot));
+  }
+
+  snapshotGoto(idOrName: string): Promise<void> {
+    return this.controlOperation((driver) => driver.snapshotGoto?.(this.state, idOrName));
+  }
+
+  snapshotDelete(id: string | undefined, name: string | undefined): Promise<void> {
+    return this.controlOperation((driver) => driver.snapshotDelete?.(this.state, id, name));
+  }
+
+  /** A driver's control operation on a writable node: ENOTSUP if the driver has none (`call` gives undefined). */
+  private async controlOperation<T>(call: (driver: BlockDriverDefinition) => Promise<T> | undefined): Promise<T> {
     if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
-    if (this.driver.makeEmpty === undefined) throw new BlockIoError('ENOTSUP');
     if (this.readOnly) throw new BlockIoError('EACCES', `Block node '${this.nodeName}' is read-only`);
+    const pending = call(this.driver);
+    if (pending === undefined) throw new BlockIoError('ENOTSUP');
     try {
-      await this.driver.makeEmpty(this.state);
+      return await pending;
     } catch (error) {
       throw toBlockIoError(error);
     }

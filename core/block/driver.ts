@@ -181,6 +181,17 @@ export interface SnapshotInfo {
   icount?: number;
 }
 
+/** What a new internal snapshot records besides its id (QEMU's QEMUSnapshotInfo as qemu-img fills it). */
+export interface NewSnapshotInfo {
+  name: string;
+  dateSec: number;
+  dateNsec: number;
+  /** Zero unless a VM's clock and state are saved with it (never here). */
+  vmClockNsec?: bigint;
+  vmStateSize?: bigint;
+  icount?: bigint;
+}
+
 /** Extra facts for query-named-block-nodes, in QEMU's ImageInfo terms. */
 export interface NodeDescription {
   /** Set by protocol drivers: the file name or URI. Format drivers inherit the child's. */
@@ -337,6 +348,18 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * merely tidy up ignore, as qemu-img does.
    */
   makeEmpty?(state: S): Promise<void>;
+  /**
+   * Internal snapshots, for formats that keep them (QEMU's
+   * bdrv_snapshot_create, _goto and _delete): create records the image's
+   * current content under a new id; goto makes a snapshot (an id, else a
+   * name) the content; delete drops the one with this id and/or name
+   * (ENOENT if none). Control operations, made with nothing else using the
+   * node; the list is the description's `snapshots`. Optional: ENOTSUP
+   * without them.
+   */
+  snapshotCreate?(state: S, snapshot: NewSnapshotInfo): Promise<SnapshotInfo>;
+  snapshotGoto?(state: S, idOrName: string): Promise<void>;
+  snapshotDelete?(state: S, id: string | undefined, name: string | undefined): Promise<void>;
   /**
    * The graph linked `child` as the backing node of a node opened without
    * its backing file (`backing: null`, as drive-mirror opens its target),

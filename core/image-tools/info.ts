@@ -102,8 +102,8 @@ function snapshotRow(sn: SnapshotInfo): string {
   return `${sn.id.padEnd(9)} ${sn.name.padEnd(16)} ${sizeToStr(sn['vm-state-size']).padStart(8)}${date.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}\n`;
 }
 
-/** qemu-img info's snapshot list (bdrv_snapshot_dump's header, then a row per snapshot). */
-function snapshotList(snapshots: readonly SnapshotInfo[]): string {
+/** qemu-img info's snapshot list (bdrv_snapshot_dump's header, then a row per snapshot); qemu-img snapshot -l prints it too. */
+export function snapshotList(snapshots: readonly SnapshotInfo[]): string {
   const header = `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}\n`;
   return `Snapshot list:\n${header}${snapshots.map(snapshotRow).join('')}`;
 }

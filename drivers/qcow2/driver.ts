@@ -10,6 +10,7 @@ import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/
 import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, markBitmapsInUse, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
 import { makeEmpty } from './qcow2-make-empty.js';
+import { createSnapshot, deleteSnapshot, gotoSnapshot } from './qcow2-snapshot-ops.js';
 import { measureQcow2 } from './qcow2-measure.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
@@ -150,6 +151,9 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   check: checkQcow2,
   changeBackingFile: qcow2ChangeBackingFile,
   makeEmpty,
+  snapshotCreate: createSnapshot,
+  snapshotGoto: gotoSnapshot,
+  snapshotDelete: deleteSnapshot,
   linkBacking,
   openBackingFile,
   loadBitmaps,

@@ -170,7 +170,7 @@ export async function formatImage(file: CreationFile, name: string, p: CreatePar
     size: 0,
     l1: Buffer.alloc(0),
     reftable,
-    snapshots: { byteSize: 0, l1Tables: [], infos: [] },
+    snapshots: { byteSize: 0, l1Tables: [], infos: [], entries: [] },
     bitmapDirectory: undefined,
     // A larger refcount cache than an open image's: growing a new image scans its refcounts repeatedly.
     options: { file: name, 'lazy-refcounts': false, 'cache-clean-interval': 0, 'refcount-cache-size': 1 << 23 },

@@ -240,7 +240,7 @@ export async function openImage(ctx: DriverOpenContext<Qcow2Options>): Promise<Q
   await readFile(file, Number(header.l1TableOffset), l1);
   const reftable = Buffer.alloc(header.refcountTableClusters * 2 ** header.clusterBits);
   await readFile(file, Number(header.refcountTableOffset), reftable);
-  const snapshots = await readSnapshotTable((o, b) => readFile(file, o, b), Number(header.snapshotsOffset), header.nbSnapshots);
+  const snapshots = await readSnapshotTable((o, b) => readFile(file, o, b), Number(header.snapshotsOffset), header.nbSnapshots, size);
   const bitmaps = ext.bitmapDirectory;
   const image = buildImage({
     name,

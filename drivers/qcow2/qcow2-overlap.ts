@@ -11,7 +11,14 @@ import { MAX_L1_BYTES, readL1Entry } from './qcow2-format.js';
 import { growFile, type Qcow2Image, readFile, signalCorruption, writeFile } from './qcow2-image.js';
 
 /** The structures a write may legitimately target, so their own check is skipped. */
-export type OwnMetadata = 'active L1 table' | 'active L2 table' | 'inactive L2 table' | 'refcount table' | 'refcount block' | 'bitmap directory';
+export type OwnMetadata =
+  | 'active L1 table'
+  | 'active L2 table'
+  | 'inactive L1 table'
+  | 'inactive L2 table'
+  | 'refcount table'
+  | 'refcount block'
+  | 'bitmap directory';
 
 /** Throws (marking the image corrupt) if `[offset, offset + length)` touches metadata other than `own`. */
 export async function checkOverlap(image: Qcow2Image, offset: number, length: number, own?: OwnMetadata): Promise<void> {
@@ -52,7 +59,7 @@ export function cachedOverlap(image: Qcow2Image, offset: number, length: number,
   const kind = metadataIn(image, first, end);
   if (kind === 'l2' && own !== 'active L2 table') return 'active L2 table';
   if (kind === 'refblock' && own !== 'refcount block') return 'refcount block';
-  if (image.snapshots.l1Tables.some((t) => hits(t.offset, t.size * 8))) return 'inactive L1 table';
+  if (own !== 'inactive L1 table' && image.snapshots.l1Tables.some((t) => hits(t.offset, t.size * 8))) return 'inactive L1 table';
   return undefined;
 }
 

@@ -57,7 +57,7 @@ export async function getRefcount(image: Qcow2Image, cluster: number): Promise<n
  * refcount blocks must exist); returns the last new value. A block is
  * changed only if none of its values would leave the valid range.
  */
-async function adjustRefcounts(image: Qcow2Image, first: number, count: number, delta: number): Promise<number> {
+export async function adjustRefcounts(image: Qcow2Image, first: number, count: number, delta: number): Promise<number> {
   const { refblockEntries } = image.g;
   let last = 0;
   for (let cluster = first; cluster < first + count; ) {

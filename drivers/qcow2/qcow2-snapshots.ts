@@ -1,12 +1,13 @@
 /**
- * The internal snapshot table, read only as far as this driver needs it:
- * where the table and each snapshot's L1 table lie (for overlap checks and
- * check), and what qemu-img info lists of each snapshot. The active L1 is
- * the only one used for I/O. The limits and messages are QEMU's
- * (qcow2_read_snapshots).
+ * The internal snapshot table: its entries as QEMU reads them
+ * (qcow2_read_snapshots: limits and messages too), where the table and each
+ * snapshot's L1 table lie (for overlap checks and check), what qemu-img
+ * info lists of each snapshot, and the table as QEMU writes it
+ * (qcow2_write_snapshots' layout). The active L1 is the only one used for
+ * I/O; qcow2-snapshot-ops.ts creates, applies and deletes snapshots.
  */
 import type { SnapshotInfo } from '../../core/block/driver.js';
-import { BlockLayerError } from '../../core/errors.js';
+import { BlockIoError, BlockLayerError } from '../../core/errors.js';
 import { MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES, SNAPSHOT_HEADER_SIZE } from './qcow2-format.js';
 
 export interface SnapshotL1 {
@@ -18,12 +19,34 @@ export interface SnapshotL1 {
   name: string;
 }
 
+/** One entry as QEMU keeps it in memory (QCowSnapshot). */
+export interface SnapshotEntry {
+  l1Offset: bigint;
+  l1Size: number;
+  id: string;
+  name: string;
+  /** The 64-bit size from the extra data if there, else the 32-bit field. */
+  vmStateSize: bigint;
+  dateSec: number;
+  dateNsec: number;
+  vmClockNsec: bigint;
+  /** The extra data's size on disk (QEMU writes at least the 24 bytes it knows). */
+  extraDataSize: number;
+  /** From the extra data, or the image size when it has none (as QEMU fills it in). */
+  diskSize: bigint;
+  /** From the extra data, or -1 (none). */
+  icount: bigint;
+  /** Extra data past the 24 bytes QEMU knows, kept as it was. */
+  unknownExtra: Buffer;
+}
+
 export interface SnapshotTable {
   /** Bytes the table occupies from snapshots_offset. */
   byteSize: number;
   l1Tables: SnapshotL1[];
   /** Every snapshot, in table order, as QEMU's SnapshotInfo. */
   infos: SnapshotInfo[];
+  entries: SnapshotEntry[];
 }
 
 /** The extra data QEMU 7.2 reads: the 64-bit VM state size, the disk size and the icount. */
@@ -32,22 +55,27 @@ const NS_PER_SECOND = 1_000_000_000n;
 /** The extra data's icount when the snapshot has none. */
 const NO_ICOUNT = 0xffffffffffffffffn;
 
-/** QEMU's SnapshotInfo of one entry: the 64-bit VM state size and the icount from the extra data where it has them. */
-function snapshotInfo(entry: Buffer, extra: Buffer, id: string, name: string): SnapshotInfo {
-  const vmClock = entry.readBigUInt64BE(24);
-  const vmStateSize = extra.length >= 8 ? Number(extra.readBigUInt64BE(0)) : entry.readUInt32BE(32);
+/** QEMU's SnapshotInfo of one entry. */
+function snapshotInfo(entry: SnapshotEntry): SnapshotInfo {
   const info: SnapshotInfo = {
-    id,
-    name,
-    'vm-state-size': vmStateSize,
-    'date-sec': entry.readUInt32BE(16),
-    'date-nsec': entry.readUInt32BE(20),
-    'vm-clock-sec': Number(vmClock / NS_PER_SECOND),
-    'vm-clock-nsec': Number(vmClock % NS_PER_SECOND),
+    id: entry.id,
+    name: entry.name,
+    'vm-state-size': Number(entry.vmStateSize),
+    'date-sec': entry.dateSec,
+    'date-nsec': entry.dateNsec,
+    'vm-clock-sec': Number(entry.vmClockNsec / NS_PER_SECOND),
+    'vm-clock-nsec': Number(entry.vmClockNsec % NS_PER_SECOND),
   };
-  const icount = extra.length >= 24 ? extra.readBigUInt64BE(16) : NO_ICOUNT;
-  if (icount !== NO_ICOUNT) info.icount = Number(icount);
+  if (entry.icount !== NO_ICOUNT) info.icount = Number(entry.icount);
   return info;
+}
+
+/** The table's derived views, from its entries. */
+export function snapshotTable(entries: SnapshotEntry[], byteSize: number): SnapshotTable {
+  const l1Tables = entries
+    .filter((e) => e.l1Offset < BigInt(Number.MAX_SAFE_INTEGER))
+    .map((e) => ({ offset: Number(e.l1Offset), size: e.l1Size, id: e.id, name: e.name }));
+  return { byteSize, l1Tables, infos: entries.map(snapshotInfo), entries };
 }
 
 type ReadAt = (offset: number, buf: Buffer) => Promise<void>;
@@ -69,35 +97,92 @@ class WindowReader {
   }
 }
 
-/** Reads the table's entries: headers, the extra data QEMU knows (the rest is skipped), ids and names. */
-export async function readSnapshotTable(readAt: ReadAt, tableOffset: number, count: number): Promise<SnapshotTable> {
+/** Reads the table's entries; `imageSize` stands in for a disk size the extra data does not record. */
+export async function readSnapshotTable(readAt: ReadAt, tableOffset: number, count: number, imageSize: number): Promise<SnapshotTable> {
   const reader = new WindowReader(readAt);
-  const l1Tables: SnapshotL1[] = [];
-  const infos: SnapshotInfo[] = [];
+  const entries: SnapshotEntry[] = [];
   let offset = tableOffset;
   for (let i = 0; i < count; i++) {
     offset = Math.ceil(offset / 8) * 8;
-    const entry = await reader.read(offset, SNAPSHOT_HEADER_SIZE);
+    const header = Buffer.from(await reader.read(offset, SNAPSHOT_HEADER_SIZE));
     offset += SNAPSHOT_HEADER_SIZE;
-    const extraDataSize = entry.readUInt32BE(36);
+    const extraDataSize = header.readUInt32BE(36);
     if (extraDataSize > MAX_SNAPSHOT_EXTRA_DATA) {
       throw new BlockLayerError(`Too much extra metadata in snapshot table entry ${i}`);
     }
-    const idLength = entry.readUInt16BE(12);
-    const nameLength = entry.readUInt16BE(14);
-    const l1Offset = entry.readBigUInt64BE(0);
-    const l1Size = entry.readUInt32BE(8);
+    const idLength = header.readUInt16BE(12);
+    const nameLength = header.readUInt16BE(14);
     // Copied: the window may move before the entry is done with.
-    const header = Buffer.from(entry);
-    const extra = Buffer.from(await reader.read(offset, Math.min(extraDataSize, KNOWN_EXTRA_DATA)));
+    const extra = Buffer.from(await reader.read(offset, extraDataSize));
     offset += extraDataSize;
     const strings = await reader.read(offset, idLength + nameLength);
     offset += idLength + nameLength;
     if (offset - tableOffset > MAX_SNAPSHOT_TABLE_BYTES) throw new BlockLayerError('Snapshot table is too big');
-    const id = strings.toString('utf8', 0, idLength);
-    const name = strings.toString('utf8', idLength);
-    infos.push(snapshotInfo(header, extra, id, name));
-    if (l1Offset < BigInt(Number.MAX_SAFE_INTEGER)) l1Tables.push({ offset: Number(l1Offset), size: l1Size, id, name });
+    entries.push({
+      l1Offset: header.readBigUInt64BE(0),
+      l1Size: header.readUInt32BE(8),
+      id: strings.toString('utf8', 0, idLength),
+      name: strings.toString('utf8', idLength),
+      vmStateSize: extra.length >= 8 ? extra.readBigUInt64BE(0) : BigInt(header.readUInt32BE(32)),
+      dateSec: header.readUInt32BE(16),
+      dateNsec: header.readUInt32BE(20),
+      vmClockNsec: header.readBigUInt64BE(24),
+      extraDataSize,
+      diskSize: extra.length >= 16 ? extra.readBigUInt64BE(8) : BigInt(imageSize),
+      icount: extra.length >= KNOWN_EXTRA_DATA ? extra.readBigUInt64BE(16) : NO_ICOUNT,
+      unknownExtra: extra.subarray(Math.min(extra.length, KNOWN_EXTRA_DATA)),
+    });
   }
-  return { byteSize: offset - tableOffset, l1Tables, infos };
+  return snapshotTable(entries, offset - tableOffset);
+}
+
+/** Where each entry starts and how long the table is, as QEMU lays it out (entries 8-byte aligned). */
+function layout(entries: readonly SnapshotEntry[]): { starts: number[]; size: number } {
+  const starts: number[] = [];
+  let offset = 0;
+  for (const e of entries) {
+    offset = Math.ceil(offset / 8) * 8;
+    starts.push(offset);
+    offset += SNAPSHOT_HEADER_SIZE + Math.max(KNOWN_EXTRA_DATA, e.extraDataSize) + Buffer.byteLength(e.id) + Buffer.byteLength(e.name);
+    if (offset > MAX_SNAPSHOT_TABLE_BYTES) throw new BlockIoError('EFBIG', 'qcow2: the snapshot table would be too big');
+  }
+  return { starts, size: offset };
+}
+
+/** The bytes the table takes (QEMU's snapshots_size). */
+export function snapshotTableSize(entries: readonly SnapshotEntry[]): number {
+  return layout(entries).size;
+}
+
+/**
+ * The table as qcow2_write_snapshots writes it: every entry with at least
+ * the 24 bytes of extra data QEMU knows, the 32-bit VM state size only
+ * where it fits, unknown extra data as it was, the gaps between entries
+ * left zero.
+ */
+export function serializeSnapshotTable(entries: readonly SnapshotEntry[]): Buffer {
+  const { starts, size } = layout(entries);
+  const table = Buffer.alloc(size);
+  entries.forEach((e, i) => {
+    let at = starts[i]!;
+    const extraSize = Math.max(KNOWN_EXTRA_DATA, e.extraDataSize);
+    table.writeBigUInt64BE(e.l1Offset, at);
+    table.writeUInt32BE(e.l1Size, at + 8);
+    table.writeUInt16BE(Buffer.byteLength(e.id), at + 12);
+    table.writeUInt16BE(Buffer.byteLength(e.name), at + 14);
+    table.writeUInt32BE(e.dateSec, at + 16);
+    table.writeUInt32BE(e.dateNsec, at + 20);
+    table.writeBigUInt64BE(e.vmClockNsec, at + 24);
+    if (e.vmStateSize <= 0xffffffffn) table.writeUInt32BE(Number(e.vmStateSize), at + 32);
+    table.writeUInt32BE(extraSize, at + 36);
+    at += SNAPSHOT_HEADER_SIZE;
+    table.writeBigUInt64BE(e.vmStateSize, at);
+    table.writeBigUInt64BE(e.diskSize, at + 8);
+    table.writeBigUInt64BE(BigInt.asUintN(64, e.icount), at + 16);
+    if (e.unknownExtra.length > 0) e.unknownExtra.copy(table, at + KNOWN_EXTRA_DATA);
+    at += extraSize;
+    at += table.write(e.id, at);
+    table.write(e.name, at);
+  });
+  return table;
 }

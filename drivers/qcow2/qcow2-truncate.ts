@@ -20,7 +20,7 @@ import { zeroLocked } from './qcow2-zero.js';
  * then the new table, then the header's l1_size and l1_table_offset (one
  * write), each flushed; the old table is freed afterwards.
  */
-async function growL1(image: Qcow2Image, entries: number): Promise<void> {
+export async function growL1(image: Qcow2Image, entries: number): Promise<void> {
   // The old table's in-memory entries may point at tables not yet on disk.
   await syncMetadata(image);
   const bytes = entries * 8;
