@@ -174,7 +174,8 @@ export function createSnapshot(image: Qcow2Image, snapshot: NewSnapshotInfo): Pr
       vmClockNsec: snapshot.vmClockNsec ?? 0n,
       extraDataSize: 24,
       diskSize: BigInt(image.size),
-      icount: snapshot.icount ?? 0n,
+      // Unsigned, as on disk: -1 is none.
+      icount: BigInt.asUintN(64, snapshot.icount ?? 0n),
       unknownExtra: Buffer.alloc(0),
     };
     await writeSnapshots(image, [...entries, entry]);

@@ -34,7 +34,7 @@ export interface SnapshotEntry {
   extraDataSize: number;
   /** From the extra data, or the image size when it has none (as QEMU fills it in). */
   diskSize: bigint;
-  /** From the extra data, or -1 (none). */
+  /** From the extra data (unsigned 64-bit), or 2^64 - 1 (none). */
   icount: bigint;
   /** Extra data past the 24 bytes QEMU knows, kept as it was. */
   unknownExtra: Buffer;
@@ -178,7 +178,7 @@ export function serializeSnapshotTable(entries: readonly SnapshotEntry[]): Buffe
     at += SNAPSHOT_HEADER_SIZE;
     table.writeBigUInt64BE(e.vmStateSize, at);
     table.writeBigUInt64BE(e.diskSize, at + 8);
-    table.writeBigUInt64BE(BigInt.asUintN(64, e.icount), at + 16);
+    table.writeBigUInt64BE(e.icount, at + 16);
     if (e.unknownExtra.length > 0) e.unknownExtra.copy(table, at + KNOWN_EXTRA_DATA);
     at += extraSize;
     at += table.write(e.id, at);

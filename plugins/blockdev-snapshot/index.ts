@@ -1,4 +1,8 @@
-/** Plugin: external snapshots — blockdev-snapshot-sync and blockdev-snapshot, as commands and transaction actions. */
+/**
+ * Plugin: snapshots over QMP — external (blockdev-snapshot-sync, blockdev-snapshot) and internal
+ * (blockdev-snapshot-internal-sync, blockdev-snapshot-delete-internal-sync), as commands and
+ * transaction actions.
+ */
 import { ContainerModule } from 'inversify';
 import type { BlockGraph } from '../../core/block/block-graph.js';
 import type { DriverRegistry } from '../../core/block/driver-registry.js';
@@ -6,6 +10,7 @@ import type { ImageCreator } from '../../core/block/image-creator.js';
 import type { Plugin } from '../../core/plugin/plugin.js';
 import { TOKENS } from '../../core/tokens.js';
 import type { TransactionRunner } from '../../core/transaction/transaction-runner.js';
+import { internalSnapshotAction, internalSnapshotCommands } from './internal-snapshot.js';
 import { snapshotAction, snapshotCommands, snapshotSyncAction } from './snapshot-actions.js';
 
 const plugin: Plugin = {
@@ -21,8 +26,14 @@ const plugin: Plugin = {
     bind(TOKENS.TransactionActionContribution)
       .toDynamicValue((c) => snapshotAction(c.get<BlockGraph>(TOKENS.BlockGraph)))
       .inSingletonScope();
+    bind(TOKENS.TransactionActionContribution)
+      .toDynamicValue((c) => internalSnapshotAction(c.get<BlockGraph>(TOKENS.BlockGraph)))
+      .inSingletonScope();
     bind(TOKENS.CommandContribution)
       .toDynamicValue((c) => snapshotCommands(c.get<TransactionRunner>(TOKENS.TransactionRunner)))
+      .inSingletonScope();
+    bind(TOKENS.CommandContribution)
+      .toDynamicValue((c) => internalSnapshotCommands(c.get<BlockGraph>(TOKENS.BlockGraph), c.get<TransactionRunner>(TOKENS.TransactionRunner)))
       .inSingletonScope();
   }),
 };

@@ -1,7 +1,8 @@
 /**
  * Arguments of blockdev-snapshot-sync and blockdev-snapshot (QEMU 7.2's
- * BlockdevSnapshotSync and BlockdevSnapshot), in QEMU's member order: it
- * decides which problem is reported first.
+ * BlockdevSnapshotSync and BlockdevSnapshot), and of the internal snapshot
+ * commands, in QEMU's member order: it decides which problem is reported
+ * first.
  */
 import { Qapi, type Static } from '../../core/schema/qapi.js';
 
@@ -27,5 +28,30 @@ export const BlockdevSnapshot = Qapi.struct('BlockdevSnapshot', {
   overlay: Qapi.str({ description: 'the overlay: a node added with blockdev-add and `backing: null`, not in use' }),
 });
 
+export const BlockdevSnapshotInternal = Qapi.struct('BlockdevSnapshotInternal', {
+  device: Qapi.str({ description: 'the root node (or device) whose image takes the snapshot: a format that keeps internal snapshots (qcow2)' }),
+  name: Qapi.str({ description: "the snapshot's name, not yet used in the image" }),
+});
+
+export const BlockdevSnapshotDeleteInternal = Qapi.struct('BlockdevSnapshotDeleteInternal', {
+  device: Qapi.str({ description: 'the root node (or device) whose image holds the snapshot' }),
+  id: Qapi.optional(Qapi.str({ description: "the snapshot's id (with `name`: both must match)" })),
+  name: Qapi.optional(Qapi.str({ description: "the snapshot's name (one of id and name is required)" })),
+});
+
+/** QEMU's SnapshotInfo, what blockdev-snapshot-delete-internal-sync returns. */
+export const SnapshotInfoSchema = Qapi.struct('SnapshotInfo', {
+  id: Qapi.str(),
+  name: Qapi.str(),
+  'vm-state-size': Qapi.int(),
+  'date-sec': Qapi.int(),
+  'date-nsec': Qapi.int(),
+  'vm-clock-sec': Qapi.int(),
+  'vm-clock-nsec': Qapi.int(),
+  icount: Qapi.optional(Qapi.int()),
+});
+
 export type BlockdevSnapshotSyncArgs = Static<typeof BlockdevSnapshotSync>;
 export type BlockdevSnapshotArgs = Static<typeof BlockdevSnapshot>;
+export type BlockdevSnapshotInternalArgs = Static<typeof BlockdevSnapshotInternal>;
+export type BlockdevSnapshotDeleteInternalArgs = Static<typeof BlockdevSnapshotDeleteInternal>;

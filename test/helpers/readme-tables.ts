@@ -20,7 +20,12 @@ import { BlockStream } from '../../plugins/stream/options.js';
 import { BlockCommit } from '../../plugins/commit/options.js';
 import { BlockdevCreateArgs } from '../../plugins/blockdev-create/options.js';
 import { BlockDirtyBitmapAdd, BlockDirtyBitmapMerge } from '../../plugins/dirty-bitmap/options.js';
-import { BlockdevSnapshot, BlockdevSnapshotSync } from '../../plugins/blockdev-snapshot/options.js';
+import {
+  BlockdevSnapshot,
+  BlockdevSnapshotDeleteInternal,
+  BlockdevSnapshotInternal,
+  BlockdevSnapshotSync,
+} from '../../plugins/blockdev-snapshot/options.js';
 import { BlockExportOptionsNbd, NbdServerOptions } from '../../plugins/nbd-server/options.js';
 import { tlsCredsPskProperties, tlsCredsX509Properties } from '../../plugins/tls-creds/options.js';
 
@@ -55,6 +60,8 @@ export const README_TABLES: ReadmeTable[] = [
   { readme: 'plugins/dirty-bitmap/README.md', id: 'merge-options', schema: BlockDirtyBitmapMerge },
   { readme: 'plugins/blockdev-snapshot/README.md', id: 'sync-options', schema: BlockdevSnapshotSync },
   { readme: 'plugins/blockdev-snapshot/README.md', id: 'options', schema: BlockdevSnapshot },
+  { readme: 'plugins/blockdev-snapshot/README.md', id: 'internal-options', schema: BlockdevSnapshotInternal },
+  { readme: 'plugins/blockdev-snapshot/README.md', id: 'delete-internal-options', schema: BlockdevSnapshotDeleteInternal },
   { readme: 'plugins/nbd-server/README.md', id: 'nbd-server-options', schema: NbdServerOptions },
   { readme: 'plugins/nbd-server/README.md', id: 'export-options', schema: BlockExportOptionsNbd },
   { readme: 'plugins/tls-creds/README.md', id: 'psk-options', schema: tlsCredsPskProperties },
