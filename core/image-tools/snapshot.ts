@@ -4,14 +4,18 @@
  * operations (qcow2 keeps them; other formats answer ENOTSUP), with
  * qemu-img's messages. A new snapshot records the time and nothing of a VM
  * (no VM state, VM clock 0, icount 0), as qemu-img's do; names need not be
- * unique, ids are given in order. -a takes an id or a name; -d a name.
+ * unique, ids are given in order. -a takes an id or a name, and is
+ * refused while the image has bitmaps (they would not describe it any
+ * more); -d takes a name.
  */
 import { constants } from 'node:os';
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
+import type { BitmapStore } from '../bitmap/bitmap-store.js';
 import { BlockIoError, strerror } from '../errors.js';
 import { errorText, type ImageRef, ImageToolError, withImage } from './image-access.js';
 import { snapshotList } from './info.js';
+import { TOKENS } from '../tokens.js';
 
 export type SnapshotAction = { op: 'list' } | { op: 'create' | 'apply' | 'delete'; name: string } | { op: 'none' };
 
@@ -57,6 +61,10 @@ export async function snapshotImage(layer: BlockLayer, request: SnapshotRequest)
         return '';
       }
       case 'apply':
+        // As bdrv_snapshot_goto: the bitmaps would no longer describe the image.
+        if (layer.container.get<BitmapStore>(TOKENS.BitmapStore).list(node).some((bitmap) => bitmap.name !== undefined)) {
+          throw new ImageToolError(`Could not apply snapshot '${action.name}': Device has active dirty bitmaps`);
+        }
         await node.snapshotGoto(action.name).catch((error: unknown) => {
           // As bdrv_snapshot_goto: the driver's errno only, or no support at all.
           const errno = error instanceof BlockIoError ? error.errno : 'EIO';
