@@ -23,9 +23,8 @@ export function ddCommand(program: Command): void {
     )
     .action((operands: string[], options: DdOptions) =>
       runTool('dd', async (layer) => {
-        await ddImage(layer, { operands, ...(options.f === undefined ? {} : { format: options.f }), ...(options.O === undefined ? {} : { outputFormat: options.O }) }, (message) =>
-          printError('dd', message),
-        );
+        const request = { operands, ...(options.f === undefined ? {} : { format: options.f }), ...(options.O === undefined ? {} : { outputFormat: options.O }) };
+        await ddImage(layer, request, (message) => printError('dd', message));
       }),
     );
 }

@@ -147,7 +147,6 @@ export function parseSize(text: string): number | undefined {
   }
 }
 
-
 /** cvtnum()'s two reports when the text is not a size (see ImageToolError's perLine). */
 export function cvtnumSyntaxError(name: string): string {
   return `Invalid ${name} specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`;

@@ -29,7 +29,6 @@ export interface MeasureRequest {
   options?: readonly string[];
 }
 
-
 /**
  * Bytes of data the chain under `node` stores, counted as qcow2_measure
  * counts them: ranges that read as zeroes or that nothing allocates are
