@@ -1,6 +1,7 @@
 /** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [--bitmaps [--skip-broken-bitmaps]] SRC DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
+import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
 import { requireFormat } from '../../core/image-tools/image-access.js';
 import { byteCount, collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
@@ -21,6 +22,7 @@ interface ConvertOptions {
   t?: string;
   bitmaps?: boolean;
   skipBrokenBitmaps?: boolean;
+  l?: string;
 }
 
 export function convertCommand(program: Command): void {
@@ -36,6 +38,7 @@ export function convertCommand(program: Command): void {
     .option('-q', 'quiet (no progress bar)')
     .option('-n', 'write into the existing target instead of creating it')
     .option('-o <options>', "the target's creation options, key=value,...; repeatable", collect, [])
+    .option('-l <snapshot_param>', "copy an internal snapshot of the source: snapshot.id=ID,snapshot.name=NAME (either or both), or an id or a name")
     .option('-B <backing_file>', 'create the target with this backing file and copy only what the source itself allocates')
     .option('-F <backing_fmt>', 'format of the -B backing file (required with -B)')
     .option('-S <sparse_size>', 'shortest run of zeroes left unwritten (default 4k; 0: write everything)')
@@ -60,6 +63,7 @@ export function convertCommand(program: Command): void {
           bitmaps: options.bitmaps ?? false,
           skipBrokenBitmaps: options.skipBrokenBitmaps ?? false,
         };
+        if (options.l !== undefined) request.snapshot = convertSnapshotParam(options.l);
         if (options.B !== undefined) request.backingFile = options.B;
         if (options.F !== undefined) request.backingFormat = options.F;
         const bar =

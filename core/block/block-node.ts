@@ -307,10 +307,16 @@ export class BlockNode implements NodeParent {
     return this.controlOperation((driver) => driver.snapshotDelete?.(this.state, id, name));
   }
 
-  /** A driver's control operation on a writable node: ENOTSUP if the driver has none (`call` gives undefined). */
-  private async controlOperation<T>(call: (driver: BlockDriverDefinition) => Promise<T> | undefined): Promise<T> {
+  /** Reads a snapshot from now on instead of the current content: a read-only node only (BlockDriverDefinition.snapshotLoadTmp). */
+  snapshotLoadTmp(id: string | undefined, name: string | undefined): Promise<void> {
+    return this.controlOperation((driver) => driver.snapshotLoadTmp?.(this.state, id, name), false);
+  }
+
+  /** A driver's control operation, on a writable node unless told: ENOTSUP if the driver has none (`call` gives undefined). */
+  private async controlOperation<T>(call: (driver: BlockDriverDefinition) => Promise<T> | undefined, writes = true): Promise<T> {
     if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
-    if (this.readOnly) throw new BlockIoError('EACCES', `Block node '${this.nodeName}' is read-only`);
+    if (writes && this.readOnly) throw new BlockIoError('EACCES', `Block node '${this.nodeName}' is read-only`);
+    if (!writes && !this.readOnly) throw new BlockIoError('EINVAL', `Node '${this.nodeName}' is writable`);
     const pending = call(this.driver);
     if (pending === undefined) throw new BlockIoError('ENOTSUP');
     try {

@@ -361,6 +361,12 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   snapshotGoto?(state: S, idOrName: string): Promise<void>;
   snapshotDelete?(state: S, id: string | undefined, name: string | undefined): Promise<void>;
   /**
+   * Makes a read-only node read a snapshot (the one with this id and/or
+   * name; ENOENT if none) instead of the image's current content, until it
+   * is closed (QEMU's bdrv_snapshot_load_tmp, behind qemu-img convert -l).
+   */
+  snapshotLoadTmp?(state: S, id: string | undefined, name: string | undefined): Promise<void>;
+  /**
    * The graph linked `child` as the backing node of a node opened without
    * its backing file (`backing: null`, as drive-mirror opens its target),
    * or unlinked it: reads go through it from now on; the image still names

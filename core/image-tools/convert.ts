@@ -30,7 +30,8 @@
  *   compressed, so with -c each one completes before the next starts.
  *   Each request slot reuses one buffer.
  * - With --bitmaps the source's persistent bitmaps are copied too
- *   (convert-bitmaps.ts).
+ *   (convert-bitmaps.ts); with -l, an internal snapshot of the source is
+ *   copied instead of its current content (convert-snapshot.ts).
  * - The target's cache mode (-t) is qemu-img convert's default, unsafe:
  *   flushes are ignored, on the target node and the nodes under it (a
  *   conversion that does not complete leaves no usable image anyway). With
@@ -46,6 +47,7 @@ import { checkSourceBitmaps, checkTargetBitmaps, copyBitmaps } from './convert-b
 import { chainStatus, STATUS_PROBE } from './chain-status.js';
 import { executeCreate, planCreate } from './create.js';
 import { closeImage, type ImageRef, ImageToolError, ioErrorText, openImage } from './image-access.js';
+import { loadSnapshot, type SnapshotRef } from './convert-snapshot.js';
 import { type CopyOp, dataRuns, planOps } from './copy-plan.js';
 
 export interface ConvertRequest {
@@ -74,6 +76,8 @@ export interface ConvertRequest {
   bitmaps?: boolean;
   /** --skip-broken-bitmaps: leave inconsistent ones out (with a warning) instead of failing. */
   skipBrokenBitmaps?: boolean;
+  /** -l: copy this internal snapshot of the source instead of its current content (convert-snapshot.ts). */
+  snapshot?: SnapshotRef;
 }
 
 export interface ConvertResult {
@@ -285,6 +289,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
   const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
   const source = await openImage(layer, request.source, { readOnly: true });
   try {
+    if (request.snapshot !== undefined) await loadSnapshot(source, request.snapshot);
     if (request.bitmaps === true) checkSourceBitmaps(store, source, request.skipBrokenBitmaps ?? false);
     const target = await prepareTarget(layer, request, source);
     try {

@@ -10,7 +10,7 @@ import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/
 import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, markBitmapsInUse, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
 import { makeEmpty } from './qcow2-make-empty.js';
-import { createSnapshot, deleteSnapshot, gotoSnapshot } from './qcow2-snapshot-ops.js';
+import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp } from './qcow2-snapshot-ops.js';
 import { measureQcow2 } from './qcow2-measure.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
@@ -154,6 +154,7 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   snapshotCreate: createSnapshot,
   snapshotGoto: gotoSnapshot,
   snapshotDelete: deleteSnapshot,
+  snapshotLoadTmp: loadSnapshotTmp,
   linkBacking,
   openBackingFile,
   loadBitmaps,

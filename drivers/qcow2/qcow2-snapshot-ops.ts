@@ -241,6 +241,27 @@ export function gotoSnapshot(image: Qcow2Image, idOrName: string): Promise<void>
   });
 }
 
+/**
+ * qcow2_snapshot_load_tmp: a read-only image reads the snapshot with this
+ * id and/or name from now on (its L1 table is made the active one in
+ * memory; nothing is written, the size stays the image's).
+ */
+export function loadSnapshotTmp(image: Qcow2Image, id: string | undefined, name: string | undefined): Promise<void> {
+  return image.lock.run(async () => {
+    checkUsable(image);
+    const entry = image.snapshots.entries.find((e) => (id === undefined || e.id === id) && (name === undefined || e.name === name));
+    if (entry === undefined) throw new BlockIoError('ENOENT', "Can't find snapshot");
+    const offset = checkSnapshotL1(image, entry);
+    // Never shorter than the image needs: entries past the snapshot's read as unallocated, as QEMU's past its l1_size.
+    const table = Buffer.alloc(Math.max(entry.l1Size, image.l1Size) * 8);
+    await readFile(image.file, offset, table.subarray(0, entry.l1Size * 8));
+    image.l1 = table;
+    image.l1Size = table.length / 8;
+    image.l1Offset = offset;
+    refreshActiveL2(image);
+  });
+}
+
 /** The metadata map's active L2 tables, after the active L1 table was replaced. */
 function refreshActiveL2(image: Qcow2Image): void {
   const cs = image.g.clusterSize;

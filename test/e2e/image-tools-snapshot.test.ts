@@ -140,3 +140,52 @@ test.serial('refusals are qemu-img snapshot’s', async (t) => {
   }
   t.is((await commandResult('qemu-img', ['check', '-q', '-f', 'qcow2', image])).code, 0);
 });
+
+test.serial('convert -l copies a snapshot as qemu-img convert -l does', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-snapshot-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const image = join(dir, 'disk.qcow2');
+  const raw = join(dir, 'disk.raw');
+  await commandResult('qemu-img', ['create', '-q', '-f', 'qcow2', image, '4M']);
+  await commandResult('qemu-img', ['create', '-q', '-f', 'raw', raw, '1M']);
+  await commandResult('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 1M', image]);
+  await commandResult('qemu-img', ['snapshot', '-c', 'one', image]);
+  await commandResult('qemu-io', ['-f', 'qcow2', '-c', 'write -P 2 512k 1M', '-c', 'write -z 3M 64k', image]);
+  await commandResult('qemu-img', ['snapshot', '-c', 'two', image]);
+  // A name that is another snapshot's id: a bare -l finds the id first.
+  await commandResult('qemu-io', ['-f', 'qcow2', '-c', 'write -P 3 0 64k', image]);
+  await commandResult('qemu-img', ['snapshot', '-c', '1', image]);
+  await commandResult('qemu-io', ['-f', 'qcow2', '-c', 'write -P 4 2M 64k', image]);
+  const cases: [string, string[]][] = [
+    ['qcow2', ['-l', 'snapshot.name=one']],
+    ['qcow2', ['-l', 'snapshot.id=2']],
+    ['qcow2', ['-l', 'snapshot.id=3,snapshot.name=1']],
+    ['qcow2', ['-l', '1']],
+    ['qcow2', ['-l', 'two']],
+    ['qcow2', ['-O', 'qcow2', '-l', 'one']],
+    ['qcow2', ['-l', 'snapshot.id=1,snapshot.name=two']],
+    ['qcow2', ['-l', 'snapshot.id=9']],
+    ['qcow2', ['-l', 'snapshot.name=']],
+    ['qcow2', ['-l', 'nope']],
+    ['qcow2', ['-l', 'snapshot.foo=1']],
+    ['raw', ['-l', 'one']],
+  ];
+  for (const [n, [format, args]] of cases.entries()) {
+    const source = format === 'raw' ? raw : image;
+    const out = (side: string) => join(dir, `${side}${n}.out`);
+    const [command, argv] = blocklayerCommand(['convert', '-f', format, ...args, source, out('ours')]);
+    const result = await commandResult(command, argv);
+    const expected = await commandResult('qemu-img', ['convert', '-f', format, ...args, source, out('theirs')]);
+    const what = args.join(' ');
+    t.is(result.code, expected.code, `${what}: ${result.stderr}`);
+    t.is(normalise(result.stderr.replace(/^blocklayer convert: /gm, 'PREFIX: '), dir), normalise(expected.stderr, dir), what);
+    if (expected.code !== 0) continue;
+    const compared = await commandResult('qemu-img', ['compare', '-q', '-f', args.includes('qcow2') ? 'qcow2' : 'raw', '-F', args.includes('qcow2') ? 'qcow2' : 'raw', out('ours'), out('theirs')]);
+    t.is(compared.code, 0, `${what}: the copies differ`);
+    const [ourMap, theirMap] = await Promise.all(
+      [out('ours'), out('theirs')].map(async (file) => (await commandResult('qemu-img', ['map', '--output=json', '-f', args.includes('qcow2') ? 'qcow2' : 'raw', file])).stdout),
+    );
+    t.is(ourMap, theirMap, `${what}: the layouts differ`);
+  }
+});
