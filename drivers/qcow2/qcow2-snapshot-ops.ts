@@ -33,6 +33,8 @@ import { prepareMetadataChange, syncMetadata } from './qcow2-sync.js';
 import { growL1 } from './qcow2-truncate.js';
 
 const COPIED = 1n << 63n;
+/** The longest name a new snapshot keeps, in bytes. */
+const MAX_NAME_BYTES = 255;
 /** nb_snapshots, then snapshots_offset, in the header. */
 const HEADER_SNAPSHOTS_OFFSET = 60;
 
@@ -174,11 +176,16 @@ export function createSnapshot(image: Qcow2Image, snapshot: NewSnapshotInfo): Pr
     // The active table as it is in memory, COPIED flags included (QEMU copies them too).
     if (bytes > 0) await writeMetadata(image, l1Offset, Buffer.from(image.l1));
     await updateSnapshotRefcount(image, image.l1Offset, image.l1Size, 1);
+    const id = newSnapshotId(entries);
+    // QEMUSnapshotInfo holds a name of at most 255 bytes (pstrcpy cuts it there).
+    const rawName = Buffer.from(snapshot.name).subarray(0, MAX_NAME_BYTES);
     const entry: SnapshotEntry = {
       l1Offset: BigInt(l1Offset),
       l1Size: image.l1Size,
-      id: newSnapshotId(entries),
-      name: snapshot.name,
+      id,
+      name: rawName.toString('utf8'),
+      rawId: Buffer.from(id),
+      rawName,
       vmStateSize: snapshot.vmStateSize ?? 0n,
       dateSec: snapshot.dateSec,
       dateNsec: snapshot.dateNsec,

@@ -25,6 +25,9 @@ export interface SnapshotEntry {
   l1Size: number;
   id: string;
   name: string;
+  /** The id and name as stored, written back as they were (a name need not be valid UTF-8). */
+  rawId: Buffer;
+  rawName: Buffer;
   /** The 64-bit size from the extra data if there, else the 32-bit field. */
   vmStateSize: bigint;
   dateSec: number;
@@ -123,6 +126,8 @@ export async function readSnapshotTable(readAt: ReadAt, tableOffset: number, cou
       l1Size: header.readUInt32BE(8),
       id: strings.toString('utf8', 0, idLength),
       name: strings.toString('utf8', idLength),
+      rawId: Buffer.from(strings.subarray(0, idLength)),
+      rawName: Buffer.from(strings.subarray(idLength)),
       vmStateSize: extra.length >= 8 ? extra.readBigUInt64BE(0) : BigInt(header.readUInt32BE(32)),
       dateSec: header.readUInt32BE(16),
       dateNsec: header.readUInt32BE(20),
@@ -143,7 +148,7 @@ function layout(entries: readonly SnapshotEntry[]): { starts: number[]; size: nu
   for (const e of entries) {
     offset = Math.ceil(offset / 8) * 8;
     starts.push(offset);
-    offset += SNAPSHOT_HEADER_SIZE + Math.max(KNOWN_EXTRA_DATA, e.extraDataSize) + Buffer.byteLength(e.id) + Buffer.byteLength(e.name);
+    offset += SNAPSHOT_HEADER_SIZE + Math.max(KNOWN_EXTRA_DATA, e.extraDataSize) + e.rawId.length + e.rawName.length;
     if (offset > MAX_SNAPSHOT_TABLE_BYTES) throw new BlockIoError('EFBIG', 'qcow2: the snapshot table would be too big');
   }
   return { starts, size: offset };
@@ -168,8 +173,8 @@ export function serializeSnapshotTable(entries: readonly SnapshotEntry[]): Buffe
     const extraSize = Math.max(KNOWN_EXTRA_DATA, e.extraDataSize);
     table.writeBigUInt64BE(e.l1Offset, at);
     table.writeUInt32BE(e.l1Size, at + 8);
-    table.writeUInt16BE(Buffer.byteLength(e.id), at + 12);
-    table.writeUInt16BE(Buffer.byteLength(e.name), at + 14);
+    table.writeUInt16BE(e.rawId.length, at + 12);
+    table.writeUInt16BE(e.rawName.length, at + 14);
     table.writeUInt32BE(e.dateSec, at + 16);
     table.writeUInt32BE(e.dateNsec, at + 20);
     table.writeBigUInt64BE(e.vmClockNsec, at + 24);
@@ -181,8 +186,8 @@ export function serializeSnapshotTable(entries: readonly SnapshotEntry[]): Buffe
     table.writeBigUInt64BE(e.icount, at + 16);
     if (e.unknownExtra.length > 0) e.unknownExtra.copy(table, at + KNOWN_EXTRA_DATA);
     at += extraSize;
-    at += table.write(e.id, at);
-    table.write(e.name, at);
+    at += e.rawId.copy(table, at);
+    e.rawName.copy(table, at);
   });
   return table;
 }

@@ -62,6 +62,8 @@ for (const [variant, { options, overlayWithBitmap = false }] of Object.entries(V
     if (overlayWithBitmap) await commandResult('qemu-img', ['bitmap', '-f', 'qcow2', '--add', base, 'bitmap0']);
     const writes = ['write -P 1 0 1M', 'write -z 3M 64k', ...(variant === 'v2' ? [] : ['write -c -P 2 2M 128k'])];
     await commandResult('qemu-io', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), base]);
+    // A name that is not UTF-8 (Latin-1 'été'): every table rewritten later must keep its bytes.
+    await commandResult('bash', ['-c', `qemu-img snapshot -c "$(printf '\\351t\\351')" '${base}'`]);
     await copyFile(base, ours);
     await copyFile(base, theirs);
     const both = async (what: string, ourArgs: string[], theirArgs: string[], theirTool = 'qemu-img'): Promise<void> => {
@@ -98,6 +100,7 @@ for (const [variant, { options, overlayWithBitmap = false }] of Object.entries(V
     await benchWrite('-c', '8', '-s', '64k', '-o', '1M', '--pattern=3');
     await step('-a', '2');
     await step('-d', 'first');
+    await step('-c', 'n'.repeat(300));
     await step('-d', 'second');
     await step('-l');
   });
