@@ -92,6 +92,16 @@ function dumpValue(value: unknown, level: number): string {
 
 const pad2 = (n: number): string => String(n).padStart(2, '0');
 
+/**
+ * printf's `%-Ns`: padded to N bytes as stored, not characters (a name in
+ * UTF-8 takes more bytes than characters). A byte that was not UTF-8 reads
+ * as U+FFFD, three bytes here, and counts as the one it was.
+ */
+function padBytes(text: string, width: number): string {
+  const replaced = text.split('\uFFFD').length - 1;
+  return text + ' '.repeat(Math.max(0, width - (Buffer.byteLength(text) - 2 * replaced)));
+}
+
 /** One row of QEMU's bdrv_snapshot_dump(): the date in local time, the VM clock as h:m:s.ms. */
 function snapshotRow(sn: SnapshotInfo): string {
   const d = new Date(sn['date-sec'] * 1000);
@@ -99,7 +109,7 @@ function snapshotRow(sn: SnapshotInfo): string {
   const secs = sn['vm-clock-sec'];
   const clock = `${pad2(Math.floor(secs / 3600))}:${pad2(Math.floor(secs / 60) % 60)}:${pad2(secs % 60)}.${String(Math.floor(sn['vm-clock-nsec'] / 1e6)).padStart(3, '0')}`;
   const icount = sn.icount === undefined ? '' : String(sn.icount);
-  return `${sn.id.padEnd(9)} ${sn.name.padEnd(16)} ${sizeToStr(sn['vm-state-size']).padStart(8)}${date.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}\n`;
+  return `${padBytes(sn.id, 9)} ${padBytes(sn.name, 16)} ${sizeToStr(sn['vm-state-size']).padStart(8)}${date.padStart(20)}${clock.padStart(13)}${icount.padStart(11)}\n`;
 }
 
 /** qemu-img info's snapshot list (bdrv_snapshot_dump's header, then a row per snapshot); qemu-img snapshot -l prints it too. */

@@ -101,6 +101,8 @@ for (const [variant, { options, overlayWithBitmap = false }] of Object.entries(V
     await step('-a', '2');
     await step('-d', 'first');
     await step('-c', 'n'.repeat(300));
+    await step('-c', 'été');
+    await step('-l');
     await step('-d', 'second');
     await step('-l');
   });
