@@ -14,10 +14,9 @@ import type { BlockNode } from '../../core/block/block-node.js';
 import { backingChainNext, findBackingImage } from '../../core/block/backing-chain.js';
 import { BlockIoError } from '../../core/errors.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
-import { SIZE_ERROR } from '../../core/image-tools/create.js';
-import { closeImage, errorText, ImageToolError, openImage, parseSize, requireFormat } from '../../core/image-tools/image-access.js';
+import { closeImage, errorText, ImageToolError, openImage, requireFormat } from '../../core/image-tools/image-access.js';
 import { deferred } from '../../core/util/deferred.js';
-import { print, runTool } from './image-tool-cli.js';
+import { byteCount, print, runTool } from './image-tool-cli.js';
 import { ProgressBar, showJobProgress } from './progress-bar.js';
 
 interface CommitOptions {
@@ -56,10 +55,7 @@ async function runCommitJob(layer: BlockLayer, top: BlockNode, base: BlockNode, 
 }
 
 async function commitImage(layer: BlockLayer, filename: string, options: CommitOptions, bar: ProgressBar | undefined): Promise<void> {
-  const speed = options.r === undefined ? 0 : parseSize(options.r);
-  if (speed === undefined) {
-    throw new ImageToolError(SIZE_ERROR.replace('image size', 'rate limit'), 1, true);
-  }
+  const speed = options.r === undefined ? 0 : byteCount('rate limit', options.r);
   const top = await openImage(layer, { filename, format: requireFormat(options.f) }, { readOnly: false });
   try {
     const base = options.b === undefined ? backingChainNext(top) : await findBackingImage(top, options.b);

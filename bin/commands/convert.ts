@@ -23,6 +23,7 @@ interface ConvertOptions {
   bitmaps?: boolean;
   skipBrokenBitmaps?: boolean;
   l?: string;
+  r?: string;
 }
 
 export function convertCommand(program: Command): void {
@@ -38,6 +39,7 @@ export function convertCommand(program: Command): void {
     .option('-q', 'quiet (no progress bar)')
     .option('-n', 'write into the existing target instead of creating it')
     .option('-o <options>', "the target's creation options, key=value,...; repeatable", collect, [])
+    .option('-r <rate_limit>', "write the target at most this many bytes per second on average (k, M, G suffixes)")
     .option('-l <snapshot_param>', "copy an internal snapshot of the source: snapshot.id=ID,snapshot.name=NAME (either or both), or an id or a name")
     .option('-B <backing_file>', 'create the target with this backing file and copy only what the source itself allocates')
     .option('-F <backing_fmt>', 'format of the -B backing file (required with -B)')
@@ -63,6 +65,7 @@ export function convertCommand(program: Command): void {
           bitmaps: options.bitmaps ?? false,
           skipBrokenBitmaps: options.skipBrokenBitmaps ?? false,
         };
+        if (options.r !== undefined) request.rateLimit = byteCount('rate limit', options.r);
         if (options.l !== undefined) request.snapshot = convertSnapshotParam(options.l);
         if (options.B !== undefined) request.backingFile = options.B;
         if (options.F !== undefined) request.backingFormat = options.F;

@@ -32,6 +32,9 @@
  * - With --bitmaps the source's persistent bitmaps are copied too
  *   (convert-bitmaps.ts); with -l, an internal snapshot of the source is
  *   copied instead of its current content (convert-snapshot.ts).
+ * - With -r the target's writes are throttled as QEMU's bps-write limit
+ *   does (core/util/leaky-bucket.ts): the first goes at once, then the
+ *   average rate holds.
  * - The target's cache mode (-t) is qemu-img convert's default, unsafe:
  *   flushes are ignored, on the target node and the nodes under it (a
  *   conversion that does not complete leaves no usable image anyway). With
@@ -40,6 +43,7 @@
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { deferred, type Deferred } from '../util/deferred.js';
+import { LeakyBucket } from '../util/leaky-bucket.js';
 import type { BitmapStore } from '../bitmap/bitmap-store.js';
 import { TOKENS } from '../tokens.js';
 import { isAllZero } from './buffers.js';
@@ -76,6 +80,8 @@ export interface ConvertRequest {
   bitmaps?: boolean;
   /** --skip-broken-bitmaps: leave inconsistent ones out (with a warning) instead of failing. */
   skipBrokenBitmaps?: boolean;
+  /** -r: the target's writes held to this many bytes per second on average (QEMU's bps-write throttle); 0: no limit. */
+  rateLimit?: number;
   /** -l: copy this internal snapshot of the source instead of its current content (convert-snapshot.ts). */
   snapshot?: SnapshotRef;
 }
@@ -107,6 +113,8 @@ interface CopyContext {
   /** Buffers of `bufferSize` bytes not in use: at most one per request in flight is ever made. */
   buffers: Buffer[];
   bufferSize: number;
+  /** -r: every write waits for its turn here first. */
+  throttle: LeakyBucket | undefined;
 }
 
 /**
@@ -136,12 +144,14 @@ async function* sourceOps(source: BlockNode, topOnly: boolean): AsyncGenerator<C
 
 async function writeZeroes(ctx: CopyContext, offset: number, length: number): Promise<void> {
   if (ctx.zeroInit || length === 0) return;
+  await ctx.throttle?.admit(length);
   await ctx.target.writeZeroes(offset, length, { mayUnmap: true }).catch((error: unknown) => {
     throw new ImageToolError(`error while writing at byte ${offset}: ${ioErrorText(error)}`);
   });
 }
 
 async function write(ctx: CopyContext, offset: number, buf: Buffer): Promise<void> {
+  await ctx.throttle?.admit(buf.length);
   await ctx.target.write(offset, buf, ctx.compress ? { compressed: true } : {}).catch((error: unknown) => {
     throw new ImageToolError(`error while writing at byte ${offset}: ${ioErrorText(error)}`);
   });
@@ -307,6 +317,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         inOrder: !(request.outOfOrder ?? false),
         buffers: [],
         bufferSize: maxData,
+        throttle: (request.rateLimit ?? 0) > 0 ? new LeakyBucket(request.rateLimit!) : undefined,
       };
       const total = source.length;
       let done = 0;

@@ -2,8 +2,8 @@
  * Byte counts on the command line (offsets, sizes, granularities) read as
  * qemu-img's cvtnum() reads them: suffixes and fractions, the range each
  * option allows, and its two kinds of message (not a size; out of range),
- * for map, convert -S, bench and bitmap -g, next to qemu-img with the same
- * arguments. Serial, as the other CLI files.
+ * for map, convert -S and -r, bench and bitmap -g, next to qemu-img with
+ * the same arguments. Serial, as the other CLI files.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -39,6 +39,10 @@ test.serial('byte counts are read as qemu-img reads them, with its messages', as
     ['convert', '-f', 'raw', '-S', 'abc', raw, join(dir, 'out.raw')],
     ['convert', '-f', 'raw', '-S', '99999E', raw, join(dir, 'out.raw')],
     ['convert', '-f', 'raw', '-S', '16M', raw, join(dir, 'out.raw')],
+    ['convert', '-f', 'raw', '-r', 'abc', raw, join(dir, 'out.raw')],
+    ['convert', '-f', 'raw', '-r', '99999E', raw, join(dir, 'out.raw')],
+    ['convert', '-f', 'raw', '-r', '-1', raw, join(dir, 'out.raw')],
+    ['convert', '-f', 'raw', '-r', '64M', raw, join(dir, 'out.raw')],
     ['bench', '-f', 'qcow2', '-c', '100', '-s', '0', image],
     ['bench', '-f', 'qcow2', '-c', '100', '-s', '1.5k', '-S', '0x1000', '-o', '4k', image],
     ['bench', '-f', 'qcow2', '-s', '2G', image],
