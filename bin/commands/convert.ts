@@ -1,6 +1,6 @@
 /** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [--bitmaps [--skip-broken-bitmaps]] SRC DST`: qemu-img convert. */
 import type { Command } from 'commander';
-import { convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
+import { checkSourceCacheMode, convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
 import { requireFormat } from '../../core/image-tools/image-access.js';
 import { byteCount, collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
@@ -24,6 +24,8 @@ interface ConvertOptions {
   skipBrokenBitmaps?: boolean;
   l?: string;
   r?: string;
+  T?: string;
+  targetIsZero?: boolean;
 }
 
 export function convertCommand(program: Command): void {
@@ -47,6 +49,8 @@ export function convertCommand(program: Command): void {
     .option('-m <num_coroutines>', 'requests in flight, 1 to 16 (default 8)')
     .option('-W', 'let writes complete in any order (default: in image order, so clusters are allocated sequentially)')
     .option('-t <cache>', "the target's cache mode: unsafe (default: no flushes), writeback (flushed at the end), or none (runs as writeback)")
+    .option('-T <src_cache>', "the source's cache mode (any of QEMU's; the source is read through the page cache whatever it says)")
+    .option('--target-is-zero', 'with -n: the existing target reads as zeroes already, so zeroes are not written')
     .option('--bitmaps', "copy the source's persistent dirty bitmaps into the target (both qcow2 v3)")
     .option('--skip-broken-bitmaps', 'with --bitmaps: leave inconsistent bitmaps out, with a warning, instead of failing')
     .addOption(forceShareOption())
@@ -65,6 +69,8 @@ export function convertCommand(program: Command): void {
           bitmaps: options.bitmaps ?? false,
           skipBrokenBitmaps: options.skipBrokenBitmaps ?? false,
         };
+        if (options.T !== undefined) checkSourceCacheMode(options.T);
+        if (options.targetIsZero === true) request.targetIsZero = true;
         if (options.r !== undefined) request.rateLimit = byteCount('rate limit', options.r);
         if (options.l !== undefined) request.snapshot = convertSnapshotParam(options.l);
         if (options.B !== undefined) request.backingFile = options.B;

@@ -80,6 +80,8 @@ export interface ConvertRequest {
   bitmaps?: boolean;
   /** --skip-broken-bitmaps: leave inconsistent ones out (with a warning) instead of failing. */
   skipBrokenBitmaps?: boolean;
+  /** --target-is-zero (with -n): the existing target reads as zeroes, so zeroes need not be written. */
+  targetIsZero?: boolean;
   /** -r: the target's writes held to this many bytes per second on average (QEMU's bps-write throttle); 0: no limit. */
   rateLimit?: number;
   /** -l: copy this internal snapshot of the source instead of its current content (convert-snapshot.ts). */
@@ -249,16 +251,28 @@ async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source:
 
 /**
  * convert's -t: unsafe (qemu-img's default) and writeback as qemu-img; none
- * runs as writeback (there is no O_DIRECT here, as for bench); writethrough
- * and directsync are refused.
+ * (or off) runs as writeback (there is no O_DIRECT here, as for bench);
+ * writethrough and directsync are refused.
  */
 export function convertCacheMode(mode: string): 'unsafe' | 'writeback' {
   if (mode === 'unsafe' || mode === 'writeback') return mode;
-  if (mode === 'none') return 'writeback';
+  if (mode === 'none' || mode === 'off') return 'writeback';
   if (mode === 'writethrough' || mode === 'directsync') {
     throw new ImageToolError(`cache mode '${mode}' is not supported: blocklayer accepts unsafe, writeback and none`);
   }
   throw new ImageToolError(`Invalid cache option: ${mode}`);
+}
+
+/**
+ * convert's -T, the source's cache mode: any of QEMU's names, checked as
+ * bdrv_parse_cache_mode checks them. The source is only read, through the
+ * host's page cache whatever the mode (no O_DIRECT here), so none changes
+ * what is copied.
+ */
+export function checkSourceCacheMode(mode: string): void {
+  if (!['none', 'off', 'directsync', 'writeback', 'unsafe', 'writethrough'].includes(mode)) {
+    throw new ImageToolError(`Invalid source cache option: ${mode}`);
+  }
 }
 
 /** Runs `workers` copies of `work` until `turns` is exhausted; the first error wins once all have stopped. */
@@ -295,6 +309,11 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
       `Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to ${MAX_SPARSE_SIZE}. Select 0 to disable sparse detection (fully allocates output).`,
     );
   }
+  if (request.targetIsZero === true && request.skipCreate !== true) throw new ImageToolError('--target-is-zero requires use of -n flag');
+  // qemu-img 7.2 reports this one and exits 0 without copying; an error here.
+  if (request.targetIsZero === true && request.backingFile !== undefined) {
+    throw new ImageToolError('Cannot use --target-is-zero when the destination image has a backing file');
+  }
   if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
   const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
   const source = await openImage(layer, request.source, { readOnly: true });
@@ -311,7 +330,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
       const ctx: CopyContext = {
         source,
         target,
-        zeroInit: request.skipCreate !== true && request.backingFile === undefined,
+        zeroInit: (request.skipCreate !== true || request.targetIsZero === true) && request.backingFile === undefined,
         compress,
         sparseSize,
         inOrder: !(request.outOfOrder ?? false),
