@@ -1,8 +1,8 @@
-/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [--bitmaps [--skip-broken-bitmaps]] SRC DST`: qemu-img convert. */
+/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { checkSourceCacheMode, convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
-import { requireFormat } from '../../core/image-tools/image-access.js';
+import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
 import { byteCount, collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
@@ -32,8 +32,7 @@ export function convertCommand(program: Command): void {
   program
     .command('convert')
     .description('copy an image, flattening its backing chain, into a new image of any format (as qemu-img convert)')
-    .argument('<filename>', 'the source image (opened read-only)')
-    .argument('<output_filename>', 'the image to create (an existing file is overwritten)')
+    .argument('<filenames...>', 'the source image (opened read-only; several are copied one after another, each at a whole 512-byte sector), then the image to create (an existing file is overwritten)')
     .option('-f <fmt>', "the source's format (required: formats are never guessed)")
     .option('-O <output_fmt>', "the target's format", 'raw')
     .option('-c', 'write compressed clusters (the target format must support it, e.g. qcow2)')
@@ -54,11 +53,14 @@ export function convertCommand(program: Command): void {
     .option('--bitmaps', "copy the source's persistent dirty bitmaps into the target (both qcow2 v3)")
     .option('--skip-broken-bitmaps', 'with --bitmaps: leave inconsistent bitmaps out, with a warning, instead of failing')
     .addOption(forceShareOption())
-    .action((source: string, target: string, options: ConvertOptions) =>
+    .action((filenames: string[], options: ConvertOptions) =>
       runTool('convert', async (layer) => {
+        if (filenames.length < 2) throw new ImageToolError('Must specify image file name');
+        const format = requireFormat(options.f);
+        const [source, ...rest] = filenames.slice(0, -1).map((filename) => ({ filename, format }));
         const request: ConvertRequest = {
-          source: { filename: source, format: requireFormat(options.f) },
-          target: { filename: target, format: options.O },
+          source: source!,
+          target: { filename: filenames[filenames.length - 1]!, format: options.O },
           compress: options.c ?? false,
           options: options.o,
           skipCreate: options.n ?? false,
@@ -69,6 +71,7 @@ export function convertCommand(program: Command): void {
           bitmaps: options.bitmaps ?? false,
           skipBrokenBitmaps: options.skipBrokenBitmaps ?? false,
         };
+        if (rest.length > 0) request.followedBy = rest;
         if (options.T !== undefined) checkSourceCacheMode(options.T);
         if (options.targetIsZero === true) request.targetIsZero = true;
         if (options.r !== undefined) request.rateLimit = byteCount('rate limit', options.r);

@@ -48,7 +48,8 @@ import type { BitmapStore } from '../bitmap/bitmap-store.js';
 import { TOKENS } from '../tokens.js';
 import { isAllZero } from './buffers.js';
 import { checkSourceBitmaps, checkTargetBitmaps, copyBitmaps } from './convert-bitmaps.js';
-import { chainStatus, STATUS_PROBE } from './chain-status.js';
+import { STATUS_PROBE } from './chain-status.js';
+import { ConvertSource } from './convert-sources.js';
 import { executeCreate, planCreate } from './create.js';
 import { closeImage, type ImageRef, ImageToolError, ioErrorText, openImage } from './image-access.js';
 import { loadSnapshot, type SnapshotRef } from './convert-snapshot.js';
@@ -56,6 +57,8 @@ import { type CopyOp, dataRuns, planOps } from './copy-plan.js';
 
 export interface ConvertRequest {
   source: ImageRef;
+  /** Images copied after `source`, into the same target (qemu-img convert A B … OUT concatenates them: convert-sources.ts). */
+  followedBy?: readonly ImageRef[];
   /** The output file and format (-O). */
   target: ImageRef;
   /** -c: write compressed clusters. */
@@ -104,7 +107,7 @@ const MAX_SPARSE_SIZE = 16 * 1024 * 1024;
 const FIRST_PROBE = 4 * BUFFER;
 
 interface CopyContext {
-  source: BlockNode;
+  source: ConvertSource;
   target: BlockNode;
   /** The target reads as zeroes where nothing is written. */
   zeroInit: boolean;
@@ -126,20 +129,12 @@ interface CopyContext {
  * file, a pair of lseeks per extent, each a round trip to the thread pool),
  * and the later queries run while the first requests are in flight.
  */
-async function* sourceOps(source: BlockNode, topOnly: boolean): AsyncGenerator<CopyOp> {
+async function* sourceOps(source: ConvertSource, topOnly: boolean): AsyncGenerator<CopyOp> {
   let window = FIRST_PROBE;
   for (let offset = 0; offset < source.length; window = Math.min(window * 2, STATUS_PROBE)) {
-    const length = Math.min(window, source.length - offset);
-    if (topOnly) {
-      for (const e of await source.blockStatus(offset, length)) {
-        yield { kind: !e.allocated ? 'skip' : e.zero ? 'zero' : 'data', offset: e.offset, length: e.length };
-        offset = e.offset + e.length;
-      }
-    } else {
-      for (const e of await chainStatus(source, offset, length)) {
-        yield { kind: e.zero ? 'zero' : 'data', offset: e.offset, length: e.length };
-        offset = e.offset + e.length;
-      }
+    for (const op of await source.status(offset, Math.min(window, source.length - offset), topOnly)) {
+      yield op;
+      offset = op.offset + op.length;
     }
   }
 }
@@ -221,7 +216,7 @@ async function copyData(ctx: CopyContext, { op, previous, submitted }: Turn, buf
 }
 
 /** Creates (unless -n) and opens the target; the caller closes it. */
-async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source: BlockNode): Promise<BlockNode> {
+async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source: ConvertSource): Promise<BlockNode> {
   const { target } = request;
   const driver = layer.drivers.get(target.format);
   if (driver === undefined) throw new ImageToolError(`Unknown file format '${target.format}'`);
@@ -239,7 +234,12 @@ async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source:
       options: request.options ?? [],
       ...(request.backingFile === undefined ? {} : { backingFile: request.backingFile, backingFormat: request.backingFormat, unsafe: true }),
     });
+    if (request.backingFile !== undefined && source.single === undefined) {
+      throw new ImageToolError('Having a backing file for the target makes no sense when concatenating multiple input images');
+    }
     await executeCreate(layer, plan);
+  } else if (request.backingFile !== undefined && source.single === undefined) {
+    throw new ImageToolError('Having a backing file for the target makes no sense when concatenating multiple input images');
   }
   const node = await openImage(layer, target, { readOnly: false, unmap: true, noFlush: (request.cache ?? 'unsafe') === 'unsafe' });
   if (node.length < source.length) {
@@ -315,11 +315,18 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
     throw new ImageToolError('Cannot use --target-is-zero when the destination image has a backing file');
   }
   if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
+  const concatenating = (request.followedBy ?? []).length > 0;
+  if (request.bitmaps === true && concatenating) throw new ImageToolError('Copying bitmaps only possible with single source');
   const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
-  const source = await openImage(layer, request.source, { readOnly: true });
+  const nodes: BlockNode[] = [];
   try {
-    if (request.snapshot !== undefined) await loadSnapshot(source, request.snapshot);
-    if (request.bitmaps === true) checkSourceBitmaps(store, source, request.skipBrokenBitmaps ?? false);
+    for (const image of [request.source, ...(request.followedBy ?? [])]) nodes.push(await openImage(layer, image, { readOnly: true }));
+    const source = new ConvertSource(nodes);
+    if (request.snapshot !== undefined) {
+      if (concatenating) throw new ImageToolError('No support for concatenating multiple snapshot');
+      await loadSnapshot(nodes[0]!, request.snapshot);
+    }
+    if (request.bitmaps === true) checkSourceBitmaps(store, nodes[0]!, request.skipBrokenBitmaps ?? false);
     const target = await prepareTarget(layer, request, source);
     try {
       if (request.bitmaps === true) checkTargetBitmaps(target);
@@ -352,7 +359,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         done += turn.op.length;
         onProgress?.(done, total);
       });
-      const warnings = request.bitmaps === true ? copyBitmaps(store, source, target, request.skipBrokenBitmaps ?? false) : [];
+      const warnings = request.bitmaps === true ? copyBitmaps(store, nodes[0]!, target, request.skipBrokenBitmaps ?? false) : [];
       await target.flush().catch((error: unknown) => {
         throw new ImageToolError(`error while flushing: ${ioErrorText(error)}`);
       });
@@ -361,6 +368,6 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
       await closeImage(layer, target);
     }
   } finally {
-    await closeImage(layer, source);
+    for (const node of nodes) await closeImage(layer, node);
   }
 }
