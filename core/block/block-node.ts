@@ -294,6 +294,12 @@ export class BlockNode implements NodeParent {
     return this.controlOperation((driver) => driver.makeEmpty?.(this.state));
   }
 
+  /** Ends a run of compressed writes (BlockDriverDefinition.finishCompressed); nothing for a driver without it. */
+  async finishCompressed(): Promise<void> {
+    if (this.driver.finishCompressed === undefined) return;
+    await this.controlOperation((driver) => driver.finishCompressed?.(this.state));
+  }
+
   /** Internal snapshots (BlockDriverDefinition.snapshotCreate, …): control operations, as makeEmpty. */
   snapshotCreate(snapshot: NewSnapshotInfo): Promise<SnapshotInfo> {
     return this.controlOperation((driver) => driver.snapshotCreate?.(this.state, snapshot));

@@ -349,6 +349,12 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    */
   makeEmpty?(state: S): Promise<void>;
   /**
+   * The end of a run of compressed writes (QEMU's zero-length compressed
+   * write, which qemu-img convert -c makes last): the format may tidy its
+   * file, as qcow2 extends it to a whole 512-byte sector. Optional.
+   */
+  finishCompressed?(state: S): Promise<void>;
+  /**
    * Internal snapshots, for formats that keep them (QEMU's
    * bdrv_snapshot_create, _goto and _delete): create records the image's
    * current content under a new id; goto makes a snapshot (an id, else a

@@ -359,6 +359,12 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         done += turn.op.length;
         onProgress?.(done, total);
       });
+      // As qemu-img's last, zero-length compressed write: the format may tidy its file (qcow2 ends it at a whole sector).
+      if (compress) {
+        await target.finishCompressed().catch((error: unknown) => {
+          throw new ImageToolError(`error while finishing compression: ${ioErrorText(error)}`);
+        });
+      }
       const warnings = request.bitmaps === true ? copyBitmaps(store, nodes[0]!, target, request.skipBrokenBitmaps ?? false) : [];
       await target.flush().catch((error: unknown) => {
         throw new ImageToolError(`error while flushing: ${ioErrorText(error)}`);

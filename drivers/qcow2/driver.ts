@@ -23,7 +23,7 @@ import { reopenImage } from './qcow2-reopen.js';
 import { statusExtents } from './qcow2-status.js';
 import { closeImage, syncMetadata } from './qcow2-sync.js';
 import { resizeGuest } from './qcow2-truncate.js';
-import { writeCompressedGuest, writeGuest } from './qcow2-write.js';
+import { finishCompressed, writeCompressedGuest, writeGuest } from './qcow2-write.js';
 import { discardGuest, zeroGuest } from './qcow2-zero.js';
 import {
   type Qcow2BlockdevCreateOptions,
@@ -154,6 +154,7 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   snapshotCreate: createSnapshot,
   snapshotGoto: gotoSnapshot,
   snapshotDelete: deleteSnapshot,
+  finishCompressed,
   snapshotLoadTmp: loadSnapshotTmp,
   linkBacking,
   openBackingFile,

@@ -325,6 +325,21 @@ async function writeCompressedCluster(image: Qcow2Image, offset: number, data: B
 }
 
 /**
+ * The end of compressed writes (QEMU's zero-length compressed write): the
+ * file is extended to a whole sector, as QEMU's truncate to its
+ * sector-rounded length does, so the last compressed cluster ends where a
+ * sector-based reader expects it.
+ */
+export async function finishCompressed(image: Qcow2Image): Promise<void> {
+  checkUsable(image);
+  await image.lock.run(async () => {
+    const end = image.growAhead?.end ?? image.file.length;
+    const padded = Math.ceil(end / 512) * 512;
+    if (padded > end) await growFile(image, padded);
+  });
+}
+
+/**
  * Writes whole clusters compressed (the image's last, partial cluster too);
  * a cluster that does not compress is stored as is, as QEMU does.
  */

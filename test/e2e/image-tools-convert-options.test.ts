@@ -68,7 +68,8 @@ test.serial('convert of several sources concatenates them as qemu-img convert do
   const cases: string[][] = [
     ['-f', 'raw', '-O', 'raw', at('odd.raw'), at('sparse.raw'), at('odd.raw'), 'OUT.raw'],
     ['-f', 'raw', '-O', 'qcow2', at('sparse.raw'), at('odd.raw'), 'OUT.qcow2'],
-    ['-f', 'qcow2', '-O', 'qcow2', at('top.qcow2'), at('top.qcow2'), 'OUT.qcow2'],
+    ['-f', 'qcow2', '-O', 'qcow2', '-c', at('top.qcow2'), at('top.qcow2'), 'OUT.qcow2'],
+    ['-f', 'qcow2', '-O', 'qcow2', '-c', at('top.qcow2'), 'OUT.qcow2'],
     ['-n', '-f', 'raw', '-O', 'raw', at('odd.raw'), at('sparse.raw'), 'SMALL'],
     ['-f', 'raw', '-O', 'qcow2', '-B', at('odd.raw'), '-F', 'raw', at('odd.raw'), at('sparse.raw'), 'OUT.qcow2'],
     ['-f', 'raw', '-O', 'raw', '-l', 'one', at('odd.raw'), at('sparse.raw'), 'OUT.raw'],
