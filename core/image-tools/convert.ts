@@ -226,21 +226,21 @@ async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source:
   if (request.backingFile !== undefined && request.backingFormat === undefined) {
     throw new ImageToolError('Use of backing file requires explicit backing format');
   }
-  if (request.skipCreate !== true) {
-    const plan = await planCreate(layer, {
-      filename: target.filename,
-      format: target.format,
-      size: source.length,
-      options: request.options ?? [],
-      ...(request.backingFile === undefined ? {} : { backingFile: request.backingFile, backingFormat: request.backingFormat, unsafe: true }),
-    });
-    if (request.backingFile !== undefined && source.single === undefined) {
-      throw new ImageToolError('Having a backing file for the target makes no sense when concatenating multiple input images');
-    }
-    await executeCreate(layer, plan);
-  } else if (request.backingFile !== undefined && source.single === undefined) {
+  // The creation options are checked first (a format without backing files says so), then the concatenation.
+  const plan =
+    request.skipCreate === true
+      ? undefined
+      : await planCreate(layer, {
+          filename: target.filename,
+          format: target.format,
+          size: source.length,
+          options: request.options ?? [],
+          ...(request.backingFile === undefined ? {} : { backingFile: request.backingFile, backingFormat: request.backingFormat, unsafe: true }),
+        });
+  if (request.backingFile !== undefined && source.single === undefined) {
     throw new ImageToolError('Having a backing file for the target makes no sense when concatenating multiple input images');
   }
+  if (plan !== undefined) await executeCreate(layer, plan);
   const node = await openImage(layer, target, { readOnly: false, unmap: true, noFlush: (request.cache ?? 'unsafe') === 'unsafe' });
   if (node.length < source.length) {
     await closeImage(layer, node);

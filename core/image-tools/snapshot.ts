@@ -15,6 +15,7 @@ import type { BitmapStore } from '../bitmap/bitmap-store.js';
 import { BlockIoError, strerror } from '../errors.js';
 import { errorText, type ImageRef, ImageToolError, withImage } from './image-access.js';
 import { snapshotList } from './info.js';
+import { realTimeNs } from '../util/real-time.js';
 import { TOKENS } from '../tokens.js';
 
 export type SnapshotAction = { op: 'list' } | { op: 'create' | 'apply' | 'delete'; name: string } | { op: 'none' };
@@ -24,11 +25,6 @@ export interface SnapshotRequest {
   action: SnapshotAction;
   /** -U: allowed only with -l (the others write). */
   forceShare?: boolean;
-}
-
-/** The time now in µs, as g_get_real_time(). */
-function realTimeMicroseconds(): number {
-  return Math.round((performance.timeOrigin + performance.now()) * 1000);
 }
 
 /** `-95 (Operation not supported)`: the negative errno and its text, as qemu-img prints a driver's return code. */
@@ -54,8 +50,8 @@ export async function snapshotImage(layer: BlockLayer, request: SnapshotRequest)
       case 'list':
         return listSnapshots(node);
       case 'create': {
-        const now = realTimeMicroseconds();
-        await node.snapshotCreate({ name: action.name, dateSec: Math.floor(now / 1e6), dateNsec: (now % 1e6) * 1000 }).catch((error: unknown) => {
+        const now = realTimeNs();
+        await node.snapshotCreate({ name: action.name, dateSec: Number(now / 1_000_000_000n), dateNsec: Number(now % 1_000_000_000n) }).catch((error: unknown) => {
           throw new ImageToolError(`Could not create snapshot '${action.name}': ${errnoText(error)}`);
         });
         return '';

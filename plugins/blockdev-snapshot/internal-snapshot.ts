@@ -22,6 +22,7 @@ import {
   SnapshotInfoSchema,
 } from './options.js';
 import { checkSnapshotAllowed } from './snapshot-checks.js';
+import { realTimeNs } from '../../core/util/real-time.js';
 
 /** QEMU's icount when no replay records one. */
 const NO_ICOUNT = -1n;
@@ -37,11 +38,6 @@ function rootNode(graph: BlockGraph, device: string): BlockNode {
 async function snapshotsOf(node: BlockNode): Promise<SnapshotInfo[]> {
   if (node.driver.snapshotCreate === undefined) throw new BlockLayerError(`Failed to get a snapshot list: ${strerror('ENOTSUP')}`);
   return (await node.driver.describe?.(node.driverState))?.snapshots ?? [];
-}
-
-/** The time now in ns, to the µs, as g_get_real_time() * 1000. */
-function realTimeNanoseconds(): bigint {
-  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
 }
 
 export function internalSnapshotAction(graph: BlockGraph): TransactionActionContribution<BlockdevSnapshotInternalArgs> {
@@ -61,7 +57,7 @@ export function internalSnapshotAction(graph: BlockGraph): TransactionActionCont
         throw new BlockLayerError(`Snapshot with name '${name}' already exists on device '${device}'`);
       }
       // qemu-storage-daemon's virtual clock reads as the real time, so both fields hold it.
-      const now = realTimeNanoseconds();
+      const now = realTimeNs();
       const created = await node
         .snapshotCreate({ name, dateSec: Number(now / 1_000_000_000n), dateNsec: Number(now % 1_000_000_000n), vmClockNsec: now, icount: NO_ICOUNT })
         .catch((error: unknown) => {
