@@ -1,6 +1,6 @@
 /** `blocklayer create [-f FMT] [-o OPTIONS] [-b BACKING -F FMT] [-u] [-q] IMG [SIZE]`: qemu-img create. */
 import type { Command } from 'commander';
-import { executeCreate, planCreate } from '../../core/image-tools/create.js';
+import { executeImgCreate, planCreate } from '../../core/image-tools/create.js';
 import { collect, print, runTool } from './image-tool-cli.js';
 
 interface CreateOptions {
@@ -37,7 +37,7 @@ export function createCommand(program: Command): void {
           unsafe: options.u ?? false,
         });
         if (!options.q) print(`${plan.summary}\n`);
-        await executeCreate(layer, plan);
+        await executeImgCreate(layer, plan);
       }),
     );
 }

@@ -240,7 +240,7 @@ async function prepareTarget(layer: BlockLayer, request: ConvertRequest, source:
   if (request.backingFile !== undefined && source.single === undefined) {
     throw new ImageToolError('Having a backing file for the target makes no sense when concatenating multiple input images');
   }
-  if (plan !== undefined) await executeCreate(layer, plan);
+  if (plan !== undefined) await executeCreate(layer, plan, `error while converting ${plan.format}`);
   const node = await openImage(layer, target, { readOnly: false, unmap: true, noFlush: (request.cache ?? 'unsafe') === 'unsafe' });
   if (node.length < source.length) {
     await closeImage(layer, node);

@@ -14,8 +14,10 @@ import type { BlockLayer } from '../block-layer.js';
 import type { ImageCreator } from '../block/image-creator.js';
 import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
+import { toBlockIoError } from '../errors.js';
 import { TOKENS } from '../tokens.js';
-import { cvtnumSyntaxError, errorText, ImageToolError, parseSize, withImage } from './image-access.js';
+import { annotations, type TObject } from '../schema/qapi.js';
+import { errorText, imageSizeArgument, ImageToolError, withImage } from './image-access.js';
 
 export interface CreateRequest {
   filename: string;
@@ -44,19 +46,31 @@ export interface CreatePlan {
 
 const SECTOR = 512;
 
-/** cvtnum()'s two reports for a size argument that is not one. */
-export const SIZE_ERROR = cvtnumSyntaxError('image size');
-
-/** A creation option's value as qemu_opts_print() shows it. */
-function optionText(value: unknown): string {
-  if (typeof value === 'boolean') return value ? 'on' : 'off';
-  if (typeof value === 'string') return value.replaceAll(',', ',,');
-  return typeof value === 'number' ? String(value) : JSON.stringify(value);
+/**
+ * The Formatting line's options, as QEMU's qemu_opts_print() gives them:
+ * every option of the creation list in its order, given or with a default
+ * QEMU's list holds (qemuOptsDefault); sizes and numbers as numbers, other
+ * values as typed, commas doubled.
+ */
+function formattingOptions(schema: TObject, given: Record<string, unknown>, typed: Record<string, unknown>): string[] {
+  const shown: string[] = [];
+  for (const [key, property] of Object.entries(schema.properties)) {
+    if (key === 'filename') continue;
+    const type = annotations(property).qapiType;
+    let text: string | undefined;
+    if (typed[key] !== undefined && (type === 'size' || type === 'int')) text = String(typed[key]);
+    else if (typeof given[key] === 'string') text = given[key].replaceAll(',', ',,');
+    else text = annotations(property).qemuOptsDefault;
+    if (text !== undefined) shown.push(`${key}=${text}`);
+  }
+  return shown;
 }
 
 /** Checks and types everything; creates nothing. */
 export async function planCreate(layer: BlockLayer, request: CreateRequest): Promise<CreatePlan> {
   const { filename } = request;
+  // qemu-img reads the size argument before it looks at anything else.
+  let size = typeof request.size === 'string' ? imageSizeArgument(request.size) : request.size;
   const format = request.format ?? 'raw';
   const driver = layer.drivers.get(format);
   if (driver === undefined) throw new ImageToolError(`Unknown file format '${format}'`);
@@ -68,12 +82,7 @@ export async function planCreate(layer: BlockLayer, request: CreateRequest): Pro
   for (const key of Object.keys(given)) {
     if (key === 'filename' || schema.properties[key] === undefined) throw new ImageToolError(`${filename}: Invalid parameter '${key}'`);
   }
-  let size: number | undefined;
-  if (request.size !== undefined) {
-    size = typeof request.size === 'number' ? request.size : parseSize(request.size);
-    if (size === undefined || !Number.isSafeInteger(size) || size < 0) throw new ImageToolError(SIZE_ERROR, 1, true);
-    if (given.size !== undefined) throw new ImageToolError(`${filename}: The image size must be specified only once`);
-  }
+  if (size !== undefined && given.size !== undefined) throw new ImageToolError(`${filename}: The image size must be specified only once`);
   const backingFile = request.backingFile ?? (given.backing_file as string | undefined);
   const backingFormat = request.backingFormat ?? (given.backing_fmt as string | undefined);
   if (backingFile !== undefined) {
@@ -97,13 +106,11 @@ export async function planCreate(layer: BlockLayer, request: CreateRequest): Pro
   let options: Record<string, unknown>;
   try {
     const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
-    options = typeKeyval({ ...given, filename }, schema, validator) as Record<string, unknown>;
+    options = typeKeyval({ ...given, filename }, schema, validator, 'qemu-opts') as Record<string, unknown>;
   } catch (error) {
     throw new ImageToolError(`${filename}: ${errorText(error)}`);
   }
-  const shown = Object.keys(schema.properties)
-    .filter((key) => key !== 'filename' && options[key] !== undefined)
-    .map((key) => `${key}=${optionText(options[key])}`);
+  const shown = formattingOptions(schema, given, options);
   // qemu-img's create paths round the size up to whole sectors (the Formatting line shows it as given).
   if (typeof options.size === 'number') options.size = Math.ceil(options.size / SECTOR) * SECTOR;
   return { filename, format, options, summary: `Formatting '${filename}', fmt=${format} ${shown.join(' ')}` };
@@ -114,10 +121,26 @@ export async function planCreate(layer: BlockLayer, request: CreateRequest): Pro
  * qemu-img's, or `IMG: CONTEXT: message` where the tool words it so.
  */
 export async function executeCreate(layer: BlockLayer, plan: CreatePlan, context?: string): Promise<void> {
-  const creator = layer.container.get<ImageCreator>(TOKENS.ImageCreator);
   try {
-    await creator.create(plan.format, plan.options);
+    await layer.container.get<ImageCreator>(TOKENS.ImageCreator).create(plan.format, plan.options);
   } catch (error) {
     throw new ImageToolError(`${plan.filename}: ${context === undefined ? '' : `${context}: `}${errorText(error)}`);
+  }
+}
+
+/**
+ * qemu-img create's creation (bdrv_img_create): as executeCreate, but a
+ * file system's EFBIG is worded as the size being too large for the format,
+ * with a hint where the format has a cluster size.
+ */
+export async function executeImgCreate(layer: BlockLayer, plan: CreatePlan): Promise<void> {
+  try {
+    await layer.container.get<ImageCreator>(TOKENS.ImageCreator).create(plan.format, plan.options);
+  } catch (error) {
+    if (toBlockIoError(error).errno !== 'EFBIG') throw new ImageToolError(`${plan.filename}: ${errorText(error)}`);
+    const clusterSize = layer.drivers.get(plan.format)?.createOptions?.properties.cluster_size;
+    const clustered = plan.options.cluster_size !== undefined || (clusterSize !== undefined && annotations(clusterSize).qemuOptsDefault !== undefined);
+    const hint = clustered ? ' (try using a larger cluster size)' : '';
+    throw new ImageToolError(`${plan.filename}: The image size is too large for file format '${plan.format}'${hint}`);
   }
 }

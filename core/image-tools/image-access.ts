@@ -147,6 +147,21 @@ export function parseSize(text: string): number | undefined {
   }
 }
 
+/** The largest image size blocklayer handles: sizes are JavaScript numbers, exact below 2^53, and round up to whole sectors. */
+export const MAX_IMAGE_SIZE = 2 ** 53 - 512;
+
+/**
+ * An image size argument (create's SIZE, measure's --size) as qemu-img
+ * reads it, cvtnum("image size"), then held to MAX_IMAGE_SIZE.
+ */
+export function imageSizeArgument(text: string): number {
+  const value = cvtnum('image size', text, 0n, 2n ** 63n - 1n);
+  if (value > BigInt(MAX_IMAGE_SIZE)) {
+    throw new ImageToolError(`Image size ${value} is too large: blocklayer handles images of at most ${MAX_IMAGE_SIZE} bytes`);
+  }
+  return Number(value);
+}
+
 /** cvtnum()'s two reports when the text is not a size (see ImageToolError's perLine). */
 export function cvtnumSyntaxError(name: string): string {
   return `Invalid ${name} specified. You may use k, M, G, T, P or E suffixes for\nkilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`;

@@ -14,8 +14,7 @@ import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
 import { chainStatus, STATUS_PROBE } from './chain-status.js';
-import { SIZE_ERROR } from './create.js';
-import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
+import { errorText, type ImageRef, imageSizeArgument, ImageToolError, withImage } from './image-access.js';
 import { qemuJsonPretty } from './qemu-text.js';
 
 export interface MeasureRequest {
@@ -88,7 +87,7 @@ async function measureFormat(layer: BlockLayer, request: MeasureRequest, size: n
   try {
     const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
     // A source gives the size; the options are typed as for create, which needs one.
-    options = typeKeyval({ ...given, filename: '', size: size ?? 0 }, schema, validator) as Record<string, unknown>;
+    options = typeKeyval({ ...given, filename: '', size: size ?? 0 }, schema, validator, 'qemu-opts') as Record<string, unknown>;
   } catch (error) {
     throw new ImageToolError(`${errorText(error)}\nInvalid options for file format '${format}'`, 1, true);
   }
@@ -99,10 +98,10 @@ async function measureFormat(layer: BlockLayer, request: MeasureRequest, size: n
 
 /** qemu-img measure: the arguments checked, the source (if any) opened, then the format's checks and measurement. */
 export async function measureImage(layer: BlockLayer, request: MeasureRequest): Promise<MeasureResult> {
-  if (request.size !== undefined && request.source !== undefined) throw new ImageToolError('--size N cannot be used together with a filename.');
-  if (request.size === undefined && request.source === undefined) throw new ImageToolError('Either --size N or one filename must be specified.');
-  const size = request.size === undefined ? undefined : parseSize(request.size);
-  if (size === undefined && request.size !== undefined) throw new ImageToolError(SIZE_ERROR, 1, true);
+  // qemu-img reads --size with the other options, before it checks how they go together.
+  const size = request.size === undefined ? undefined : imageSizeArgument(request.size);
+  if (size !== undefined && request.source !== undefined) throw new ImageToolError('--size N cannot be used together with a filename.');
+  if (size === undefined && request.source === undefined) throw new ImageToolError('Either --size N or one filename must be specified.');
   if (request.source === undefined) return measureFormat(layer, request, size);
   return withImage(layer, request.source, { readOnly: true }, (node) => measureFormat(layer, request, size, sourceOf(layer, node)));
 }

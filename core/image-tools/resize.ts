@@ -6,6 +6,7 @@
  * reads as zeroes what a grow adds.
  */
 import type { BlockLayer } from '../block-layer.js';
+import { qemuOptsSizeError } from '../schema/keyval-typing.js';
 import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
 
 export interface ResizeRequest {
@@ -21,10 +22,7 @@ function parseResize(text: string): { relative: -1 | 0 | 1; bytes: number } {
   const relative = text.startsWith('+') ? 1 : text.startsWith('-') ? -1 : 0;
   const bytes = parseSize(relative === 0 ? text : text.slice(1));
   if (bytes === undefined) {
-    throw new ImageToolError(
-      "Parameter 'size' expects a non-negative number below 2^64\n" +
-        'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.',
-    );
+    throw new ImageToolError(qemuOptsSizeError('size'));
   }
   return { relative, bytes };
 }

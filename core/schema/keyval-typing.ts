@@ -57,15 +57,24 @@ function typeError(path: KeyvalPath, expected: string): never {
 }
 
 /**
+ * Whose words a bad number is reported in: the keyval input visitor's
+ * (-blockdev, QMP-style options), or QemuOpts' (qemu-img's -o).
+ */
+export type KeyvalWording = 'keyval' | 'qemu-opts';
+
+/**
  * Converts the string leaves of `value` to what `schema` expects, as QEMU's
  * keyval input visitor does. Throws its first error in QEMU's words.
  */
-export function typeKeyval(value: unknown, schema: TSchema, validator: QapiValidator): unknown {
-  return new KeyvalTyper(validator).visit(schema, value, new KeyvalPath());
+export function typeKeyval(value: unknown, schema: TSchema, validator: QapiValidator, wording: KeyvalWording = 'keyval'): unknown {
+  return new KeyvalTyper(validator, wording).visit(schema, value, new KeyvalPath());
 }
 
 class KeyvalTyper {
-  constructor(private readonly validator: QapiValidator) {}
+  constructor(
+    private readonly validator: QapiValidator,
+    private readonly wording: KeyvalWording,
+  ) {}
 
   private deref(schema: TSchema): TSchema {
     if (!isRef(schema)) return schema;
@@ -92,7 +101,7 @@ class KeyvalTyper {
     const text = scalarText(value, path);
     if (text === undefined) return value;
     if (TypeGuard.IsBoolean(s)) return parseBool(text, path);
-    if (TypeGuard.IsInteger(s)) return parseInteger(text, annotations(s).qapiType, path);
+    if (TypeGuard.IsInteger(s)) return parseInteger(text, annotations(s).qapiType, path, this.wording);
     if (TypeGuard.IsNumber(s)) return parseNumber(text) ?? typeError(path, 'number');
     return text;
   }
@@ -176,14 +185,22 @@ function parseBool(text: string, path: KeyvalPath): boolean {
   fail(`Parameter '${path.full}' expects 'on' or 'off'`);
 }
 
-function parseInteger(text: string, qapiType: string | undefined, path: KeyvalPath): number {
+/** QemuOpts' report of a size option that is not one (parse_option_size). */
+export function qemuOptsSizeError(name: string): string {
+  return (
+    `Parameter '${name}' expects a non-negative number below 2^64\n` +
+    'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.'
+  );
+}
+
+function parseInteger(text: string, qapiType: string | undefined, path: KeyvalPath, wording: KeyvalWording): number {
   if (qapiType === 'size') {
     const size = qemuStrtosz(text);
-    if (typeof size !== 'bigint') fail(`Parameter '${path.full}' expects size`);
-    return Number(size);
+    if (typeof size === 'bigint') return Number(size);
+    fail(wording === 'keyval' ? `Parameter '${path.full}' expects size` : qemuOptsSizeError(path.full));
   }
   const value = qapiType?.startsWith('uint') ? strtou64(text) : strtoi64(text);
-  if (value === undefined) fail(`Parameter '${path.full}' expects integer`);
+  if (value === undefined) fail(`Parameter '${path.full}' ${wording === 'keyval' ? 'expects integer' : 'expects a number'}`);
   return Number(value);
 }
 

@@ -6,8 +6,8 @@
  * (`query-qmp-schema`) and the options tables in the READMEs.
  *
  * The annotations (`qapiType`, `qapiEnum`, `discriminator`, `qapiAlternate`,
- * `qapiExpects`) carry what QEMU's messages and introspection need and plain
- * JSON Schema does not say.
+ * `qapiExpects`, `qemuOptsDefault`) carry what QEMU's messages and
+ * introspection need and plain JSON Schema does not say.
  */
 import {
   type SchemaOptions,
@@ -43,13 +43,18 @@ export interface QapiAnnotations {
   qapiAlternate?: boolean;
   /** What QEMU says a bad value "expects", e.g. `uint32_t`. */
   qapiExpects?: string;
+  /**
+   * A creation option's default as QEMU's option list holds it (its
+   * def_value_str): qemu-img create prints it when the option is not given.
+   */
+  qemuOptsDefault?: string;
 }
 
 export function annotations(schema: TSchema): QapiAnnotations {
   return schema as QapiAnnotations;
 }
 
-type Opts = SchemaOptions & { default?: unknown };
+type Opts = SchemaOptions & { default?: unknown; qemuOptsDefault?: string };
 
 /** A union that stays one with a single branch (TypeBox would collapse it to the branch, losing the annotations). */
 function union<T extends TSchema[]>(branches: [...T], opts: Opts): TUnion<T> {

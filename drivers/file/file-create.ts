@@ -11,7 +11,8 @@ import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '
 import { codeOf, ops, UNSUPPORTED, writeAll, writeZeroData } from './file-io.js';
 import type { FileBlockdevCreateOptions, FileCreateOptions } from './options.js';
 
-type Prealloc = NonNullable<FileCreateOptions['preallocation']>;
+/** How a resize allocates what it adds (QEMU's PreallocMode without metadata, which only formats have). */
+type Prealloc = 'off' | 'falloc' | 'full';
 
 /** An error of create or resize, worded as QEMU: `Could not resize file: No space left on device`. */
 function ioFailure(what: string, error: unknown): BlockIoError {
@@ -93,20 +94,30 @@ async function createFile(
   }
 }
 
-/** qemu-img create, drive-backup's target, the raw driver's file. */
-export async function fileCreate({ options }: DriverCreateContext<FileCreateOptions>): Promise<void> {
-  await createFile(options.filename, options.size, options.preallocation, options.nocow);
+const PREALLOC_MODES: ReadonlySet<string> = new Set(['off', 'metadata', 'falloc', 'full']);
+
+function isPreallocMode(mode: string): mode is NonNullable<FileBlockdevCreateOptions['preallocation']> {
+  return PREALLOC_MODES.has(mode);
 }
 
-/**
- * QMP blockdev-create with QEMU's BlockdevCreateOptionsFile. The extent size
- * hint is checked as QEMU checks it, and not applied (an XFS optimisation).
- */
+/** QEMU's check of the extent size hint, which it stores in 32 bits; the hint itself is an XFS optimisation, not applied. */
+function checkExtentSizeHint(hint: number | undefined): void {
+  if ((hint ?? 0) > 0xffffffff || (hint ?? 0) < 0) throw new BlockLayerError('Extent size hint is too large');
+}
+
+/** qemu-img create, drive-backup's target, the raw driver's file. */
+export async function fileCreate({ options }: DriverCreateContext<FileCreateOptions>): Promise<void> {
+  const preallocation = options.preallocation ?? 'off';
+  // qemu-img's -o preallocation is a string to the file driver (qapi_enum_parse's message).
+  if (!isPreallocMode(preallocation)) throw new BlockLayerError(`invalid parameter value: ${preallocation}`);
+  checkExtentSizeHint(options.extent_size_hint);
+  await createFile(options.filename, options.size, preallocation, options.nocow);
+}
+
+/** QMP blockdev-create with QEMU's BlockdevCreateOptionsFile. */
 export async function fileBlockdevCreate(ctx: DriverBlockdevCreateContext<FileBlockdevCreateOptions>): Promise<void> {
   const { filename, size, preallocation, nocow } = ctx.options;
-  if ((ctx.options['extent-size-hint'] ?? 0) > 0xffffffff || (ctx.options['extent-size-hint'] ?? 0) < 0) {
-    throw new BlockLayerError('Extent size hint is too large');
-  }
+  checkExtentSizeHint(ctx.options['extent-size-hint']);
   await ctx.checkNotOpen(filename);
   await createFile(filename, size, preallocation, nocow);
 }

@@ -4,9 +4,6 @@ import { Qapi, type Static } from '../../core/schema/qapi.js';
 /** Only threads: a thread pool (the native addon's, else Node's libuv pool) is the one I/O engine we have. */
 export const BlockdevAioOptions = Qapi.enum('BlockdevAioOptions', ['threads']);
 
-/** QEMU's PreallocMode without `metadata`, which only formats have (same values as the raw driver's). */
-export const PreallocMode = Qapi.enum('PreallocMode', ['off', 'falloc', 'full']);
-
 export const fileOptions = Qapi.struct('BlockdevOptionsFile', {
   filename: Qapi.str({ description: 'path of the image: a regular file or a block device' }),
   aio: Qapi.optional({ ...BlockdevAioOptions, description: 'AIO backend (a thread pool)', default: 'threads' }),
@@ -17,16 +14,18 @@ export const fileOptions = Qapi.struct('BlockdevOptionsFile', {
 
 export type FileOptions = Static<typeof fileOptions>;
 
+/** qemu-img create's options for a file, in QEMU's option list order (the order of its Formatting line). */
 export const fileCreateOptions = Qapi.struct('BlockdevCreateOptionsFile', {
   filename: Qapi.str({ description: 'the file to create (an existing one is truncated)' }),
   size: Qapi.size({ description: 'size of the file in bytes' }),
-  preallocation: Qapi.optional({
-    ...PreallocMode,
-    description: 'off: sparse; falloc: reserve blocks with fallocate; full: write zeroes',
-    default: 'off',
-  }),
   nocow: Qapi.optional(
     Qapi.bool({ description: 'set the no-copy-on-write attribute (btrfs); failure is ignored', default: false }),
+  ),
+  preallocation: Qapi.optional(
+    Qapi.str({ description: 'off: sparse; falloc: reserve blocks with fallocate; full: write zeroes', default: 'off' }),
+  ),
+  extent_size_hint: Qapi.optional(
+    Qapi.size({ description: 'extent size hint for the file system (XFS); at most 4 GiB - 1; checked and not applied' }),
   ),
 });
 

@@ -65,32 +65,55 @@ export const qcow2Options = Qapi.struct('BlockdevOptionsQcow2', {
 
 export type Qcow2Options = Static<typeof qcow2Options>;
 
+/**
+ * qemu-img's options for a new qcow2 image (create, convert -o, measure -o),
+ * in QEMU's option list order: the format's, then the file's. The strings
+ * QEMU reads as enums only when creating or measuring (compat,
+ * compression_type, preallocation) are checked there, as QEMU checks them.
+ */
 export const qcow2CreateOptions = Qapi.struct('Qcow2CreateOptions', {
   filename: Qapi.str({ description: 'the file to create' }),
+  cluster_size: Qapi.optional(
+    Qapi.size({ description: 'cluster size: a power of two from 512 to 2 MiB', default: 65536, qemuOptsDefault: '65536' }),
+  ),
+  extended_l2: Qapi.optional(
+    Qapi.bool({ description: 'extended L2 entries (subclusters): only off can be created here', default: false, qemuOptsDefault: 'off' }),
+  ),
+  preallocation: Qapi.optional(
+    Qapi.str({
+      description: 'off, metadata (L2 tables and clusters for the whole image), falloc or full (these two measured, not created here)',
+      default: 'off',
+    }),
+  ),
+  compression_type: Qapi.optional(
+    Qapi.str({ description: 'zlib, or zstd (not created here)', default: 'zlib', qemuOptsDefault: 'zlib' }),
+  ),
   size: Qapi.optional(
     Qapi.size({ description: 'virtual size in bytes, rounded up to 512; default: the size of the backing file' }),
   ),
   compat: Qapi.optional(
-    Qapi.enum('Qcow2CompatLevel', ['0.10', '1.1'], { description: 'qcow2 version: 0.10 is v2, 1.1 is v3', default: '1.1' }),
+    Qapi.str({ description: 'qcow2 version: 0.10 (or v2) is v2, 1.1 (or v3) is v3', default: '1.1' }),
   ),
   backing_file: Qapi.optional(
     Qapi.str({ description: 'backing file name, stored as given (relative names are relative to the image)' }),
   ),
   backing_fmt: Qapi.optional(Qapi.str({ description: 'format of the backing file; required with backing_file' })),
-  cluster_size: Qapi.optional(
-    Qapi.size({ description: 'cluster size: a power of two from 512 to 2 MiB', default: 65536 }),
-  ),
-  preallocation: Qapi.optional(
-    Qapi.enum('Qcow2PreallocMode', ['off', 'metadata'], {
-      description: 'off: allocate nothing; metadata: allocate L2 tables and clusters for the whole image',
-      default: 'off',
-    }),
-  ),
   lazy_refcounts: Qapi.optional(
-    Qapi.bool({ description: 'set the lazy refcounts feature (compat 1.1 only)', default: false }),
+    Qapi.bool({ description: 'set the lazy refcounts feature (compat 1.1 only)', default: false, qemuOptsDefault: 'off' }),
   ),
   refcount_bits: Qapi.optional(
-    Qapi.int({ minimum: 0, description: 'refcount width: a power of two up to 64 (other than 16 needs compat 1.1)', default: 16 }),
+    Qapi.int({
+      minimum: 0,
+      description: 'refcount width: a power of two up to 64 (other than 16 needs compat 1.1)',
+      default: 16,
+      qemuOptsDefault: '16',
+    }),
+  ),
+  nocow: Qapi.optional(
+    Qapi.bool({ description: "the file's no-copy-on-write attribute (btrfs); failure is ignored", default: false }),
+  ),
+  extent_size_hint: Qapi.optional(
+    Qapi.size({ description: "the file's extent size hint (XFS); at most 4 GiB - 1; checked and not applied" }),
   ),
 });
 

@@ -10,16 +10,10 @@
 import type { DriverBlockdevCreateContext } from '../../core/block/driver.js';
 import { BlockLayerError } from '../../core/errors.js';
 import { DEFAULT_CLUSTER_SIZE, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, sizeToL1 } from './qcow2-format.js';
-import { type CreateParams, formatImage } from './qcow2-create.js';
+import { type CreateParams, formatImage, unsupported, V3_NEEDED } from './qcow2-create.js';
 import { NodeImageFile } from './qcow2-node-file.js';
 import type { Qcow2BlockdevCreateOptions } from './options.js';
 
-const V3_NEEDED = '(use version=v3 or greater)';
-
-/** Refusals of what QEMU makes and this driver does not. */
-function unsupported(what: string): BlockLayerError {
-  return new BlockLayerError(`blocklayer's qcow2 driver cannot create images with ${what}`);
-}
 
 /** QEMU's validate_cluster_size without extended L2 entries. */
 function clusterBitsOf(clusterSize: number): number {

@@ -89,15 +89,42 @@ export function checkedRefcountOrder(o: Pick<Qcow2CreateOptions, 'refcount_bits'
   return refcountOrder;
 }
 
-/** Checks the options in QEMU's order and with its messages; fills in defaults. */
+/** Refusals of what QEMU makes and this driver does not. */
+export function unsupported(what: string): BlockLayerError {
+  return new BlockLayerError(`blocklayer's qcow2 driver cannot create images with ${what}`);
+}
+
+export const V3_NEEDED = '(use version=v3 or greater)';
+
+/** -o compat as qemu-img create reads it: QEMU's names 0.10 and 1.1, or the QAPI ones, v2 and v3. */
+function createVersion(compat: string | undefined): 2 | 3 {
+  if (compat === '0.10' || compat === 'v2') return 2;
+  if (compat === undefined || compat === '1.1' || compat === 'v3') return 3;
+  throw new BlockLayerError(`Parameter 'version' does not accept value '${compat}'`);
+}
+
+const PREALLOC_MODES: ReadonlySet<string> = new Set(['off', 'metadata', 'falloc', 'full']);
+
+/** Checks the options in QEMU's order (qcow2_co_create's) and with its messages; fills in defaults. */
 async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
   if (o.backing_file !== undefined && o.backing_fmt === undefined) {
     throw new BlockLayerError('Backing file specified without backing format');
   }
-  const version = o.compat === '0.10' ? 2 : 3;
+  const version = createVersion(o.compat);
+  const compression = o.compression_type ?? 'zlib';
+  if (compression !== 'zlib' && compression !== 'zstd') {
+    throw new BlockLayerError(`Parameter 'compression-type' does not accept value '${compression}'`);
+  }
+  const requested = o.preallocation ?? 'off';
+  if (!PREALLOC_MODES.has(requested)) throw new BlockLayerError(`Parameter 'preallocation' does not accept value '${requested}'`);
+  if (o.extended_l2 === true) {
+    if (version < 3) {
+      throw new BlockLayerError(`Extended L2 entries are only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
+    }
+    throw unsupported('extended L2 entries (subclusters)');
+  }
   const clusterBits = checkedClusterBits(o);
-  const preallocation = o.preallocation === 'metadata' ? 'metadata' : 'off';
-  if (o.backing_file !== undefined && preallocation !== 'off') {
+  if (o.backing_file !== undefined && requested !== 'off') {
     throw new BlockLayerError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
   }
   if (o.backing_fmt !== undefined && o.backing_file === undefined) {
@@ -105,11 +132,17 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
   }
   const lazyRefcounts = o.lazy_refcounts ?? false;
   if (version < 3 && lazyRefcounts) {
-    throw new BlockLayerError(
-      'Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)',
-    );
+    throw new BlockLayerError(`Lazy refcounts only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
   }
   const refcountOrder = checkedRefcountOrder(o, version, 'version=v3');
+  if (compression !== 'zlib') {
+    if (version < 3) {
+      throw new BlockLayerError(`Non-zlib compression type is only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
+    }
+    throw unsupported('zstd compression');
+  }
+  if (requested === 'falloc' || requested === 'full') throw unsupported(`preallocation=${requested}`);
+  const preallocation = requested === 'metadata' ? 'metadata' : 'off';
   let size = o.size;
   if (size === undefined && o.backing_file !== undefined) size = await backingSize(o.filename, o.backing_file, o.backing_fmt!);
   if (size === undefined) throw new BlockLayerError('Image creation needs a size parameter');
@@ -196,7 +229,10 @@ export async function formatImage(file: CreationFile, name: string, p: CreatePar
 /** qemu-img create -f qcow2 (and drive-backup's new target): the file, then the image in it. */
 export async function createImage({ options, createWith }: DriverCreateContext<Qcow2CreateOptions>): Promise<void> {
   const p = await createParams(options);
-  await createWith('file', { filename: options.filename, size: 0 });
+  const file: Record<string, unknown> = { filename: options.filename, size: 0 };
+  if (options.nocow !== undefined) file.nocow = options.nocow;
+  if (options.extent_size_hint !== undefined) file.extent_size_hint = options.extent_size_hint;
+  await createWith('file', file);
   const handle = await open(options.filename, 'r+');
   try {
     await formatImage(await LocalImageFile.open(handle), options.filename, p);

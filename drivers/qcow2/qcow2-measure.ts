@@ -17,15 +17,17 @@ import type { Qcow2CreateOptions } from './options.js';
 const BITMAP_DIR_ENTRY = 24;
 const BITMAP_TABLE_ENTRY = 8;
 
+/** 32 subclusters of at least a sector each. */
+const EXTENDED_L2_MIN_CLUSTER = 32 * 512;
+
 const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
 
-/** qcow2_calc_prealloc_size: the file of an image of `size` bytes with everything allocated. */
-function preallocatedSize(size: number, clusterSize: number, refcountOrder: number): number {
+/** qcow2_calc_prealloc_size: the file of an image of `size` bytes with everything allocated, L2 entries `l2Entry` bytes each. */
+function preallocatedSize(size: number, clusterSize: number, refcountOrder: number, l2Entry: number): number {
   const aligned = roundUp(size, clusterSize);
-  const entriesPerCluster = clusterSize / 8;
-  const l2Entries = roundUp(aligned / clusterSize, entriesPerCluster);
-  const l1Entries = roundUp((l2Entries * 8) / clusterSize, entriesPerCluster);
-  const meta = clusterSize + l2Entries * 8 + l1Entries * 8;
+  const l2Entries = roundUp(aligned / clusterSize, clusterSize / l2Entry);
+  const l1Entries = roundUp((l2Entries * l2Entry) / clusterSize, clusterSize / 8);
+  const meta = clusterSize + l2Entries * l2Entry + l1Entries * 8;
   const refcounts = refcountMetadataClusters((meta + aligned) / clusterSize, clusterSize, refcountOrder, false);
   return meta + (refcounts.blocks + refcounts.table) * clusterSize + aligned;
 }
@@ -42,17 +44,33 @@ function bitmapsSize(bitmaps: readonly MeasureBitmap[], clusterSize: number): nu
   return size + roundUp(directory, clusterSize);
 }
 
+/** -o compat as qemu-img measure reads it: only QEMU's own names (qcow2_measure). */
+function measureVersion(compat: string | undefined): 2 | 3 {
+  if (compat === '0.10') return 2;
+  if (compat === undefined || compat === '1.1') return 3;
+  throw new BlockLayerError(`Invalid compatibility level: '${compat}'`);
+}
+
 export async function measureQcow2({ options, source }: DriverMeasureContext<Qcow2CreateOptions>): Promise<MeasureResult> {
   const clusterSize = 2 ** checkedClusterBits(options);
-  const version = options.compat === '0.10' ? 2 : 3;
+  const version = measureVersion(options.compat);
   const refcountOrder = checkedRefcountOrder(options, version, 'compat=1.1');
+  // Extended L2 entries (two 64-bit words each) are measured though not created here.
+  const l2Entry = options.extended_l2 === true ? 16 : 8;
+  if (l2Entry === 16 && clusterSize < EXTENDED_L2_MIN_CLUSTER) {
+    throw new BlockLayerError(`Extended L2 entries are only supported with cluster sizes of at least ${EXTENDED_L2_MIN_CLUSTER} bytes`);
+  }
+  const preallocation = options.preallocation ?? 'off';
+  if (!['off', 'metadata', 'falloc', 'full'].includes(preallocation)) throw new BlockLayerError(`invalid parameter value: ${preallocation}`);
   const size = roundUp(source?.length ?? options.size ?? 0, clusterSize);
-  if (Math.ceil(size / clusterSize / (clusterSize / 8)) * 8 > MAX_L1_BYTES) {
+  if (Math.ceil(size / clusterSize / (clusterSize / l2Entry)) * 8 > MAX_L1_BYTES) {
     throw new BlockLayerError('The image size is too large (try using a larger cluster size)');
   }
   let data = 0;
-  if (source !== undefined) data = options.backing_file === undefined ? await source.dataBytes(clusterSize) : size;
-  const fullyAllocated = preallocatedSize(size, clusterSize, refcountOrder);
+  // Preallocated data clusters are all written (falloc, full); a backing file may differ from the source anywhere.
+  if (preallocation === 'falloc' || preallocation === 'full') data = size;
+  else if (source !== undefined) data = options.backing_file === undefined ? await source.dataBytes(clusterSize) : size;
+  const fullyAllocated = preallocatedSize(size, clusterSize, refcountOrder, l2Entry);
   const result: MeasureResult = { required: fullyAllocated - size + data, fullyAllocated };
   if (version >= 3 && source?.bitmaps !== undefined) result.bitmaps = bitmapsSize(source.bitmaps, clusterSize);
   return result;

@@ -12,11 +12,18 @@ export const rawOptions = Qapi.struct('BlockdevOptionsRaw', {
 
 export type RawOptions = Static<typeof rawOptions>;
 
+/** qemu-img create -f raw: the size, then the file's options, as QEMU appends them to its option list. */
 export const rawCreateOptions = Qapi.struct('BlockdevCreateOptionsRaw', {
   filename: Qapi.str({ description: 'the file to create' }),
   size: Qapi.size({ description: 'size of the image in bytes' }),
+  nocow: Qapi.optional(
+    Qapi.bool({ description: 'set the no-copy-on-write attribute (btrfs); failure is ignored', default: false }),
+  ),
   preallocation: Qapi.optional(
-    Qapi.enum('PreallocMode', ['off', 'falloc', 'full'], { description: 'how to allocate the file', default: 'off' }),
+    Qapi.str({ description: "how to allocate the file: off, falloc or full (the file's preallocation)", default: 'off' }),
+  ),
+  extent_size_hint: Qapi.optional(
+    Qapi.size({ description: 'extent size hint for the file system (XFS); at most 4 GiB - 1; checked and not applied' }),
   ),
 });
 
