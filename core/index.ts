@@ -28,6 +28,7 @@ export {
   type DriverLimits,
   type DriverOpenContext,
   type NodeDescription,
+  type PreallocMode,
 } from './block/driver.js';
 export type { BlockStatusExtent, WriteFlags, WriteRequest, WriteResult, ZeroFlags } from './block/request.js';
 export { BlockdevRef, BlockdevRefOrNull, type BlockdevOptionsValue } from './block/blockdev-ref.js';

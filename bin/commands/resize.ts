@@ -1,4 +1,4 @@
-/** `blocklayer resize -f FMT [--shrink] [-q] IMG [+|-]SIZE`: qemu-img resize. */
+/** `blocklayer resize -f FMT [--shrink] [--preallocation=MODE] [-q] IMG [+|-]SIZE`: qemu-img resize. */
 import type { Command } from 'commander';
 import { requireFormat } from '../../core/image-tools/image-access.js';
 import { resizeImage } from '../../core/image-tools/resize.js';
@@ -7,6 +7,7 @@ import { print, runTool } from './image-tool-cli.js';
 interface ResizeOptions {
   f?: string;
   shrink?: boolean;
+  preallocation?: string;
   q?: boolean;
 }
 
@@ -18,12 +19,13 @@ export function resizeCommand(program: Command): void {
     .argument('<size>', 'the new size (k, M, G, T, P, E suffixes), or +SIZE / -SIZE relative to the current one (-SIZE after --)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
     .option('--shrink', 'allow a smaller size: what lies past the new end is deleted')
+    .option('--preallocation <mode>', 'how the growth is allocated: off, metadata (qcow2), falloc or full', 'off')
     .option('-q', 'quiet: print nothing on success')
     // A size to take away reads as an option: as qemu-img, the last argument is the size whatever it looks like.
     .allowUnknownOption()
     .action((filename: string, size: string, options: ResizeOptions) =>
       runTool('resize', async (layer) => {
-        await resizeImage(layer, { image: { filename, format: requireFormat(options.f) }, size, shrink: options.shrink ?? false });
+        await resizeImage(layer, { image: { filename, format: requireFormat(options.f) }, size, shrink: options.shrink ?? false, preallocation: options.preallocation ?? 'off' });
         if (!options.q) print('Image resized.\n');
       }),
     );

@@ -9,7 +9,7 @@ import { AsyncSeriesBailHook, AsyncSeriesHook, SyncHook } from 'tapable';
 import { BlockIoError, toBlockIoError } from '../errors.js';
 import { alignDown, alignUp } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
-import type { BlockDriverDefinition, DriverCapabilities, DriverLimits, NewSnapshotInfo, SnapshotInfo } from './driver.js';
+import type { BlockDriverDefinition, DriverCapabilities, DriverLimits, NewSnapshotInfo, PreallocMode, SnapshotInfo } from './driver.js';
 import { DrainSection } from './drain-section.js';
 import { DriverIo } from './driver-io.js';
 import type { NodeEdge, NodeParent } from './node-edge.js';
@@ -223,13 +223,14 @@ export class BlockNode implements NodeParent {
     );
   }
 
-  async truncate(length: number, options: RequestOptions = {}): Promise<void> {
+  /** Resizes the node; growth is allocated as `options.preallocation` says (default 'off'). */
+  async truncate(length: number, options: RequestOptions & { preallocation?: PreallocMode } = {}): Promise<void> {
     this.checkRequest('truncate', 0, 0);
     if (!Number.isSafeInteger(length) || length < 0) {
       throw new BlockIoError('EINVAL', `Invalid length ${length} for node '${this.nodeName}'`);
     }
     const lost = Math.max(0, this.length - length);
-    await trackedWrite(this, this.tracker, 'truncate', length, lost, {}, options, undefined, () => this.io!.truncate(length));
+    await trackedWrite(this, this.tracker, 'truncate', length, lost, {}, options, undefined, () => this.io!.truncate(length, options.preallocation));
     // Nodes above that show this node's size (raw, filters) follow it, as QEMU's variable-length drivers do.
     for (const node of this.selfAndAncestors()) {
       if (node !== this && node.io !== undefined) node.io.length = node.driver.getLength(node.state);

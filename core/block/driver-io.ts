@@ -9,7 +9,7 @@ import { BlockIoError } from '../errors.js';
 import { Mutex } from '../util/mutex.js';
 import { alignDown, alignUp, chunks, coveringRange, isAligned, isZeroBuffer } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
-import type { BlockDriverDefinition, DriverCapabilities, DriverLimits } from './driver.js';
+import type { BlockDriverDefinition, DriverCapabilities, DriverLimits, PreallocMode } from './driver.js';
 import type { NodeEdge } from './node-edge.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
 
@@ -222,11 +222,15 @@ export class DriverIo {
     return [{ offset, length, data: true, zero: false, allocated: true }];
   }
 
-  async truncate(length: number): Promise<void> {
+  async truncate(length: number, preallocation: PreallocMode = 'off'): Promise<void> {
     const { driver } = this;
     const child = this.filteredChild;
-    if (driver.truncate !== undefined) await this.callDriver(() => driver.truncate!(this.state, length));
-    else if (child !== undefined) await child.truncate(length);
+    if (driver.truncate !== undefined) {
+      if (preallocation !== 'off' && this.capabilities.preallocation?.includes(preallocation) !== true) {
+        throw new BlockIoError('ENOTSUP', `Unsupported preallocation mode '${preallocation}'`);
+      }
+      await this.callDriver(() => driver.truncate!(this.state, length, preallocation));
+    } else if (child !== undefined) await child.truncate(length, preallocation);
     else throw new BlockIoError('ENOTSUP', 'Image format driver does not support resize');
     this.length = driver.getLength(this.state);
   }

@@ -48,7 +48,18 @@ export interface DriverCapabilities {
   concurrency: 'parallel' | 'serialize';
   /** What a truncate adds reads as zeroes (QEMU's bdrv_has_zero_init_truncate). */
   growsZeroed?: boolean;
+  /**
+   * Preallocation modes `truncate` takes besides 'off'; the core refuses
+   * the others with QEMU's "Unsupported preallocation mode".
+   */
+  preallocation?: readonly PreallocMode[];
 }
+
+/**
+ * How a growing truncate allocates what it adds (QEMU's PreallocMode):
+ * nothing, the format's metadata for it, reserved blocks, or written zeroes.
+ */
+export type PreallocMode = 'off' | 'metadata' | 'falloc' | 'full';
 
 /** A child the driver takes from its options (`file`, `backing`, `image` …). */
 export interface ChildSpec {
@@ -93,6 +104,14 @@ export interface DriverCreateContext<C> {
   readonly options: C;
   /** Creates an image with another (protocol) driver, e.g. the file a raw image lives in. */
   createWith(driver: string, options: Record<string, unknown>): Promise<void>;
+  /**
+   * Runs `body` with the file `createWith` made opened by protocol driver
+   * `driver` and written through `file`, closed afterwards: for a format
+   * that needs the file's own operations while it writes the image (a
+   * preallocating resize), as QEMU's create writes through a BlockBackend on
+   * the new file. Flushes reach the file.
+   */
+  writeCreated<T>(driver: string, filename: string, body: (file: NodeChild) => Promise<T>): Promise<T>;
 }
 
 /** A persistent bitmap of a measured source: what its space in a new image depends on. */
@@ -271,8 +290,12 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * the core does not flush them after it (QEMU's drivers with bdrv_co_flush).
    */
   readonly flushesChildren?: boolean;
-  /** Changes the size; the node updates its length from `getLength` afterwards. */
-  truncate?(state: S, length: number): Promise<void>;
+  /**
+   * Changes the size, growing with `preallocation` (one of the modes the
+   * capabilities name, or 'off'); the node updates its length from
+   * `getLength` afterwards.
+   */
+  truncate?(state: S, length: number, preallocation: PreallocMode): Promise<void>;
   /**
    * Describes `[offset, offset + length)` from `offset` on, in one or more
    * contiguous extents; may describe less than asked (the node asks again).

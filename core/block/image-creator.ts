@@ -12,6 +12,7 @@ import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
 import type { BlockGraph } from './block-graph.js';
 import type { DriverRegistry } from './driver-registry.js';
+import type { NodeChild, NodeParent } from './node-edge.js';
 
 @injectable()
 export class ImageCreator {
@@ -28,7 +29,24 @@ export class ImageCreator {
     }
     const valid = this.validator.validate(driver.createOptions, options);
     if (typeof valid.filename === 'string') await this.checkNotOpen(valid.filename);
-    await driver.create({ options: valid, createWith: (name, more) => this.create(name, more) });
+    await driver.create({
+      options: valid,
+      createWith: (name, more) => this.create(name, more),
+      writeCreated: (name, filename, body) => this.writeCreated(name, filename, body),
+    });
+  }
+
+  /** Opens the new file as a node of `driver`, a writing user of it while `body` runs, and closes it after. */
+  private async writeCreated<T>(driver: string, filename: string, body: (file: NodeChild) => Promise<T>): Promise<T> {
+    const node = await this.graph.open({ driver, filename });
+    const creation: NodeParent = { parentName: '', parentKind: 'other', writes: true };
+    const edge = this.graph.attach(creation, node, 'file');
+    try {
+      return await body(edge);
+    } finally {
+      this.graph.detach(edge);
+      await this.graph.closeIfUnused(node);
+    }
   }
 
   /** Refuses an existing file that a protocol node of this layer has open (blockdev-create's check too). */

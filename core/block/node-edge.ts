@@ -6,6 +6,7 @@
  * edge while the node under it changes (mirror completion, filter insertion).
  */
 import type { BlockNode } from './block-node.js';
+import type { PreallocMode } from './driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
 
 /** Whoever holds an edge: a node, or a user outside the graph. */
@@ -40,7 +41,7 @@ export interface NodeChild {
   writeZeroes(offset: number, length: number, flags?: ZeroFlags): Promise<void>;
   discard(offset: number, length: number): Promise<void>;
   flush(): Promise<void>;
-  truncate(length: number): Promise<void>;
+  truncate(length: number, preallocation?: PreallocMode): Promise<void>;
   blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]>;
 }
 
@@ -93,8 +94,8 @@ export class NodeEdge implements NodeChild {
     return this.current.flush(this.requestOptions);
   }
 
-  truncate(length: number): Promise<void> {
-    return this.current.truncate(length, this.requestOptions);
+  truncate(length: number, preallocation?: PreallocMode): Promise<void> {
+    return this.current.truncate(length, preallocation === undefined ? this.requestOptions : { ...this.requestOptions, preallocation });
   }
 
   blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {

@@ -5,6 +5,7 @@
  * new size may be (qcow2: a multiple of 512, no internal snapshots) and
  * reads as zeroes what a grow adds.
  */
+import type { PreallocMode } from '../block/driver.js';
 import type { BlockLayer } from '../block-layer.js';
 import { qemuOptsSizeError } from '../schema/keyval-typing.js';
 import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
@@ -15,6 +16,14 @@ export interface ResizeRequest {
   size: string;
   /** --shrink: a smaller size is what the user wants. */
   shrink?: boolean;
+  /** --preallocation: how the growth is allocated (QEMU's PreallocMode names); default off. */
+  preallocation?: string;
+}
+
+const PREALLOC_MODES: readonly string[] = ['off', 'metadata', 'falloc', 'full'];
+
+function isPreallocMode(mode: string): mode is PreallocMode {
+  return PREALLOC_MODES.includes(mode);
 }
 
 /** The size argument, as qemu-img's QemuOpts size reads it, with its sign. */
@@ -30,10 +39,13 @@ function parseResize(text: string): { relative: -1 | 0 | 1; bytes: number } {
 /** Resizes the image; resolves with the new size. */
 export async function resizeImage(layer: BlockLayer, request: ResizeRequest): Promise<number> {
   const { relative, bytes } = parseResize(request.size);
+  const preallocation = request.preallocation ?? 'off';
+  if (!isPreallocMode(preallocation)) throw new ImageToolError(`Invalid preallocation mode '${preallocation}'`);
   return withImage(layer, request.image, { readOnly: false }, async (node) => {
     const current = node.length;
     const total = relative === 0 ? bytes : current + relative * bytes;
     if (total <= 0) throw new ImageToolError('New image size must be positive');
+    if (preallocation !== 'off' && total <= current) throw new ImageToolError('Preallocation can only be used for growing images');
     if (total < current && request.shrink !== true) {
       throw new ImageToolError(
         'Use the --shrink option to perform a shrink operation.\n' +
@@ -44,7 +56,7 @@ export async function resizeImage(layer: BlockLayer, request: ResizeRequest): Pr
       );
     }
     try {
-      await node.truncate(total);
+      await node.truncate(total, { preallocation });
     } catch (error) {
       throw new ImageToolError(errorText(error));
     }

@@ -16,6 +16,7 @@ import {
   type DriverLimits,
   type DriverOpenContext,
   type NodeDescription,
+  type PreallocMode,
 } from '../../core/block/driver.js';
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
@@ -182,13 +183,20 @@ async function fileFlush(state: FileState): Promise<void> {
   }
 }
 
-/** ftruncate a regular file; a block device keeps its size ('Cannot resize device files'). */
-async function fileTruncate(state: FileState, length: number): Promise<void> {
+/**
+ * ftruncate a regular file, growing it as `preallocation` says; a block
+ * device keeps its size ('Cannot resize device files'). QEMU's messages.
+ */
+async function fileTruncate(state: FileState, length: number, preallocation: PreallocMode): Promise<void> {
   if (state.blockDevice) {
+    if (preallocation !== 'off') {
+      throw new BlockIoError('ENOTSUP', `Preallocation mode '${preallocation}' unsupported for this non-regular file`);
+    }
     if (length !== state.length) throw new BlockIoError('ENOTSUP', 'Cannot resize device files');
     return;
   }
-  await resizeRegular(state.handle, length, 'off', state.length);
+  if (preallocation === 'metadata') throw new BlockIoError('ENOTSUP', 'Unsupported preallocation mode: metadata');
+  await resizeRegular(state.handle, length, preallocation, state.length);
   state.length = length;
 }
 
@@ -237,7 +245,14 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   options: fileOptions,
   createOptions: fileCreateOptions,
   blockdevCreateOptions: fileBlockdevCreateOptions,
-  capabilities: { canZero: ops !== undefined, canDiscard: ops !== undefined, canFua: false, concurrency: 'parallel', growsZeroed: true },
+  capabilities: {
+    canZero: ops !== undefined,
+    canDiscard: ops !== undefined,
+    canFua: false,
+    concurrency: 'parallel',
+    growsZeroed: true,
+    preallocation: ['metadata', 'falloc', 'full'],
+  },
   open: fileOpen,
   reopen: fileReopen,
   close: fileClose,

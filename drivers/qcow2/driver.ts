@@ -5,7 +5,7 @@
  * clusters read from the backing node. See README.md for what is supported
  * and refused, and qcow2-*.ts for each part of the format.
  */
-import { type BackingFileChange, defineBlockDriver, type DriverLimits, type NodeDescription } from '../../core/block/driver.js';
+import { type BackingFileChange, defineBlockDriver, type DriverLimits, type NodeDescription, type PreallocMode } from '../../core/block/driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, markBitmapsInUse, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
@@ -75,8 +75,8 @@ async function qcow2Flush(image: Qcow2Image): Promise<void> {
 }
 
 /** Grows the image. */
-async function qcow2Truncate(image: Qcow2Image, length: number): Promise<void> {
-  await resizeGuest(image, length);
+async function qcow2Truncate(image: Qcow2Image, length: number, preallocation: PreallocMode): Promise<void> {
+  await resizeGuest(image, length, preallocation);
 }
 
 /** Data, zero and allocation status, with host offsets of normal clusters. */
@@ -129,7 +129,14 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
     { name: 'file', required: true },
     { name: 'backing', required: false, readOnly: true },
   ],
-  capabilities: { canZero: true, canDiscard: true, canFua: false, canCompress: true, concurrency: 'parallel' },
+  capabilities: {
+    canZero: true,
+    canDiscard: true,
+    canFua: false,
+    canCompress: true,
+    concurrency: 'parallel',
+    preallocation: ['metadata', 'falloc', 'full'],
+  },
   createOptions: qcow2CreateOptions,
   blockdevCreateOptions: qcow2BlockdevCreateOptions,
   open: openImage,

@@ -81,7 +81,7 @@ export const qcow2CreateOptions = Qapi.struct('Qcow2CreateOptions', {
   ),
   preallocation: Qapi.optional(
     Qapi.str({
-      description: 'off, metadata (L2 tables and clusters for the whole image), falloc or full (these two measured, not created here)',
+      description: 'off; metadata: L2 tables and clusters for the whole image; falloc, full: those clusters also reserved or written by the file',
       default: 'off',
     }),
   ),
@@ -152,7 +152,7 @@ export const qcow2BlockdevCreateOptions = Qapi.struct('BlockdevCreateOptionsQcow
   'cluster-size': Qapi.optional(qmpSize('cluster size: a power of two from 512 to 2 MiB; default: 65536')),
   preallocation: Qapi.optional({
     ...Qapi.enum('PreallocMode', ['off', 'metadata', 'falloc', 'full']),
-    description: 'off, or metadata (L2 tables and clusters for the whole image); falloc and full are refused',
+    description: 'off; metadata: L2 tables and clusters for the whole image; falloc, full: those clusters also reserved or written by the file',
     default: 'off',
   }),
   'lazy-refcounts': Qapi.optional(Qapi.bool({ description: 'set the lazy refcounts feature (v3 only)', default: false })),

@@ -7,7 +7,7 @@
  * the point QEMU would start on it. The bytes written are those of
  * `qemu-img create` with the same options (formatImage).
  */
-import type { DriverBlockdevCreateContext } from '../../core/block/driver.js';
+import type { DriverBlockdevCreateContext, PreallocMode } from '../../core/block/driver.js';
 import { BlockLayerError } from '../../core/errors.js';
 import { DEFAULT_CLUSTER_SIZE, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, sizeToL1 } from './qcow2-format.js';
 import { type CreateParams, formatImage, unsupported, V3_NEEDED } from './qcow2-create.js';
@@ -72,14 +72,13 @@ function blockdevCreateParams(o: Qcow2BlockdevCreateOptions): CreateParams {
     throw unsupported('zstd compression');
   }
   if (o.encrypt !== undefined) throw unsupported('encryption');
-  if (preallocation === 'falloc' || preallocation === 'full') throw unsupported(`preallocation=${preallocation}`);
   const params: CreateParams = {
     version,
     clusterBits,
     refcountOrder,
     size: o.size,
     lazyRefcounts,
-    preallocation: preallocation === 'metadata' ? 'metadata' : 'off',
+    preallocation: preallocation as PreallocMode,
   };
   if (o['backing-file'] !== undefined) params.backingFile = o['backing-file'];
   if (o['backing-fmt'] !== undefined) params.backingFormat = o['backing-fmt'];

@@ -11,7 +11,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import type { DriverCreateContext } from '../../core/block/driver.js';
+import type { DriverCreateContext, PreallocMode } from '../../core/block/driver.js';
 import { BlockLayerError, systemErrorText } from '../../core/errors.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
@@ -27,10 +27,11 @@ import {
 import { buildHeaderCluster, FIXED_HEADER_BYTES, type HeaderImage, readFixedHeader } from './qcow2-header.js';
 import type { ImageFile } from './qcow2-image.js';
 import { LocalImageFile } from './qcow2-local-file.js';
+import { NodeImageFile } from './qcow2-node-file.js';
 import { buildImage } from './qcow2-open.js';
 import { allocateClusters } from './qcow2-refcount.js';
 import { syncMetadata } from './qcow2-sync.js';
-import { growImage, preallocateMetadata } from './qcow2-truncate.js';
+import { growImage } from './qcow2-truncate.js';
 import type { Qcow2CreateOptions } from './options.js';
 
 /** What the image is made of, checked and with defaults filled in. */
@@ -42,7 +43,7 @@ export interface CreateParams {
   backingFile?: string;
   backingFormat?: string;
   lazyRefcounts: boolean;
-  preallocation: 'off' | 'metadata';
+  preallocation: PreallocMode;
 }
 
 /** The virtual size of the backing file, for images created without a size (QEMU opens the backing file for it). */
@@ -141,8 +142,7 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
     }
     throw unsupported('zstd compression');
   }
-  if (requested === 'falloc' || requested === 'full') throw unsupported(`preallocation=${requested}`);
-  const preallocation = requested === 'metadata' ? 'metadata' : 'off';
+  const preallocation = requested as PreallocMode;
   let size = o.size;
   if (size === undefined && o.backing_file !== undefined) size = await backingSize(o.filename, o.backing_file, o.backing_fmt!);
   if (size === undefined) throw new BlockLayerError('Image creation needs a size parameter');
@@ -211,8 +211,7 @@ export async function formatImage(file: CreationFile, name: string, p: CreatePar
   });
   await image.lock.run(async () => {
     if ((await allocateClusters(image, 3)) !== 0) throw new BlockLayerError('qcow2: the first clusters of a new image are in use');
-    await growImage(image, p.size);
-    if (p.preallocation === 'metadata') await preallocateMetadata(image, 0, p.size);
+    await growImage(image, p.size, p.preallocation);
     await syncMetadata(image);
   });
   const final = {
@@ -227,12 +226,17 @@ export async function formatImage(file: CreationFile, name: string, p: CreatePar
 }
 
 /** qemu-img create -f qcow2 (and drive-backup's new target): the file, then the image in it. */
-export async function createImage({ options, createWith }: DriverCreateContext<Qcow2CreateOptions>): Promise<void> {
+export async function createImage({ options, createWith, writeCreated }: DriverCreateContext<Qcow2CreateOptions>): Promise<void> {
   const p = await createParams(options);
   const file: Record<string, unknown> = { filename: options.filename, size: 0 };
   if (options.nocow !== undefined) file.nocow = options.nocow;
   if (options.extent_size_hint !== undefined) file.extent_size_hint = options.extent_size_hint;
   await createWith('file', file);
+  if (p.preallocation === 'falloc' || p.preallocation === 'full') {
+    // The file reserves or writes the data clusters itself: the image is written through a node of it.
+    await writeCreated('file', options.filename, (child) => formatImage(new NodeImageFile(child), options.filename, p));
+    return;
+  }
   const handle = await open(options.filename, 'r+');
   try {
     await formatImage(await LocalImageFile.open(handle), options.filename, p);

@@ -6,7 +6,9 @@
  * QEMU's BDRV_O_NO_FLUSH during creation.
  */
 import type { FileHandle } from 'node:fs/promises';
+import type { PreallocMode } from '../../core/block/driver.js';
 import type { BlockStatusExtent } from '../../core/block/request.js';
+import { BlockIoError } from '../../core/errors.js';
 import type { ImageFile } from './qcow2-image.js';
 
 export class LocalImageFile implements ImageFile {
@@ -37,7 +39,9 @@ export class LocalImageFile implements ImageFile {
 
   async flush(): Promise<void> {}
 
-  async truncate(length: number): Promise<void> {
+  /** A plain resize: images that preallocate their data are written through a node of the file instead. */
+  async truncate(length: number, preallocation: PreallocMode = 'off'): Promise<void> {
+    if (preallocation !== 'off') throw new BlockIoError('ENOTSUP', `Unsupported preallocation mode '${preallocation}'`);
     await this.handle.truncate(length);
     this.length = length;
   }

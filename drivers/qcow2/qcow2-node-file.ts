@@ -6,6 +6,7 @@
  * of file). As for a new file, flushes wait for one at the end, and the
  * whole file counts as data.
  */
+import type { PreallocMode } from '../../core/block/driver.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import type { BlockStatusExtent } from '../../core/block/request.js';
 import type { CreationFile } from './qcow2-create.js';
@@ -35,8 +36,8 @@ export class NodeImageFile implements CreationFile {
 
   async flush(): Promise<void> {}
 
-  async truncate(length: number): Promise<void> {
-    await this.child.truncate(length);
+  async truncate(length: number, preallocation?: PreallocMode): Promise<void> {
+    await this.child.truncate(length, preallocation);
   }
 
   async blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {

@@ -90,6 +90,13 @@ async function readExtent(image: Qcow2Image, extent: Extent, buf: Buffer): Promi
   }
 }
 
+/** Reads guest bytes with the lock held and the clusters already taken (a resize's copy-on-write). */
+export async function readGuestLocked(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
+  for (const extent of await mapExtents(image, offset, buf.length)) {
+    await readExtent(image, extent, buf.subarray(extent.offset - offset, extent.offset - offset + extent.length));
+  }
+}
+
 /** Reads guest bytes, sharing the clusters with other readers while writers wait. */
 export async function readGuest(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
   checkUsable(image);

@@ -228,35 +228,43 @@ async function addRefblock(image: Qcow2Image, index: number): Promise<void> {
     return;
   }
   const blocksUsed = Math.max(index + 1, ownIndex + 1);
-  await refcountArea(image, blocksUsed * refblockEntries, index, cluster * clusterSize, block);
-}
-
-/** Refcount blocks needed to describe `clusters` clusters plus themselves and their table (qcow2_refcount_metadata_size). */
-function refblocksNeeded(image: Qcow2Image, clusters: number): number {
-  return refcountMetadataClusters(clusters, image.g.clusterSize, image.g.refcountOrder, true).blocks;
+  await refcountArea(image, blocksUsed * refblockEntries, 0, false, { index, offset: cluster * clusterSize, block });
 }
 
 /**
- * A new, larger refcount table (QEMU's qcow2_refcount_area): placed at
- * cluster `start` after the refcount blocks it needs there, all of them
- * counting themselves and the table. Blocks, then table, then the header
- * pointer reach the disk, each flushed; the old table is freed last.
+ * New refcount structures at cluster `start` (QEMU's qcow2_refcount_area):
+ * a refcount table, after the refcount blocks it needs from `start` on, the
+ * whole able to describe the clusters below `start`, `additional` more and
+ * itself, every cluster of it counting 1. `exact`: a table just that large,
+ * else half as large again, room to grow without moving. `added`: a refcount
+ * block already placed, for table index `index`. Blocks, then table, then
+ * the header pointer reach the disk, each flushed; the old table is freed
+ * last. Returns the cluster after the area.
  */
-async function refcountArea(image: Qcow2Image, start: number, newIndex: number, newOffset: number, newBlock: Buffer): Promise<void> {
+export async function refcountArea(
+  image: Qcow2Image,
+  start: number,
+  additional: number,
+  exact: boolean,
+  added?: { index: number; offset: number; block: Buffer },
+): Promise<number> {
   const { refblockEntries, refcountOrder, clusterSize } = image.g;
-  const total = refblocksNeeded(image, start);
+  const total = refcountMetadataClusters(start + additional, clusterSize, refcountOrder, !exact).blocks;
   const perCluster = clusterSize / 8;
-  const tableSize = Math.ceil((total + Math.ceil(total / 2)) / perCluster) * perCluster;
+  const tableSize = Math.ceil((exact ? total : total + Math.ceil(total / 2)) / perCluster) * perCluster;
   if (tableSize * 8 > MAX_REFTABLE_BYTES) throw new BlockIoError('EFBIG', 'qcow2: the refcount table cannot grow any further');
   const table = Buffer.alloc(tableSize * 8);
   image.reftable.copy(table, 0, 0, Math.min(image.reftable.length, table.length));
-  writeReftableEntry(table, newIndex * 8, newOffset);
-  const areaIndex = start / refblockEntries;
+  const blocks = new Map<number, Buffer>();
+  if (added !== undefined) {
+    writeReftableEntry(table, added.index * 8, added.offset);
+    blocks.set(added.offset, added.block);
+  }
+  const areaIndex = Math.floor(start / refblockEntries);
   let missing = 0;
   for (let i = areaIndex; i < total; i++) if (readReftableEntry(table, i * 8).offset === 0) missing++;
   const tableStart = start + missing;
   const end = tableStart + tableSize / perCluster;
-  const blocks = new Map<number, Buffer>([[newOffset, newBlock]]);
   let cursor = start;
   for (let i = areaIndex; i < total; i++) {
     let offset = readReftableEntry(table, i * 8).offset;
@@ -297,6 +305,7 @@ async function refcountArea(image: Qcow2Image, start: number, newIndex: number, 
   }
   // The header no longer points at the old table (flushed above), so it can be freed right away.
   await applyFrees(image, [{ first: old.offset / clusterSize, last: (old.offset + old.bytes - 1) / clusterSize, type: 'other' }]);
+  return end;
 }
 
 /**

@@ -5,12 +5,13 @@
  * Shrinking: qcow2-shrink.ts, then the new size in the header. Images with
  * internal snapshots are refused (as QEMU).
  */
+import type { PreallocMode } from '../../core/block/driver.js';
 import { BlockIoError } from '../../core/errors.js';
-import { HEADER_L1_OFFSET, HEADER_SIZE_OFFSET, MAX_L1_BYTES, sizeToL1, writeL2Entry } from './qcow2-format.js';
+import { HEADER_L1_OFFSET, HEADER_SIZE_OFFSET, MAX_L1_BYTES, sizeToL1 } from './qcow2-format.js';
 import { checkUsable, flushFile, type Qcow2Image, writeHeaderField } from './qcow2-image.js';
-import { updateEntries, writableL2Table } from './qcow2-l1-l2.js';
 import { writeMetadata } from './qcow2-overlap.js';
-import { allocateNonZero, queueFree, writeDirtyRefblocks } from './qcow2-refcount.js';
+import { preallocate } from './qcow2-preallocate.js';
+import { allocateNonZero, applyFrees, writeDirtyRefblocks } from './qcow2-refcount.js';
 import { shrinkImage } from './qcow2-shrink.js';
 import { prepareMetadataChange, syncMetadata } from './qcow2-sync.js';
 import { zeroLocked } from './qcow2-zero.js';
@@ -18,7 +19,7 @@ import { zeroLocked } from './qcow2-zero.js';
 /**
  * Replaces the L1 table by one of `entries` entries (lock held): refcounts,
  * then the new table, then the header's l1_size and l1_table_offset (one
- * write), each flushed; the old table is freed afterwards.
+ * write), each flushed; then the old table is freed.
  */
 export async function growL1(image: Qcow2Image, entries: number): Promise<void> {
   // The old table's in-memory entries may point at tables not yet on disk.
@@ -39,28 +40,24 @@ export async function growL1(image: Qcow2Image, entries: number): Promise<void> 
   image.l1 = table;
   image.l1Offset = offset;
   image.l1Size = entries;
-  if (old.size > 0) queueFree(image, old.offset, old.size * 8, 'other');
-}
-
-/** Preallocates L2 tables and clusters for `[from, to)` (QEMU's preallocate_co; lock held, image unallocated there). */
-export async function preallocateMetadata(image: Qcow2Image, from: number, to: number): Promise<void> {
-  const { clusterSize: cs, l2Entries } = image.g;
-  for (let cluster = Math.floor(from / cs); cluster * cs < to; ) {
-    const count = Math.min(Math.ceil(to / cs) - cluster, l2Entries - (cluster % l2Entries));
-    await writableL2Table(image, Math.floor(cluster / l2Entries));
-    const host = await allocateNonZero(image, count, 'data cluster');
-    const first = cluster;
-    await updateEntries(image, first, count, (c, slice, at) => writeL2Entry(slice, at, host + (c - first) * cs, true, false));
-    cluster += count;
+  // The header no longer points at the old table (flushed above): freed at once, as QEMU's qcow2_grow_l1_table does.
+  if (old.size > 0) {
+    const cs = image.g.clusterSize;
+    await applyFrees(image, [{ first: old.offset / cs, last: Math.floor((old.offset + old.size * 8 - 1) / cs), type: 'other' }]);
   }
 }
 
-/** Grows the image to `size` bytes (lock held, no request in flight). */
-export async function growImage(image: Qcow2Image, size: number): Promise<void> {
+/**
+ * Grows the image to `size` bytes (lock held, no request in flight): the L1
+ * table first, then the preallocation asked for, then the size in the
+ * header (QEMU's qcow2_co_truncate).
+ */
+export async function growImage(image: Qcow2Image, size: number, preallocation: PreallocMode = 'off'): Promise<void> {
   await prepareMetadataChange(image);
   const entries = sizeToL1(BigInt(size), image.g.clusterBits);
   if (entries > BigInt(MAX_L1_BYTES / 8)) throw new BlockIoError('EFBIG', 'Failed to grow the L1 table: File too large');
   if (Number(entries) > image.l1Size) await growL1(image, Number(entries));
+  if (preallocation !== 'off') await preallocate(image, image.size, size, preallocation);
   await writeSize(image, size);
 }
 
@@ -72,8 +69,8 @@ async function writeSize(image: Qcow2Image, size: number): Promise<void> {
   image.size = size;
 }
 
-/** truncate: grows or shrinks the image; refuses what QEMU refuses. */
-export async function resizeGuest(image: Qcow2Image, size: number): Promise<void> {
+/** truncate: grows (allocated as `preallocation` says) or shrinks the image; refuses what QEMU refuses. */
+export async function resizeGuest(image: Qcow2Image, size: number, preallocation: PreallocMode = 'off'): Promise<void> {
   checkUsable(image);
   if (size % 512 !== 0) throw new BlockIoError('EINVAL', 'The new size must be a multiple of 512');
   if (image.snapshots.byteSize > 0) {
@@ -88,10 +85,12 @@ export async function resizeGuest(image: Qcow2Image, size: number): Promise<void
       return;
     }
     const oldSize = image.size;
-    await image.lock.run(() => growImage(image, size));
-    // A backing file larger than the old size must not show through in the new area (QEMU's BDRV_REQ_ZERO_WRITE).
+    await image.lock.run(() => growImage(image, size, preallocation));
+    // A backing file larger than the old size must not show through in the new area (QEMU's BDRV_REQ_ZERO_WRITE),
+    // unless the new clusters are data the file itself zeroed (falloc, full).
     const backingEnd = Math.min(size, image.backing?.length ?? 0);
-    if (backingEnd > oldSize) await zeroLocked(image, oldSize, backingEnd, {});
+    const fileZeroed = preallocation === 'falloc' || preallocation === 'full';
+    if (backingEnd > oldSize && !fileZeroed) await zeroLocked(image, oldSize, backingEnd, {});
   } finally {
     release();
   }

@@ -3,7 +3,7 @@
  * `[offset, offset + size)` of it (QEMU's raw-format.c). Every operation
  * shifts the offset and forwards to the child.
  */
-import { defineBlockDriver, type DriverCreateContext, type DriverMeasureContext, type DriverOpenContext, type MeasureResult } from '../../core/block/driver.js';
+import { defineBlockDriver, type DriverCreateContext, type DriverMeasureContext, type DriverOpenContext, type MeasureResult, type PreallocMode } from '../../core/block/driver.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError } from '../../core/errors.js';
@@ -61,10 +61,10 @@ async function rawDiscard(state: RawState, offset: number, length: number): Prom
   await state.file.discard(state.offset + offset, length);
 }
 
-/** Resizes the file; a fixed-size window cannot be resized (QEMU: ENOTSUP). */
-async function rawTruncate(state: RawState, length: number): Promise<void> {
+/** Resizes the file, which preallocates as asked; a fixed-size window cannot be resized (QEMU: ENOTSUP). */
+async function rawTruncate(state: RawState, length: number, preallocation: PreallocMode): Promise<void> {
   if (state.size !== undefined) throw new BlockIoError('ENOTSUP', 'Cannot resize fixed-size raw disks');
-  await state.file.truncate(state.offset + length);
+  await state.file.truncate(state.offset + length, preallocation);
 }
 
 /** The file's status, shifted back into the window. */
@@ -90,7 +90,7 @@ export const rawDriver = defineBlockDriver<RawOptions, RawState, RawCreateOption
   summary: 'raw image: the bytes of the file child, optionally a window of it',
   options: rawOptions,
   children: [{ name: 'file', required: true }],
-  capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel' },
+  capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel', preallocation: ['metadata', 'falloc', 'full'] },
   createOptions: rawCreateOptions,
   open: rawOpen,
   getLength: rawGetLength,

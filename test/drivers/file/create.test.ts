@@ -4,9 +4,9 @@ import test from 'ava';
 import { fileDriver } from '../../../drivers/file/driver.js';
 import type { FileCreateOptions } from '../../../drivers/file/options.js';
 import { requirePeer } from '../../helpers/peers.js';
-import { fileFixture, filled, KiB, MiB, qemuMap, requireNative, run, sectors } from './fixture.js';
+import { fileFixture, filled, KiB, MiB, NO_OTHER_IMAGES, qemuMap, requireNative, run, sectors } from './fixture.js';
 
-const create = (options: FileCreateOptions) => fileDriver.create!({ options, createWith: async () => {} });
+const create = (options: FileCreateOptions) => fileDriver.create!({ options, ...NO_OTHER_IMAGES });
 
 for (const preallocation of ['off', 'falloc', 'full'] as const) {
   test(`preallocation=${preallocation} allocates and maps as qemu-img create does`, async (t) => {

@@ -19,6 +19,12 @@ import type { FileState } from '../../../drivers/file/driver.js';
 import { loadFileNativeOps } from '../../../drivers/file/native/native.js';
 
 export const KiB = 1024;
+/** The creation services a file needs none of. */
+export const NO_OTHER_IMAGES = {
+  createWith: async (): Promise<void> => {},
+  writeCreated: (): Promise<never> => Promise.reject(new Error('a file is created without other images')),
+};
+
 export const MiB = 1024 * KiB;
 
 export interface FileFixture {
@@ -211,14 +217,14 @@ export function registerCoreTests(driver: BlockDriverDefinition, sparseOps: 'nat
     for (const preallocation of ['off', 'falloc', 'full'] as const) {
       const path = f.path(`${preallocation}.img`);
       await writeFile(path, filled(8 * MiB, 0xff));
-      await driver.create!({ options: { filename: path, size: 3 * MiB + 512, preallocation, nocow: false }, createWith: async () => {} });
+      await driver.create!({ options: { filename: path, size: 3 * MiB + 512, preallocation, nocow: false }, ...NO_OTHER_IMAGES });
       t.is((await stat(path)).size, 3 * MiB + 512, preallocation);
       const node = await f.add(path);
       sameBytes(t, await readNode(node, 0, node.length), filled(3 * MiB + 512, 0), preallocation);
       await f.graph.del('f');
     }
     const bad = f.path('no/such/dir.img');
-    await t.throwsAsync(driver.create!({ options: { filename: bad, size: 0 }, createWith: async () => {} }), {
+    await t.throwsAsync(driver.create!({ options: { filename: bad, size: 0 }, ...NO_OTHER_IMAGES }), {
       message: `Could not create '${bad}': No such file or directory`,
     });
   });

@@ -76,14 +76,13 @@ test.serial('C: failures inside the job conclude it with its error', async (t) =
   await new Replay(t, client, section('C:', dir)).run();
 });
 
-test.serial('D: what QEMU makes and blocklayer refuses, each with a message saying so', async (t) => {
+test.serial('D: what QEMU makes and blocklayer refuses, each with a message saying so; falloc and full made as QEMU makes them', async (t) => {
   const { client, dir } = await session.get();
   const qemu = section('D:', dir);
+  const made = new Set(['u2', 'u3']);
   const refused: Record<string, string> = {
     u0: "blocklayer's qcow2 driver cannot create images with extended L2 entries (subclusters)",
     u1: "blocklayer's qcow2 driver cannot create images with zstd compression",
-    u2: "blocklayer's qcow2 driver cannot create images with preallocation=falloc",
-    u3: "blocklayer's qcow2 driver cannot create images with preallocation=full",
     u4: "blocklayer's qcow2 driver cannot create images with encryption",
     u5: "blocklayer's qcow2 driver cannot create images with an external data file",
     u6: `Could not create '${dir}/c.qcow2': the image is open as node 'f2'`,
@@ -101,6 +100,7 @@ test.serial('D: what QEMU makes and blocklayer refuses, each with a message sayi
     const [job] = reply.return as Record<string, unknown>[];
     const [theirs] = step.reply!.return as Record<string, unknown>[];
     const id = String(job?.id);
+    if (made.has(id)) t.deepEqual(job, theirs, id);
     if (id in refused) {
       ours[id] = job;
       expected[id] = { ...theirs, error: refused[id] };

@@ -26,6 +26,8 @@ const IMAGES: [string, Record<string, unknown>][] = [
   ['backing-no-format.qcow2', { size: MiB, 'backing-file': '/nonexistent/base.qcow2' }],
   ['backing-v2.qcow2', { size: 8 * MiB, version: 'v2', 'backing-file': 'base.qcow2', 'backing-fmt': 'qcow2' }],
   ['prealloc.qcow2', { size: 8 * MiB, 'cluster-size': 4096, preallocation: 'metadata', 'refcount-bits': 8 }],
+  ['falloc.qcow2', { size: 8 * MiB + 512, 'cluster-size': 4096, preallocation: 'falloc', 'refcount-bits': 2 }],
+  ['full.qcow2', { size: 3 * MiB, preallocation: 'full' }],
 ];
 
 /** Replies that say when the job concluded: query-jobs until no job runs. */
@@ -79,7 +81,7 @@ test('blockdev-create makes the same images, with the same replies, as qemu-stor
     t.true(a.equals(b), `${name}: the same bytes`);
   }
   // The images without a backing file pass qemu-img check.
-  for (const name of ['plain.qcow2', 'prealloc.qcow2']) {
+  for (const name of ['plain.qcow2', 'prealloc.qcow2', 'falloc.qcow2', 'full.qcow2']) {
     const { stdout } = await run('qemu-img', ['check', '-f', 'qcow2', join(oursDir, name)]);
     t.regex(stdout, /^No errors were found on the image\./, name);
   }
