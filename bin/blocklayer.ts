@@ -2,6 +2,7 @@
 /** The blocklayer command line: parses argv and hands over to the core API. */
 import { Command } from 'commander';
 import { BLOCKLAYER_VERSION } from '../core/version.js';
+import { amendCommand } from './commands/amend.js';
 import { backupCommand } from './commands/backup.js';
 import { benchCommand } from './commands/bench.js';
 import { bitmapCommand } from './commands/bitmap.js';
@@ -35,6 +36,7 @@ compareCommand(program);
 convertCommand(program);
 rebaseCommand(program);
 resizeCommand(program);
+amendCommand(program);
 snapshotCommand(program);
 commitCommand(program);
 measureCommand(program);

@@ -301,6 +301,11 @@ export class BlockNode implements NodeParent {
     await this.controlOperation((driver) => driver.finishCompressed?.(this.state));
   }
 
+  /** Changes the image's format options (BlockDriverDefinition.amend): a control operation, as makeEmpty. */
+  amend(options: Record<string, unknown>): Promise<void> {
+    return this.controlOperation((driver) => driver.amend?.(this.state, options));
+  }
+
   /** Internal snapshots (BlockDriverDefinition.snapshotCreate, …): control operations, as makeEmpty. */
   snapshotCreate(snapshot: NewSnapshotInfo): Promise<SnapshotInfo> {
     return this.controlOperation((driver) => driver.snapshotCreate?.(this.state, snapshot));

@@ -242,6 +242,8 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
   readonly capabilities?: Partial<DriverCapabilities>;
   /** Options of `create`, if the driver can create images. */
   readonly createOptions?: TObject;
+  /** Options `amend` takes (QEMU's amend_opts, qemu-img amend's -o), if the driver can change an image's options. */
+  readonly amendOptions?: TObject;
   /**
    * Options of `blockdevCreate` (QEMU's BlockdevCreateOptions<Driver>: the
    * members after `driver`), if the driver supports QMP blockdev-create. They
@@ -386,6 +388,12 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * node; the list is the description's `snapshots`. Optional: ENOTSUP
    * without them.
    */
+  /**
+   * Changes an open image's format options (QEMU's bdrv_amend_options,
+   * qemu-img amend), `options` validated against `amendOptions`, only those
+   * given present. A control operation. Optional: ENOTSUP without it.
+   */
+  amend?(state: S, options: Record<string, unknown>): Promise<void>;
   snapshotCreate?(state: S, snapshot: NewSnapshotInfo): Promise<SnapshotInfo>;
   snapshotGoto?(state: S, idOrName: string): Promise<void>;
   snapshotDelete?(state: S, id: string | undefined, name: string | undefined): Promise<void>;

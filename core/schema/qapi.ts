@@ -6,7 +6,7 @@
  * (`query-qmp-schema`) and the options tables in the READMEs.
  *
  * The annotations (`qapiType`, `qapiEnum`, `discriminator`, `qapiAlternate`,
- * `qapiExpects`, `qemuOptsDefault`) carry what QEMU's messages and
+ * `qapiExpects`, `qemuOptsDefault`, `qemuOptsProtocol`) carry what QEMU's messages and
  * introspection need and plain JSON Schema does not say.
  */
 import {
@@ -48,13 +48,15 @@ export interface QapiAnnotations {
    * def_value_str): qemu-img create prints it when the option is not given.
    */
   qemuOptsDefault?: string;
+  /** A creation option QEMU's format takes from its protocol driver's list (nocow): not the format's own. */
+  qemuOptsProtocol?: boolean;
 }
 
 export function annotations(schema: TSchema): QapiAnnotations {
   return schema as QapiAnnotations;
 }
 
-type Opts = SchemaOptions & { default?: unknown; qemuOptsDefault?: string };
+type Opts = SchemaOptions & { default?: unknown; qemuOptsDefault?: string; qemuOptsProtocol?: boolean };
 
 /** A union that stays one with a single branch (TypeBox would collapse it to the branch, losing the annotations). */
 function union<T extends TSchema[]>(branches: [...T], opts: Opts): TUnion<T> {

@@ -10,6 +10,7 @@ import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/
 import { bitmapInfo, bitmapStoreRefusal, loadBitmaps, markBitmapsInUse, removeStoredBitmap, storeBitmaps } from './qcow2-bitmaps.js';
 import { changeBackingFile, linkBacking, openBackingFile } from './qcow2-change-backing.js';
 import { makeEmpty } from './qcow2-make-empty.js';
+import { amendImage, type Qcow2AmendOptions, qcow2AmendOptions } from './qcow2-amend.js';
 import { createSnapshot, deleteSnapshot, gotoSnapshot, loadSnapshotTmp } from './qcow2-snapshot-ops.js';
 import { measureQcow2 } from './qcow2-measure.js';
 import { checkQcow2 } from './qcow2-check.js';
@@ -158,6 +159,8 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   check: checkQcow2,
   changeBackingFile: qcow2ChangeBackingFile,
   makeEmpty,
+  amendOptions: qcow2AmendOptions,
+  amend: (image, options) => amendImage(image, options as Qcow2AmendOptions),
   snapshotCreate: createSnapshot,
   snapshotGoto: gotoSnapshot,
   snapshotDelete: deleteSnapshot,

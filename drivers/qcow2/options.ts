@@ -110,10 +110,10 @@ export const qcow2CreateOptions = Qapi.struct('Qcow2CreateOptions', {
     }),
   ),
   nocow: Qapi.optional(
-    Qapi.bool({ description: "the file's no-copy-on-write attribute (btrfs); failure is ignored", default: false }),
+    Qapi.bool({ description: "the file's no-copy-on-write attribute (btrfs); failure is ignored", default: false, qemuOptsProtocol: true }),
   ),
   extent_size_hint: Qapi.optional(
-    Qapi.size({ description: "the file's extent size hint (XFS); at most 4 GiB - 1; checked and not applied" }),
+    Qapi.size({ description: "the file's extent size hint (XFS); at most 4 GiB - 1; checked and not applied", qemuOptsProtocol: true }),
   ),
 });
 

@@ -13,6 +13,7 @@ import {
   EXT_DATA_FILE,
   EXT_END,
   EXT_FEATURE_TABLE,
+  HEADER_AUTOCLEAR_OFFSET,
   INCOMPAT_COMPRESSION,
   INCOMPAT_KNOWN,
   MAX_BACKING_NAME,
@@ -333,15 +334,20 @@ export function listExtensions(cluster0: Buffer, header: Qcow2Header): HeaderExt
  * were, the end marker and the backing file name; the rest of the cluster
  * zero.
  * Throws the errno QEMU returns: EINVAL for a name over 1023 bytes, ENOSPC
- * when it does not fit.
+ * when it does not fit. `change.fixed` replaces the fixed header (amend's
+ * new version and feature bits); the extensions follow its version and
+ * autoclear bits.
  */
 export function headerWithBacking(
   cluster0: Buffer,
   header: Qcow2Header,
   backing: { name: string | undefined; format: string | undefined },
-  change: { bitmaps?: Buffer | undefined } = {},
+  change: { bitmaps?: Buffer | undefined; fixed?: Buffer } = {},
 ): Buffer {
   const clusterSize = 2 ** header.clusterBits;
+  const fixed = change.fixed ?? cluster0.subarray(0, header.headerLength);
+  const version = fixed.readUInt32BE(4);
+  const autoclear = version >= 3 ? fixed.readBigUInt64BE(HEADER_AUTOCLEAR_OFFSET) : 0n;
   const name = backing.name === undefined ? undefined : Buffer.from(backing.name, 'utf8');
   if (name !== undefined && name.length > MAX_BACKING_NAME) throw new BlockIoError('EINVAL');
   const kept = listExtensions(cluster0, header);
@@ -352,17 +358,17 @@ export function headerWithBacking(
     extensions.push({ type: EXT_BACKING_FORMAT, data: Buffer.from(backing.format, 'latin1') });
   }
   extensions.push(...ofType(EXT_DATA_FILE), ...ofType(EXT_CRYPTO_HEADER));
-  if (header.version >= 3 && clusterSize > 4096) extensions.push({ type: EXT_FEATURE_TABLE, data: featureNameTable() });
+  if (version >= 3 && clusterSize > 4096) extensions.push({ type: EXT_FEATURE_TABLE, data: featureNameTable() });
   // Bitmaps are only valid with autoclear bit 0; without it QEMU has none to write back.
   if ('bitmaps' in change) {
     if (change.bitmaps !== undefined) extensions.push({ type: EXT_BITMAPS, data: change.bitmaps });
-  } else if ((header.autoclear & 1n) !== 0n) {
+  } else if ((autoclear & 1n) !== 0n) {
     extensions.push(...ofType(EXT_BITMAPS));
   }
   extensions.push(...kept.filter((e) => !known.has(e.type)));
   const cluster = Buffer.alloc(clusterSize);
-  cluster0.copy(cluster, 0, 0, header.headerLength);
-  let at = header.headerLength;
+  fixed.copy(cluster, 0);
+  let at = fixed.length;
   for (const extension of [...extensions, { type: EXT_END, data: Buffer.alloc(0) }]) {
     if (at + 8 + extension.data.length > clusterSize) throw new BlockIoError('ENOSPC');
     at = putExtension(cluster, at, extension.type, extension.data);

@@ -52,13 +52,14 @@ export interface Qcow2Image {
   /** What a relative backing file name is relative to (the image file's name), once opened. */
   imagePath?: string;
   readonly g: Geometry;
-  readonly version: number;
+  /** 2 or 3; amend changes it (qcow2-amend.ts). */
+  version: number;
   /** Virtual size in bytes (a multiple of 512). */
   size: number;
   /** Changed only by a reopen (qcow2-reopen.ts). */
   writable: boolean;
   incompatible: bigint;
-  readonly compatible: bigint;
+  compatible: bigint;
   autoclear: bigint;
 
   /** The active L1 table, as on disk (big-endian entries). */
@@ -92,7 +93,7 @@ export interface Qcow2Image {
   /** Something was written to the file since the last flush. */
   unflushed: boolean;
 
-  readonly lazyRefcounts: boolean;
+  lazyRefcounts: boolean;
   /**
    * The image was opened dirty for a check (its refcounts are not to be
    * trusted): closing keeps the dirty bit until a repair clears it.

@@ -142,6 +142,11 @@ async function writeSnapshots(image: Qcow2Image, entries: SnapshotEntry[]): Prom
   await syncMetadata(image);
 }
 
+/** The snapshot table written again as QEMU writes it (v3 extra data for every entry), lock held: amend's upgrade. */
+export function rewriteSnapshotTable(image: Qcow2Image): Promise<void> {
+  return writeSnapshots(image, [...image.snapshots.entries]);
+}
+
 /** find_new_snapshot_id: one more than the largest id read as a number. */
 function newSnapshotId(entries: readonly SnapshotEntry[]): string {
   let max = 0n;

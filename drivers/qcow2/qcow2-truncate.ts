@@ -2,8 +2,8 @@
  * Resizing the image (QEMU's qcow2_co_truncate). Growing: a larger L1
  * table in QEMU's crash-safe order, the new size in the header, zeroes over
  * a larger backing file's data, and optionally preallocated metadata.
- * Shrinking: qcow2-shrink.ts, then the new size in the header. Images with
- * internal snapshots are refused (as QEMU).
+ * Shrinking: qcow2-shrink.ts, then the new size in the header. v2 images
+ * with internal snapshots are refused (as QEMU).
  */
 import type { PreallocMode } from '../../core/block/driver.js';
 import { BlockIoError } from '../../core/errors.js';
@@ -73,8 +73,9 @@ async function writeSize(image: Qcow2Image, size: number): Promise<void> {
 export async function resizeGuest(image: Qcow2Image, size: number, preallocation: PreallocMode = 'off'): Promise<void> {
   checkUsable(image);
   if (size % 512 !== 0) throw new BlockIoError('EINVAL', 'The new size must be a multiple of 512');
-  if (image.snapshots.byteSize > 0) {
-    throw new BlockIoError('ENOTSUP', "Can't resize an image which has snapshots");
+  // v3 snapshots record their own disk size; v2 ones take the image's.
+  if (image.snapshots.entries.length > 0 && image.version < 3) {
+    throw new BlockIoError('ENOTSUP', "Can't resize a v2 image which has snapshots");
   }
   if (size === image.size) return;
   const release = await image.ranges.acquire(0, Infinity, true);

@@ -7,13 +7,13 @@
  * Formatting line) and their messages; what both create is byte for byte
  * the same. Serial, as the other CLI files.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import test from 'ava';
 import { commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 /** Each line's prefix as PREFIX, the two image names as IMG. */
 const normalise = (text: string, image: string): string =>
@@ -73,8 +73,7 @@ const CREATE_CASES: readonly (readonly string[])[] = [
 
 test.serial('create: the Formatting line, sizes, options and messages are qemu-img\'s; the images are byte for byte its own', async (t) => {
   if (!requirePeer(t, 'qemu-img')) return;
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-create-options-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'blocklayer-create-options-');
   for (const args of CREATE_CASES) {
     const { ours, theirs, result, expected } = await bothWays(dir, ['create', ...args]);
     const what = args.join(' ');
@@ -86,8 +85,7 @@ test.serial('create: the Formatting line, sizes, options and messages are qemu-i
 });
 
 test.serial('create: sizes past 2^53 are refused, naming the size and the limit (qemu-img would go on)', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-create-options-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'blocklayer-create-options-');
   const [command, argv] = blocklayerCommand(['create', '-f', 'qcow2', '-o', 'cluster_size=2M', join(dir, 'big.qcow2'), '8191P']);
   const result = await commandResult(command, argv);
   t.is(result.code, 1);
@@ -116,8 +114,7 @@ const MEASURE_CASES: readonly (readonly string[])[] = [
 
 test.serial('measure -O qcow2: preallocation, extended L2 entries, version names and --size as qemu-img reads them', async (t) => {
   if (!requirePeer(t, 'qemu-img')) return;
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-measure-options-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'blocklayer-measure-options-');
   for (const args of MEASURE_CASES) {
     const { ours, theirs, result, expected } = await bothWays(dir, ['measure', '-O', 'qcow2', ...args]);
     const what = args.join(' ');
@@ -129,8 +126,7 @@ test.serial('measure -O qcow2: preallocation, extended L2 entries, version names
 
 test.serial('convert -o: the target is made with the same options and refusals, its errors worded as qemu-img convert\'s', async (t) => {
   if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-convert-options-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const dir = await tempDir(t, 'blocklayer-convert-options-');
   const source = join(dir, 'source.raw');
   await commandResult('qemu-img', ['create', '-q', '-f', 'raw', source, '4M']);
   await commandResult('qemu-io', ['-f', 'raw', '-c', 'write -P 7 0 1M', source]);

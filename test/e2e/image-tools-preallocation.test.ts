@@ -7,19 +7,13 @@
  * checks clean; the messages and exit codes are qemu-img's. Serial, as the
  * other CLI files.
  */
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { commandResult } from '../helpers/command-result.js';
 import { blocklayerCommand } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
-
-async function workDir(t: ExecutionContext): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'blocklayer-prealloc-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+import { tempDir } from '../helpers/temp-dir.js';
 
 async function ours(args: readonly string[]) {
   const [command, argv] = blocklayerCommand(args);
@@ -38,7 +32,7 @@ async function sameImages(t: ExecutionContext, format: string, mine: string, the
 
 test.serial('create -f qcow2 with preallocation falloc and full: qemu-img\'s image, byte for byte', async (t) => {
   if (!requirePeer(t, 'qemu-img')) return;
-  const dir = await workDir(t);
+  const dir = await tempDir(t, 'blocklayer-prealloc-');
   const [mine, theirs] = [join(dir, 'ours.qcow2'), join(dir, 'theirs.qcow2')];
   for (const [options, size] of [
     ['preallocation=falloc', '1M'],
@@ -85,7 +79,7 @@ const RESIZES: readonly { format: string; create: readonly string[]; writes: rea
 
 test.serial('resize --preallocation: qemu-img\'s image, byte for byte, for each mode', async (t) => {
   if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
-  const dir = await workDir(t);
+  const dir = await tempDir(t, 'blocklayer-prealloc-');
   await commandResult('qemu-img', ['create', '-q', '-f', 'raw', join(dir, 'base.raw'), '3M']);
   await commandResult('qemu-io', ['-f', 'raw', '-c', 'write -P 9 0 3M', join(dir, 'base.raw')]);
   for (const mode of ['metadata', 'falloc', 'full']) {
@@ -104,7 +98,7 @@ test.serial('resize --preallocation: qemu-img\'s image, byte for byte, for each 
 
 test.serial('resize --preallocation: qemu-img\'s refusals, the image untouched', async (t) => {
   if (!requirePeer(t, 'qemu-img')) return;
-  const dir = await workDir(t);
+  const dir = await tempDir(t, 'blocklayer-prealloc-');
   for (const [format, mode, size] of [
     ['raw', 'bogus', '3M'],
     ['qcow2', 'bogus', '3M'],

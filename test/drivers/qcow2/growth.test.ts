@@ -38,10 +38,31 @@ test('resize refuses what QEMU refuses', async (t) => {
   await t.throwsAsync(node.truncate(64 * MiB + 100), { message: 'The new size must be a multiple of 512' });
   await t.throwsAsync(node.truncate(200 * GiB), { message: 'Failed to grow the L1 table: File too large' });
   await f.close();
-  await run('qemu-img', ['snapshot', '-c', 's1', f.path('r.qcow2')]);
-  const snap = await f.open(f.path('r.qcow2'));
-  await t.throwsAsync(snap.truncate(128 * MiB), { message: "Can't resize an image which has snapshots" });
-  await t.throwsAsync(snap.truncate(32 * MiB), { message: "Can't resize an image which has snapshots" });
+  await f.create({ filename: f.path('v2.qcow2'), size: 64 * MiB, compat: '0.10' });
+  await run('qemu-img', ['snapshot', '-c', 's1', f.path('v2.qcow2')]);
+  const v2 = await f.open(f.path('v2.qcow2'));
+  await t.throwsAsync(v2.truncate(128 * MiB), { message: "Can't resize a v2 image which has snapshots" });
+  await t.throwsAsync(v2.truncate(32 * MiB), { message: "Can't resize a v2 image which has snapshots" });
+});
+
+test('a v3 image with snapshots grows and shrinks, as QEMU 7.2 resizes it; the snapshot keeps its content', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('s.qcow2');
+  await f.create({ filename: image, size: 4 * MiB, cluster_size: 4096 });
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 4M', image]);
+  await run('qemu-img', ['snapshot', '-c', 's1', image]);
+  const node = await f.open(image);
+  await node.truncate(16 * MiB);
+  await node.truncate(MiB);
+  await f.close();
+  t.regex(await run('qemu-img', ['check', image]), /No errors were found/);
+  t.regex(await run('qemu-img', ['info', image]), /virtual size: 1 MiB/);
+  t.notRegex(await run('qemu-io', ['-f', 'qcow2', '-c', 'read -P 1 0 1M', image]), /Pattern verification failed/);
+  // Applied, the snapshot brings back its own size and content.
+  await run('qemu-img', ['snapshot', '-a', 's1', image]);
+  t.regex(await run('qemu-img', ['info', image]), /virtual size: 4 MiB/);
+  t.notRegex(await run('qemu-io', ['-f', 'qcow2', '-c', 'read -P 1 0 4M', image]), /Pattern verification failed/);
 });
 
 test('growing over a larger backing file zeroes the new area instead of showing the backing data', async (t) => {
