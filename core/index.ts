@@ -17,6 +17,7 @@ export { reopenRefusal, setReadOnly } from './block/node-reopen.js';
 export type { NodeChild, NodeParent, NodeEdge } from './block/node-edge.js';
 export {
   defineBlockDriver,
+  isPreallocMode,
   type BackingFileChange,
   type BlockDriverDefinition,
   type CheckRepair,

@@ -15,7 +15,7 @@ interface AmendOptions {
 export function amendCommand(program: Command): void {
   program
     .command('amend')
-    .description("change an image's format options in place (as qemu-img amend): qcow2's compat, lazy_refcounts, size")
+    .description("change an image's format options in place (as qemu-img amend): qcow2's compat, lazy_refcounts, refcount_bits, size")
     .argument('<filename>', 'the image (opened read-write)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
     .option('-o <options>', "options to change, key=value,... with qemu-img's names (e.g. compat=1.1); repeatable", collect, [])

@@ -61,6 +61,13 @@ export interface DriverCapabilities {
  */
 export type PreallocMode = 'off' | 'metadata' | 'falloc' | 'full';
 
+const PREALLOC_MODES: readonly string[] = ['off', 'metadata', 'falloc', 'full'] satisfies PreallocMode[];
+
+/** Whether `mode` names a PreallocMode (options that take it as text check it when they use it, as QEMU's). */
+export function isPreallocMode(mode: string): mode is PreallocMode {
+  return PREALLOC_MODES.includes(mode);
+}
+
 /** A child the driver takes from its options (`file`, `backing`, `image` …). */
 export interface ChildSpec {
   /** The options member that names or describes the child node. */

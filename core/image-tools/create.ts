@@ -12,11 +12,11 @@
 import { dirname, isAbsolute, join } from 'node:path';
 import type { BlockLayer } from '../block-layer.js';
 import type { ImageCreator } from '../block/image-creator.js';
-import { parseKeyval, typeKeyval } from '../schema/keyval.js';
-import type { QapiValidator } from '../schema/qapi-validator.js';
 import { toBlockIoError } from '../errors.js';
-import { TOKENS } from '../tokens.js';
+import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import { annotations, type TObject } from '../schema/qapi.js';
+import type { QapiValidator } from '../schema/qapi-validator.js';
+import { TOKENS } from '../tokens.js';
 import { errorText, imageSizeArgument, ImageToolError, withImage } from './image-access.js';
 
 export interface CreateRequest {

@@ -5,7 +5,7 @@
  * new size may be (qcow2: a multiple of 512, no internal snapshots) and
  * reads as zeroes what a grow adds.
  */
-import type { PreallocMode } from '../block/driver.js';
+import { isPreallocMode } from '../block/driver.js';
 import type { BlockLayer } from '../block-layer.js';
 import { qemuOptsSizeError } from '../schema/keyval-typing.js';
 import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
@@ -20,11 +20,6 @@ export interface ResizeRequest {
   preallocation?: string;
 }
 
-const PREALLOC_MODES: readonly string[] = ['off', 'metadata', 'falloc', 'full'];
-
-function isPreallocMode(mode: string): mode is PreallocMode {
-  return PREALLOC_MODES.includes(mode);
-}
 
 /** The size argument, as qemu-img's QemuOpts size reads it, with its sign. */
 function parseResize(text: string): { relative: -1 | 0 | 1; bytes: number } {

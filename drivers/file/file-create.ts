@@ -6,7 +6,7 @@
  */
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import type { DriverBlockdevCreateContext, DriverCreateContext } from '../../core/block/driver.js';
+import { type DriverBlockdevCreateContext, type DriverCreateContext, isPreallocMode } from '../../core/block/driver.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
 import { codeOf, ops, UNSUPPORTED, writeAll, writeZeroData } from './file-io.js';
 import type { FileBlockdevCreateOptions, FileCreateOptions } from './options.js';
@@ -92,12 +92,6 @@ async function createFile(
   } finally {
     await handle.close();
   }
-}
-
-const PREALLOC_MODES: ReadonlySet<string> = new Set(['off', 'metadata', 'falloc', 'full']);
-
-function isPreallocMode(mode: string): mode is NonNullable<FileBlockdevCreateOptions['preallocation']> {
-  return PREALLOC_MODES.has(mode);
 }
 
 /** QEMU's check of the extent size hint, which it stores in 32 bits; the hint itself is an XFS optimisation, not applied. */

@@ -3,19 +3,19 @@
  * and words: the options read and checked, then an upgrade to v3 first
  * (snapshot entries given their v3 extra data), the backing file (only the
  * one recorded), lazy refcounts on or off (off: the image made clean), the
- * refcount width, the size, and a downgrade to v2 last (the image made
+ * refcount width (qcow2-refcount-order.ts), the size, and a downgrade to v2 last (the image made
  * clean, zero clusters turned into data or unallocated clusters). The
  * header is rewritten as qcow2_update_header writes it, and flushed.
- * Refused, where QEMU goes on: changing the refcount width (QEMU rewrites
- * every refcount), a downgrade with persistent bitmaps or with zero
- * clusters in internal snapshots.
+ * Refused, where QEMU goes on: a downgrade with persistent bitmaps or
+ * with zero clusters in internal snapshots.
  */
 import { BlockLayerError } from '../../core/errors.js';
 import { Qapi, type Static } from '../../core/schema/qapi.js';
-import { COMPAT_LAZY_REFCOUNTS, HEADER_INCOMPAT_OFFSET, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY, V2_HEADER_LENGTH, V3_HEADER_LENGTH } from './qcow2-format.js';
+import { COMPAT_LAZY_REFCOUNTS, HEADER_INCOMPAT_OFFSET, HEADER_REFTABLE_OFFSET, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY, V2_HEADER_LENGTH, V3_HEADER_LENGTH } from './qcow2-format.js';
 import { headerWithBacking, readFixedHeader } from './qcow2-header.js';
 import { checkUsable, flushFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
 import { expandZeroClusters } from './qcow2-expand-zero.js';
+import { changeRefcountOrder } from './qcow2-refcount-order.js';
 import { rewriteSnapshotTable } from './qcow2-snapshot-ops.js';
 import { prepareForWrite, settleImage, syncMetadata } from './qcow2-sync.js';
 import { resizeGuest } from './qcow2-truncate.js';
@@ -27,7 +27,7 @@ export const qcow2AmendOptions = Qapi.struct('Qcow2AmendOptions', {
   backing_file: Qapi.optional(Qapi.str({ description: 'only the one recorded: qemu-img rebase changes it' })),
   backing_fmt: Qapi.optional(Qapi.str({ description: 'only the one recorded: qemu-img rebase changes it' })),
   lazy_refcounts: Qapi.optional(Qapi.bool({ description: 'the lazy refcounts feature (v3 only)' })),
-  refcount_bits: Qapi.optional(Qapi.int({ description: 'the refcount width: only the current one here' })),
+  refcount_bits: Qapi.optional(Qapi.int({ description: 'the refcount width: a power of two up to 64 (other than 16 needs v3)' })),
   data_file: Qapi.optional(Qapi.str({ description: 'refused: this driver makes no images with an external data file' })),
   data_file_raw: Qapi.optional(Qapi.bool({ description: 'refused on existing images, as by QEMU' })),
 });
@@ -73,7 +73,7 @@ export async function amendImage(image: Qcow2Image, o: Qcow2AmendOptions): Promi
     if (version < 3 && refcountBits !== 16) {
       throw new BlockLayerError(`Refcount widths other than 16 bits require compatibility level 1.1 or above ${V3_HINT}`);
     }
-    throw new BlockLayerError("blocklayer's qcow2 driver cannot change the refcount width of an image");
+    await exclusively(image, () => changeRefcountOrder(image, Math.log2(refcountBits), () => rewriteHeader(image)));
   }
   if (o.size !== undefined && o.size !== 0) await resizeGuest(image, o.size);
   if (version < image.version) await exclusively(image, () => downgrade(image));
@@ -132,6 +132,8 @@ async function rewriteHeader(image: Qcow2Image): Promise<void> {
   const fixed = Buffer.alloc(image.version >= 3 ? V3_HEADER_LENGTH : V2_HEADER_LENGTH);
   cluster0.copy(fixed, 0, 0, V2_HEADER_LENGTH);
   fixed.writeUInt32BE(image.version, 4);
+  fixed.writeBigUInt64BE(BigInt(image.reftableOffset), HEADER_REFTABLE_OFFSET);
+  fixed.writeUInt32BE(image.reftableClusters, HEADER_REFTABLE_OFFSET + 8);
   if (image.version >= 3) {
     fixed.writeBigUInt64BE(image.incompatible, HEADER_INCOMPAT_OFFSET);
     fixed.writeBigUInt64BE(image.compatible, HEADER_INCOMPAT_OFFSET + 8);

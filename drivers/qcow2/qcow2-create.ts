@@ -11,7 +11,7 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import type { DriverCreateContext, PreallocMode } from '../../core/block/driver.js';
+import { type DriverCreateContext, isPreallocMode, type PreallocMode } from '../../core/block/driver.js';
 import { BlockLayerError, systemErrorText } from '../../core/errors.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
@@ -104,8 +104,6 @@ function createVersion(compat: string | undefined): 2 | 3 {
   throw new BlockLayerError(`Parameter 'version' does not accept value '${compat}'`);
 }
 
-const PREALLOC_MODES: ReadonlySet<string> = new Set(['off', 'metadata', 'falloc', 'full']);
-
 /** Checks the options in QEMU's order (qcow2_co_create's) and with its messages; fills in defaults. */
 async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
   if (o.backing_file !== undefined && o.backing_fmt === undefined) {
@@ -116,8 +114,8 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
   if (compression !== 'zlib' && compression !== 'zstd') {
     throw new BlockLayerError(`Parameter 'compression-type' does not accept value '${compression}'`);
   }
-  const requested = o.preallocation ?? 'off';
-  if (!PREALLOC_MODES.has(requested)) throw new BlockLayerError(`Parameter 'preallocation' does not accept value '${requested}'`);
+  const preallocation = o.preallocation ?? 'off';
+  if (!isPreallocMode(preallocation)) throw new BlockLayerError(`Parameter 'preallocation' does not accept value '${preallocation}'`);
   if (o.extended_l2 === true) {
     if (version < 3) {
       throw new BlockLayerError(`Extended L2 entries are only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
@@ -125,7 +123,7 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
     throw unsupported('extended L2 entries (subclusters)');
   }
   const clusterBits = checkedClusterBits(o);
-  if (o.backing_file !== undefined && requested !== 'off') {
+  if (o.backing_file !== undefined && preallocation !== 'off') {
     throw new BlockLayerError('Backing file and preallocation can only be used at the same time if extended_l2 is on');
   }
   if (o.backing_fmt !== undefined && o.backing_file === undefined) {
@@ -142,7 +140,6 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
     }
     throw unsupported('zstd compression');
   }
-  const preallocation = requested as PreallocMode;
   let size = o.size;
   if (size === undefined && o.backing_file !== undefined) size = await backingSize(o.filename, o.backing_file, o.backing_fmt!);
   if (size === undefined) throw new BlockLayerError('Image creation needs a size parameter');

@@ -51,7 +51,8 @@ export interface Qcow2Image {
   backingFormat: string | undefined;
   /** What a relative backing file name is relative to (the image file's name), once opened. */
   imagePath?: string;
-  readonly g: Geometry;
+  /** Changed only by amend's new refcount width (qcow2-refcount-order.ts). */
+  g: Geometry;
   /** 2 or 3; amend changes it (qcow2-amend.ts). */
   version: number;
   /** Virtual size in bytes (a multiple of 512). */

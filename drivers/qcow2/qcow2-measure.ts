@@ -7,7 +7,7 @@
  * persistent bitmaps, for a v3 image of a source that has them, as if every
  * bitmap cluster were allocated.
  */
-import type { DriverMeasureContext, MeasureBitmap, MeasureResult } from '../../core/block/driver.js';
+import { type DriverMeasureContext, isPreallocMode, type MeasureBitmap, type MeasureResult } from '../../core/block/driver.js';
 import { BlockLayerError } from '../../core/errors.js';
 import { checkedClusterBits, checkedRefcountOrder } from './qcow2-create.js';
 import { MAX_L1_BYTES, refcountMetadataClusters } from './qcow2-format.js';
@@ -61,7 +61,7 @@ export async function measureQcow2({ options, source }: DriverMeasureContext<Qco
     throw new BlockLayerError(`Extended L2 entries are only supported with cluster sizes of at least ${EXTENDED_L2_MIN_CLUSTER} bytes`);
   }
   const preallocation = options.preallocation ?? 'off';
-  if (!['off', 'metadata', 'falloc', 'full'].includes(preallocation)) throw new BlockLayerError(`invalid parameter value: ${preallocation}`);
+  if (!isPreallocMode(preallocation)) throw new BlockLayerError(`invalid parameter value: ${preallocation}`);
   const size = roundUp(source?.length ?? options.size ?? 0, clusterSize);
   if (Math.ceil(size / clusterSize / (clusterSize / l2Entry)) * 8 > MAX_L1_BYTES) {
     throw new BlockLayerError('The image size is too large (try using a larger cluster size)');
