@@ -301,9 +301,15 @@ export class BlockNode implements NodeParent {
     await this.controlOperation((driver) => driver.finishCompressed?.(this.state));
   }
 
-  /** Changes the image's format options (BlockDriverDefinition.amend): a control operation, as makeEmpty. */
-  amend(options: Record<string, unknown>): Promise<void> {
-    return this.controlOperation((driver) => driver.amend?.(this.state, options));
+  /**
+   * Changes the image's format options (BlockDriverDefinition.amend): a
+   * control operation, as makeEmpty. The size may change with them.
+   */
+  async amend(options: Record<string, unknown>): Promise<void> {
+    await this.controlOperation((driver) => driver.amend?.(this.state, options));
+    for (const node of this.selfAndAncestors()) {
+      if (node.io !== undefined) node.io.length = node.driver.getLength(node.state);
+    }
   }
 
   /** Internal snapshots (BlockDriverDefinition.snapshotCreate, …): control operations, as makeEmpty. */

@@ -123,3 +123,18 @@ test('a sparse 10T image QEMU wrote: data at 4G-512, 5T and 10T-4k reads back, z
   const node = await f.open(path, { 'read-only': true });
   await compareWithQemu(t, node, path, f.path('qbig.raw'), false);
 });
+
+test('amend through the node API: a new size is the node\'s length at once; a v2 image becomes v3', async (t) => {
+  if (!requireQemu(t)) return;
+  const f = await qcow2Fixture(t);
+  const image = f.path('a.qcow2');
+  await f.create({ filename: image, size: 4 * MiB, compat: '0.10' });
+  const node = await f.open(image);
+  await node.amend({ size: 8 * MiB, compat: '1.1' });
+  t.is(node.length, 8 * MiB);
+  await f.close();
+  const info = JSON.parse(await run('qemu-img', ['info', '--output=json', image])) as { 'virtual-size': number; 'format-specific': { data: { compat: string } } };
+  t.is(info['virtual-size'], 8 * MiB);
+  t.is(info['format-specific'].data.compat, '1.1');
+  t.regex(await run('qemu-img', ['check', image]), /No errors were found/);
+});
