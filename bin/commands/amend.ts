@@ -1,8 +1,9 @@
 /** `blocklayer amend -f FMT -o OPTIONS [-p] [-q] IMG`: qemu-img amend. */
 import type { Command } from 'commander';
 import { amendImage } from '../../core/image-tools/amend.js';
-import { requireFormat } from '../../core/image-tools/image-access.js';
-import { collect, runTool } from './image-tool-cli.js';
+import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
+import { amendOptionHelp, asksForHelp } from '../../core/image-tools/option-help.js';
+import { collect, print, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface AmendOptions {
@@ -16,18 +17,24 @@ export function amendCommand(program: Command): void {
   program
     .command('amend')
     .description("change an image's format options in place (as qemu-img amend): qcow2's compat, lazy_refcounts, refcount_bits, size")
-    .argument('<filename>', 'the image (opened read-write)')
+    .argument('[filename]', 'the image (opened read-write); not needed with -o help')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
-    .option('-o <options>', "options to change, key=value,... with qemu-img's names (e.g. compat=1.1); repeatable", collect, [])
+    .option('-o <options>', "options to change, key=value,... with qemu-img's names (e.g. compat=1.1); repeatable; help lists them", collect, [])
     .option('-p', 'show a progress bar on stderr')
     .option('-q', 'quiet (no progress bar)')
     .addHelpText('after', '\nPrints nothing on success. Exit code 0, or 1 on error.\n')
-    .action((filename: string, options: AmendOptions) =>
+    .action((filename: string | undefined, options: AmendOptions) =>
       runTool('amend', async (layer) => {
+        if (asksForHelp(options.o)) {
+          print(amendOptionHelp(layer, requireFormat(options.f)));
+          return;
+        }
+        // qemu-img asks for the options before the file name.
+        if (filename === undefined && options.o.some((o) => o !== '')) throw new ImageToolError('Expecting one image file name');
         const bar = options.p && !options.q ? await ProgressBar.create({ format: 'amend |{bar}| {percentage}%', noTTYOutput: true }, true) : undefined;
         bar?.update(0, 1);
         try {
-          await amendImage(layer, { image: { filename, format: requireFormat(options.f) }, options: options.o });
+          await amendImage(layer, { image: { filename: filename ?? '', format: requireFormat(options.f) }, options: options.o });
           bar?.update(1, 1);
         } finally {
           bar?.stop();

@@ -1,6 +1,8 @@
-/** `blocklayer create [-f FMT] [-o OPTIONS] [-b BACKING -F FMT] [-u] [-q] IMG [SIZE]`: qemu-img create. */
+/** `blocklayer create [-f FMT] [-o OPTIONS] [-b BACKING -F FMT] [-u] [-q] IMG [SIZE]`: qemu-img create (`-o help` lists the options). */
 import type { Command } from 'commander';
 import { executeImgCreate, planCreate } from '../../core/image-tools/create.js';
+import { ImageToolError } from '../../core/image-tools/image-access.js';
+import { asksForHelp, createOptionHelp } from '../../core/image-tools/option-help.js';
 import { collect, print, runTool } from './image-tool-cli.js';
 
 interface CreateOptions {
@@ -16,7 +18,7 @@ export function createCommand(program: Command): void {
   program
     .command('create')
     .description('create a new image file (as qemu-img create)')
-    .argument('<filename>', 'the image file to create (an existing one is overwritten)')
+    .argument('[filename]', 'the image file to create (an existing one is overwritten); not needed with -o help')
     .argument('[size]', "virtual size in bytes; k, M, G, T, P, E suffixes (powers of 1024); default: the backing file's")
     .option('-f <fmt>', 'image format (a driver that can create images)', 'raw')
     .option('-o <options>', "creation options, key=value,... with qemu-img's names (e.g. cluster_size=64k); repeatable", collect, [])
@@ -25,8 +27,13 @@ export function createCommand(program: Command): void {
     .option('-u', 'unsafe: do not open the backing file (then SIZE must be given)')
     .option('-q', 'quiet: do not print the Formatting line')
     .addHelpText('after', "\nPrints \"Formatting 'IMG', fmt=FMT size=N ...\" (the options given), then creates the image. Exit code 0, or 1 on error.\n")
-    .action((filename: string, size: string | undefined, options: CreateOptions) =>
+    .action((filename: string | undefined, size: string | undefined, options: CreateOptions) =>
       runTool('create', async (layer) => {
+        if (asksForHelp(options.o)) {
+          print(createOptionHelp(layer, options.f ?? 'raw', filename));
+          return;
+        }
+        if (filename === undefined) throw new ImageToolError("Expecting image file name\nTry 'blocklayer --help' for more information");
         const plan = await planCreate(layer, {
           filename,
           format: options.f ?? 'raw',

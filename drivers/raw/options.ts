@@ -17,13 +17,13 @@ export const rawCreateOptions = Qapi.struct('BlockdevCreateOptionsRaw', {
   filename: Qapi.str({ description: 'the file to create' }),
   size: Qapi.size({ description: 'size of the image in bytes' }),
   nocow: Qapi.optional(
-    Qapi.bool({ description: 'set the no-copy-on-write attribute (btrfs); failure is ignored', default: false }),
+    Qapi.bool({ description: 'set the no-copy-on-write attribute (btrfs); failure is ignored', default: false, qemuOptsProtocol: true }),
   ),
   preallocation: Qapi.optional(
-    Qapi.str({ description: "how to allocate the file: off, falloc or full (the file's preallocation)", default: 'off' }),
+    Qapi.str({ description: "how to allocate the file: off, falloc or full (the file's preallocation)", default: 'off', qemuOptsProtocol: true }),
   ),
   extent_size_hint: Qapi.optional(
-    Qapi.size({ description: 'extent size hint for the file system (XFS); at most 4 GiB - 1; checked and not applied' }),
+    Qapi.size({ description: 'extent size hint for the file system (XFS); at most 4 GiB - 1; checked and not applied', qemuOptsProtocol: true }),
   ),
 });
 

@@ -144,3 +144,36 @@ test.serial('convert -o: the target is made with the same options and refusals, 
     if (expected.code === 0) t.true((await readFile(ours)).equals(await readFile(theirs)), `${what}: the files differ`);
   }
 });
+
+/** The option names of a qemu_opts_print_help listing. */
+const helpNames = (text: string): string[] => [...text.matchAll(/^ {2}([\w.-]+)=</gm)].map((m) => m[1]!);
+
+test.serial('-o help lists the options as qemu-img lays them out: the format\'s, the file\'s with a target name, amend\'s', async (t) => {
+  if (!requirePeer(t, 'qemu-img')) return;
+  const dir = await tempDir(t, 'blocklayer-option-help-');
+  const target = join(dir, 'new.img');
+  for (const args of [
+    ['create', '-f', 'raw', '-o', 'help'],
+    ['create', '-f', 'raw', '-o', '?', target],
+    ['create', '-f', 'qcow2', '-o', 'help'],
+    ['create', '-f', 'qcow2', '-o', 'size=1M,help', target],
+    ['amend', '-f', 'qcow2', '-o', 'help'],
+  ]) {
+    const [command, argv] = blocklayerCommand(args);
+    const [result, expected] = [await commandResult(command, argv), await commandResult('qemu-img', args)];
+    const what = args.join(' ');
+    t.is(result.code, 0, `${what}: ${result.stderr}`);
+    t.is(result.stdout.split('\n')[0], expected.stdout.split('\n')[0], what);
+    const names = helpNames(result.stdout);
+    t.deepEqual(names, [...names].sort(), `${what}: sorted`);
+    // Every option we take is one qemu-img takes; qemu-img has more (encryption, external data files).
+    t.deepEqual(names.filter((name) => !helpNames(expected.stdout).includes(name)), [], what);
+    t.is(result.stdout.includes('The protocol level may support further options.'), expected.stdout.includes('The protocol level may support further options.'), what);
+    for (const line of result.stdout.split('\n').filter((l) => l.startsWith('  '))) t.regex(line, /^ {2}\S+=<[^>]+>( {0,22}| ) - \S/, what);
+  }
+  const raw = await commandResult(...blocklayerCommand(['create', '-f', 'raw', '-o', 'help']));
+  t.deepEqual(helpNames(raw.stdout), ['size'], 'without a target, raw lists its own option only, as qemu-img');
+  const amendRaw = await commandResult(...blocklayerCommand(['amend', '-f', 'raw', '-o', 'help']));
+  t.is(amendRaw.code, 1);
+  t.is(amendRaw.stderr, "blocklayer amend: Format driver 'raw' does not support option amendment\n");
+});
