@@ -17,7 +17,7 @@ import { checkUsable, flushFile, type Qcow2Image, readFile, writeFile } from './
 import { expandZeroClusters } from './qcow2-expand-zero.js';
 import { changeRefcountOrder } from './qcow2-refcount-order.js';
 import { rewriteSnapshotTable } from './qcow2-snapshot-ops.js';
-import { prepareForWrite, settleImage, syncMetadata } from './qcow2-sync.js';
+import { prepareForWrite, settleImage, syncMetadata, withWholeImage } from './qcow2-sync.js';
 import { resizeGuest } from './qcow2-truncate.js';
 
 /** qemu-img amend's -o for qcow2 (QEMU's qcow2_amend_opts, without encryption). */
@@ -147,14 +147,9 @@ async function rewriteHeader(image: Qcow2Image): Promise<void> {
 }
 
 /** The whole image to itself and the metadata lock, ready to be written. */
-async function exclusively(image: Qcow2Image, body: () => Promise<void>): Promise<void> {
-  const release = await image.ranges.acquire(0, Infinity, true);
-  try {
-    await image.lock.run(async () => {
-      await prepareForWrite(image);
-      await body();
-    });
-  } finally {
-    release();
-  }
+function exclusively(image: Qcow2Image, body: () => Promise<void>): Promise<void> {
+  return withWholeImage(image, async () => {
+    await prepareForWrite(image);
+    await body();
+  });
 }

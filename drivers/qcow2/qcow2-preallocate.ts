@@ -16,7 +16,7 @@ import { noteFileEnd, type Qcow2Image, signalCorruption, writeFile } from './qco
 import { entryOf, updateEntries, writableL2Table } from './qcow2-l1-l2.js';
 import { checkOverlap } from './qcow2-overlap.js';
 import { readGuestLocked } from './qcow2-read.js';
-import { adjustRefcounts, allocateNonZero, getRefcount, queueFree, refcountArea } from './qcow2-refcount.js';
+import { adjustRefcounts, allocateNonZero, getRefcount, queueFreeEntry, refcountArea } from './qcow2-refcount.js';
 
 /** Grows the allocation of `[from, to)` as `mode` says (`from` the old size, `to` the new; lock held). */
 export async function preallocate(image: Qcow2Image, from: number, to: number, mode: Exclude<PreallocMode, 'off'>): Promise<void> {
@@ -47,7 +47,7 @@ export async function preallocateMetadata(image: Qcow2Image, from: number, to: n
     if (head !== undefined) await copyHead(image, from, host);
     const first = cluster;
     await updateEntries(image, first, count, (c, slice, at) => writeL2Entry(slice, at, host + (c - first) * cs, true, false));
-    if (head !== undefined) freeReplaced(image, head);
+    if (head !== undefined) queueFreeEntry(image, head, 'other');
     head = undefined;
     cluster += count;
   }
@@ -59,13 +59,6 @@ async function keepZeroHead(image: Qcow2Image, from: number, host: number): Prom
   await copyHead(image, from, host);
   const cluster = Math.floor(from / cs);
   await updateEntries(image, cluster, 1, (_, slice, at) => writeL2Entry(slice, at, host, true, false));
-}
-
-/** Drops the reference of a cluster whose L2 entry now points elsewhere. */
-function freeReplaced(image: Qcow2Image, old: L2Entry): void {
-  if (old.kind === 'normal' || old.kind === 'zero-alloc' || old.kind === 'compressed') {
-    queueFree(image, old.host, old.kind === 'compressed' ? old.compressedLength : image.g.clusterSize, 'other');
-  }
 }
 
 /** The last cluster with a reference below `fileLength` (QEMU's qcow2_get_last_cluster). */
@@ -102,7 +95,7 @@ async function preallocateData(image: Qcow2Image, from: number, to: number, mode
     cluster += count;
     host += count * cs;
   }
-  if (from % cs !== 0) freeReplaced(image, old);
+  if (from % cs !== 0) queueFreeEntry(image, old, 'other');
 }
 
 /** The guest bytes of the old size's last, partly used cluster, copied to `host` (copy-on-write of the cluster's head). */

@@ -11,6 +11,7 @@
  * cannot hold stops it before anything is written.
  */
 import { BlockLayerError } from '../../core/errors.js';
+import { hexAlt } from '../../core/image-tools/qemu-text.js';
 import { geometry, MAX_REFTABLE_BYTES, readRefcount, readReftableEntry, writeRefcount, writeReftableEntry } from './qcow2-format.js';
 import { type Qcow2Image, writeFile } from './qcow2-image.js';
 import { checkOverlap, writeMetadata } from './qcow2-overlap.js';
@@ -18,9 +19,6 @@ import { allocateNonZero, applyFrees, writeDirtyRefblocks } from './qcow2-refcou
 
 /** What a walk does with each new block once its counts are known: its index, its bytes (the writing walk, unless all are 0), whether all are 0. */
 type FinishBlock = (index: number, block: Buffer | undefined, empty: boolean) => Promise<void>;
-
-/** printf's %#x: 0 stays 0. */
-const hexOffset = (value: number): string => (value === 0 ? '0' : `0x${value.toString(16)}`);
 
 /**
  * One walk over every refcount the old structure describes (the table is
@@ -64,7 +62,7 @@ async function walk(image: Qcow2Image, order: number, fill: boolean, finish: Fin
       const count = readRefcount(old, j, oldOrder);
       if (newBits < 64 && count >= 2 ** newBits) {
         throw new BlockLayerError(
-          `Cannot decrease refcount entry width to ${newBits} bits: Cluster at offset ${hexOffset((i * oldEntries + j) * cs)} has a refcount of ${count}`,
+          `Cannot decrease refcount entry width to ${newBits} bits: Cluster at offset ${hexAlt((i * oldEntries + j) * cs)} has a refcount of ${count}`,
         );
       }
       if (fill && count !== 0) writeRefcount((block ??= Buffer.alloc(cs)), at, order, count);

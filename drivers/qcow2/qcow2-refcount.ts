@@ -9,6 +9,7 @@ import { BlockIoError } from '../../core/errors.js';
 import {
   HEADER_REFTABLE_OFFSET,
   hex,
+  type L2Entry,
   MAX_REFTABLE_BYTES,
   readRefcount,
   readReftableEntry,
@@ -350,6 +351,13 @@ export async function allocateBytes(image: Qcow2Image, size: number): Promise<nu
 export function queueFree(image: Qcow2Image, offset: number, length: number, type: DiscardType): void {
   const cs = image.g.clusterSize;
   image.pendingFrees.push({ first: Math.floor(offset / cs), last: Math.floor((offset + length - 1) / cs), type });
+}
+
+/** Queues the drop of the reference an L2 entry held: its cluster, or a compressed entry's bytes; nothing if it held none. */
+export function queueFreeEntry(image: Qcow2Image, entry: L2Entry, type: DiscardType): void {
+  if (entry.kind === 'normal' || entry.kind === 'zero-alloc' || entry.kind === 'compressed') {
+    queueFree(image, entry.host, entry.kind === 'compressed' ? entry.compressedLength : image.g.clusterSize, type);
+  }
 }
 
 /**

@@ -29,7 +29,7 @@ import { checkUsable, flushFile, type Qcow2Image, readFile, signalCorruption, wr
 import { writeMetadata } from './qcow2-overlap.js';
 import { adjustRefcounts, allocateClusters, applyFrees, getRefcount } from './qcow2-refcount.js';
 import { type SnapshotEntry, serializeSnapshotTable, snapshotTable, snapshotTableSize } from './qcow2-snapshots.js';
-import { prepareMetadataChange, syncMetadata } from './qcow2-sync.js';
+import { prepareMetadataChange, syncMetadata, withWholeImage } from './qcow2-sync.js';
 import { growL1 } from './qcow2-truncate.js';
 
 const COPIED = 1n << 63n;
@@ -158,17 +158,11 @@ function newSnapshotId(entries: readonly SnapshotEntry[]): string {
 }
 
 /** Runs `body` with the whole image to itself and the metadata lock, the image ready for metadata changes. */
-async function exclusively<T>(image: Qcow2Image, body: () => Promise<T>): Promise<T> {
-  checkUsable(image);
-  const release = await image.ranges.acquire(0, Infinity, true);
-  try {
-    return await image.lock.run(async () => {
-      await prepareMetadataChange(image);
-      return body();
-    });
-  } finally {
-    release();
-  }
+function exclusively<T>(image: Qcow2Image, body: () => Promise<T>): Promise<T> {
+  return withWholeImage(image, async () => {
+    await prepareMetadataChange(image);
+    return body();
+  });
 }
 
 export function createSnapshot(image: Qcow2Image, snapshot: NewSnapshotInfo): Promise<SnapshotInfo> {

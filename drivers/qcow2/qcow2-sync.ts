@@ -95,6 +95,17 @@ export async function prepareMetadataChange(image: Qcow2Image): Promise<void> {
   }
 }
 
+/** Runs `body` with the whole image to itself (no guest request in flight or let in) and the metadata lock. */
+export async function withWholeImage<T>(image: Qcow2Image, body: () => Promise<T>): Promise<T> {
+  checkUsable(image);
+  const release = await image.ranges.acquire(0, Infinity, true);
+  try {
+    return await image.lock.run(body);
+  } finally {
+    release();
+  }
+}
+
 /** A clean close: everything on disk, then the dirty bit cleared. */
 export async function closeImage(image: Qcow2Image): Promise<void> {
   if (image.cleanTimer !== undefined) clearInterval(image.cleanTimer);

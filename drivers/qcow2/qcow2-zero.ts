@@ -13,7 +13,7 @@ import { BlockIoError } from '../../core/errors.js';
 import { type L2Entry, writeL2Entry } from './qcow2-format.js';
 import { checkUsable, type DiscardType, type Qcow2Image } from './qcow2-image.js';
 import { entryOf, forEachEntry, updateEntries } from './qcow2-l1-l2.js';
-import { queueFree } from './qcow2-refcount.js';
+import { queueFreeEntry } from './qcow2-refcount.js';
 import { statusExtents } from './qcow2-status.js';
 import { prepareMetadataChange, syncIfFreesPile } from './qcow2-sync.js';
 import { writeLocked } from './qcow2-write.js';
@@ -43,7 +43,6 @@ export type Rewrite = (entry: L2Entry) => { host: number; copied: boolean; zero:
  * the references dropped as frees of `type`.
  */
 export async function rewriteClusters(image: Qcow2Image, first: number, count: number, rewrite: Rewrite, type: DiscardType = 'request'): Promise<void> {
-  const cs = image.g.clusterSize;
   const step = image.l2SliceEntries;
   for (let start = first; start < first + count; ) {
     const end = Math.min(first + count, start - (start % step) + step);
@@ -64,11 +63,7 @@ export async function rewriteClusters(image: Qcow2Image, first: number, count: n
         const change = changes.get(cluster);
         if (change !== undefined) writeL2Entry(slice, at, change.host, change.copied, change.zero);
       });
-      for (const [cluster, change] of changes) {
-        const old = olds.get(cluster)!;
-        if (!change.free) continue;
-        queueFree(image, old.host, old.kind === 'compressed' ? old.compressedLength : cs, type);
-      }
+      for (const [cluster, change] of changes) if (change.free) queueFreeEntry(image, olds.get(cluster)!, type);
       await syncIfFreesPile(image);
     });
     start = end;
