@@ -32,6 +32,7 @@ export {
   type PreallocMode,
 } from './block/driver.js';
 export type { BlockStatusExtent, WriteFlags, WriteRequest, WriteResult, ZeroFlags } from './block/request.js';
+export { copyBetween, copyRange, subRange, zeroDestination, type CopyEnd, type CopyRange } from './block/copy-range.js';
 export { BlockdevRef, BlockdevRefOrNull, type BlockdevOptionsValue } from './block/blockdev-ref.js';
 export type { ImageCreator } from './block/image-creator.js';
 export type { BlockDeviceInfo, ImageInfo } from './block/node-info.js';

@@ -1,4 +1,4 @@
-/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
+/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-C] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { checkSourceCacheMode, convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
@@ -26,6 +26,7 @@ interface ConvertOptions {
   r?: string;
   T?: string;
   targetIsZero?: boolean;
+  C?: boolean;
 }
 
 export function convertCommand(program: Command): void {
@@ -46,6 +47,7 @@ export function convertCommand(program: Command): void {
     .option('-F <backing_fmt>', 'format of the -B backing file (required with -B)')
     .option('-S <sparse_size>', 'shortest run of zeroes left unwritten (default 4k; 0: write everything)')
     .option('-m <num_coroutines>', 'requests in flight, 1 to 16 (default 8)')
+    .option('-C', 'copy offloading: the data is copied by the storage (copy_file_range between files), not read and written here')
     .option('-W', 'let writes complete in any order (default: in image order, so clusters are allocated sequentially)')
     .option('-t <cache>', "the target's cache mode: unsafe (default: no flushes), writeback (flushed at the end), or none (runs as writeback)")
     .option('-T <src_cache>', "the source's cache mode (any of QEMU's; the source is read through the page cache whatever it says)")
@@ -64,13 +66,14 @@ export function convertCommand(program: Command): void {
           compress: options.c ?? false,
           options: options.o,
           skipCreate: options.n ?? false,
-          sparseSize: options.S === undefined ? 4096 : byteCount('buffer size for sparse output', options.S),
           parallel: parseUnsigned(options.m, 8, 'Invalid number of coroutines. Allowed number of coroutines is between 1 and 16'),
           outOfOrder: options.W ?? false,
           cache: convertCacheMode(options.t ?? 'unsafe'),
           bitmaps: options.bitmaps ?? false,
           skipBrokenBitmaps: options.skipBrokenBitmaps ?? false,
         };
+        if (options.S !== undefined) request.sparseSize = byteCount('buffer size for sparse output', options.S);
+        if (options.C === true) request.copyRange = true;
         if (rest.length > 0) request.followedBy = rest;
         if (options.T !== undefined) checkSourceCacheMode(options.T);
         if (options.targetIsZero === true) request.targetIsZero = true;

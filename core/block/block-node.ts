@@ -11,6 +11,7 @@ import { alignDown, alignUp } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
 import type { BlockDriverDefinition, DriverCapabilities, DriverLimits, NewSnapshotInfo, PreallocMode, SnapshotInfo } from './driver.js';
 import { DrainSection } from './drain-section.js';
+import type { CopyRange } from './copy-range.js';
 import { DriverIo } from './driver-io.js';
 import type { NodeEdge, NodeParent } from './node-edge.js';
 import { RequestTracker, type TrackedRequest } from './request-tracker.js';
@@ -221,6 +222,45 @@ export class BlockNode implements NodeParent {
     await trackedWrite(this, this.tracker, 'discard', start, end - start, {}, options, undefined, () =>
       this.io!.discard(start, end - start),
     );
+  }
+
+  /**
+   * The source side of a copy offload (copy-range.ts), `range.from` being
+   * this node: a tracked read while the driver passes it on.
+   */
+  async copyRangeFrom(range: CopyRange): Promise<void> {
+    const { offset } = range.from;
+    this.checkRequest('read', offset, range.length);
+    if (range.length === 0) return;
+    this.checkCopyAlignment(offset, range.length);
+    const begun = this.tracker.begin('read', offset, range.length, range.from.nested);
+    const request = begun instanceof Promise ? await begun : begun;
+    try {
+      await this.io!.copyRangeFrom(range);
+    } catch (error) {
+      throw toBlockIoError(error);
+    } finally {
+      this.tracker.end(request);
+    }
+  }
+
+  /** The destination side of a copy offload, `range.to` being this node: a tracked write without a buffer. */
+  async copyRangeTo(range: CopyRange): Promise<void> {
+    const { offset } = range.to;
+    this.checkRequest('write', offset, range.length);
+    if (range.length === 0) return;
+    this.checkCopyAlignment(offset, range.length);
+    await trackedWrite(this, this.tracker, 'write', offset, range.length, {}, { nested: range.to.nested }, undefined, () =>
+      this.io!.copyRangeTo(range),
+    );
+  }
+
+  /** Copies are never bounced: an unaligned one is not offloaded. */
+  private checkCopyAlignment(offset: number, bytes: number): void {
+    const align = this.limits.requestAlignment;
+    if (offset % align !== 0 || (bytes % align !== 0 && offset + bytes !== this.length)) {
+      throw new BlockIoError('ENOTSUP', `Copy offloading needs requests aligned to ${align} bytes on node '${this.nodeName}'`);
+    }
   }
 
   /** Resizes the node; growth is allocated as `options.preallocation` says (default 'off'). */

@@ -9,6 +9,7 @@ import { BlockIoError } from '../errors.js';
 import { Mutex } from '../util/mutex.js';
 import { alignDown, alignUp, chunks, coveringRange, isAligned, isZeroBuffer } from './alignment.js';
 import type { NodeSettings } from './base-options.js';
+import type { CopyRange } from './copy-range.js';
 import type { BlockDriverDefinition, DriverCapabilities, DriverLimits, PreallocMode } from './driver.js';
 import type { NodeEdge } from './node-edge.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
@@ -220,6 +221,23 @@ export class DriverIo {
     const child = this.filteredChild;
     if (child !== undefined) return child.blockStatus(offset, length);
     return [{ offset, length, data: true, zero: false, allocated: true }];
+  }
+
+  /** Copy offloading has no emulation and no filter pass-through (QEMU's filters do not offload either): ENOTSUP. */
+  copyRangeFrom(range: CopyRange): Promise<void> {
+    const { driver } = this;
+    if (driver.copyRangeFrom === undefined) return Promise.reject(this.cannotOffload());
+    return this.callDriver(() => driver.copyRangeFrom!(this.state, range));
+  }
+
+  copyRangeTo(range: CopyRange): Promise<void> {
+    const { driver } = this;
+    if (driver.copyRangeTo === undefined) return Promise.reject(this.cannotOffload());
+    return this.callDriver(() => driver.copyRangeTo!(this.state, range));
+  }
+
+  private cannotOffload(): BlockIoError {
+    return new BlockIoError('ENOTSUP', `Driver '${this.driver.name}' of node '${this.nodeName}' cannot offload copies`);
   }
 
   async truncate(length: number, preallocation: PreallocMode = 'off'): Promise<void> {

@@ -14,11 +14,13 @@
  * Operations throw BlockIoError (core/errors.ts) on failure. A missing
  * optional operation is supplied by the core: a filter's goes to its filtered
  * child (nbdkit's `next`), `writeZeroes` is emulated with writes of zeroes,
- * `discard` does nothing, `flush` succeeds, `blockStatus` reports data.
+ * `discard` does nothing, `flush` succeeds, `blockStatus` reports data;
+ * copy offloading alone is never supplied (ENOTSUP, filters included).
  */
 import type { TObject } from '@sinclair/typebox';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
 import type { BlockNode } from './block-node.js';
+import type { CopyRange } from './copy-range.js';
 import type { BlockdevOptionsValue } from './blockdev-ref.js';
 import type { NodeChild } from './node-edge.js';
 
@@ -343,6 +345,23 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    */
   recurseCanReplace?(state: S, toReplace: BlockNode): boolean;
 
+  /**
+   * Copy offloading's source side (core/block/copy-range.ts): `range.from`
+   * is in this node; the driver passes each part on to where its bytes lie
+   * (a child's copyRangeFrom, or, at the node holding them, the
+   * destination's `range.to.node.copyRangeTo(range)`), or zeroes the
+   * destination where it reads as zeroes (zeroDestination). Optional:
+   * ENOTSUP without it, and the caller copies through a buffer.
+   */
+  copyRangeFrom?(state: S, range: CopyRange): Promise<void>;
+  /**
+   * Copy offloading's destination side: `range.to` is in this node; the
+   * driver makes room and passes the copy on to a child's copyRangeTo, or,
+   * at the node that stores the bytes, copies them from `range.from.node`
+   * if it knows that node's driver (ENOTSUP otherwise). Optional.
+   */
+  copyRangeTo?(state: S, range: CopyRange): Promise<void>;
+
   /** Creates a new image (qemu-img create, drive-backup's target). */
   create?(ctx: DriverCreateContext<C>): Promise<void>;
   /** How large an image would be (QEMU's bdrv_measure, qemu-img measure); optional, with `createOptions`. */
@@ -387,6 +406,12 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    */
   finishCompressed?(state: S): Promise<void>;
   /**
+   * Changes an open image's format options (QEMU's bdrv_amend_options,
+   * qemu-img amend), `options` validated against `amendOptions`, only those
+   * given present. A control operation. Optional: ENOTSUP without it.
+   */
+  amend?(state: S, options: Record<string, unknown>): Promise<void>;
+  /**
    * Internal snapshots, for formats that keep them (QEMU's
    * bdrv_snapshot_create, _goto and _delete): create records the image's
    * current content under a new id; goto makes a snapshot (an id, else a
@@ -395,12 +420,6 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * node; the list is the description's `snapshots`. Optional: ENOTSUP
    * without them.
    */
-  /**
-   * Changes an open image's format options (QEMU's bdrv_amend_options,
-   * qemu-img amend), `options` validated against `amendOptions`, only those
-   * given present. A control operation. Optional: ENOTSUP without it.
-   */
-  amend?(state: S, options: Record<string, unknown>): Promise<void>;
   snapshotCreate?(state: S, snapshot: NewSnapshotInfo): Promise<SnapshotInfo>;
   snapshotGoto?(state: S, idOrName: string): Promise<void>;
   snapshotDelete?(state: S, id: string | undefined, name: string | undefined): Promise<void>;

@@ -6,6 +6,7 @@
  * edge while the node under it changes (mirror completion, filter insertion).
  */
 import type { BlockNode } from './block-node.js';
+import type { CopyEnd, CopyRange } from './copy-range.js';
 import type { PreallocMode } from './driver.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from './request.js';
 
@@ -43,6 +44,12 @@ export interface NodeChild {
   flush(): Promise<void>;
   truncate(length: number, preallocation?: PreallocMode): Promise<void>;
   blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]>;
+  /** `offset` of this child as one end of a copy offload (copy-range.ts). */
+  copyEnd(offset: number): CopyEnd;
+  /** Passes a copy offload's source side on to this child, where its bytes lie at `offset`. */
+  copyRangeFrom(offset: number, range: CopyRange): Promise<void>;
+  /** Passes a copy offload's destination side on to this child, where the bytes go at `offset`. */
+  copyRangeTo(offset: number, range: CopyRange): Promise<void>;
 }
 
 export class NodeEdge implements NodeChild {
@@ -100,5 +107,17 @@ export class NodeEdge implements NodeChild {
 
   blockStatus(offset: number, length: number): Promise<BlockStatusExtent[]> {
     return this.current.blockStatus(offset, length, this.requestOptions);
+  }
+
+  copyEnd(offset: number): CopyEnd {
+    return { node: this.current, offset, nested: this.requestOptions.nested };
+  }
+
+  copyRangeFrom(offset: number, range: CopyRange): Promise<void> {
+    return this.current.copyRangeFrom({ ...range, from: this.copyEnd(offset) });
+  }
+
+  copyRangeTo(offset: number, range: CopyRange): Promise<void> {
+    return this.current.copyRangeTo({ ...range, to: this.copyEnd(offset) });
   }
 }

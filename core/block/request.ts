@@ -28,7 +28,7 @@ export interface WriteRequest {
   readonly kind: WriteKind;
   readonly offset: number;
   readonly bytes: number;
-  /** The data, for kind 'write'. */
+  /** The data, for kind 'write'; absent for an offloaded copy (copy-range.ts), whose bytes never pass through a buffer. */
   readonly buffer?: Buffer;
   readonly flags: ZeroFlags;
 }

@@ -13,6 +13,7 @@
  * write-blocking guest write `hold`s its clusters while it writes both
  * sides, so the target sees the writes to a cluster in the source's order.
  */
+import { copyBetween } from '../block/copy-range.js';
 import type { NodeChild } from '../block/node-edge.js';
 import type { ClusterBitmap } from '../bitmap/cluster-bitmap.js';
 import { type BlockIoError, toBlockIoError } from '../errors.js';
@@ -40,6 +41,13 @@ export interface BlockCopyOptions {
   skipUnallocated?: boolean;
   /** Write data compressed (the target must support it). */
   compress?: boolean;
+  /**
+   * Copy data by copy offloading (core/block/copy-range.ts; backup's
+   * x-perf.use-copy-range), not with compress; the first copy that cannot
+   * be offloaded (or fails) turns it off, and data is read and written from
+   * then on, as QEMU's block-copy falls back.
+   */
+  useCopyRange?: boolean;
   /** Zeroes may be written by deallocating (BDRV_REQ_MAY_UNMAP; default true). */
   unmap?: boolean;
   /**
@@ -63,8 +71,11 @@ export interface ClaimedRange {
 export class BlockCopy {
   private readonly inFlight = new Map<number, Promise<void>>();
   private readonly spareBuffers: Buffer[] = [];
+  private offload: boolean;
 
-  constructor(private readonly options: BlockCopyOptions) {}
+  constructor(private readonly options: BlockCopyOptions) {
+    this.offload = options.useCopyRange === true && options.compress !== true;
+  }
 
   get bitmap(): ClusterBitmap {
     return this.options.bitmap;
@@ -212,6 +223,13 @@ export class BlockCopy {
 
   private async copyData(offset: number, length: number): Promise<void> {
     const { source, target, compress, maxChunk } = this.options;
+    if (this.offload) {
+      try {
+        return await copyBetween(source, offset, target, offset, length);
+      } catch {
+        this.offload = false;
+      }
+    }
     const buffer = this.spareBuffers.pop() ?? Buffer.allocUnsafe(maxChunk);
     try {
       for (let done = 0; done < length; done += maxChunk) {

@@ -6,6 +6,7 @@
  * zeroes up to the next sector.
  */
 import type { BlockNode } from '../block/block-node.js';
+import { copyRange } from '../block/copy-range.js';
 import type { CopyOp } from './copy-plan.js';
 import { chainStatus } from './chain-status.js';
 
@@ -54,6 +55,19 @@ export class ConvertSource {
       const dataEnd = Math.min(to, part.start + part.node.length);
       if (from < dataEnd) await part.node.read(from - part.start, buf.subarray(from - offset, dataEnd - offset));
       if (dataEnd < to) buf.fill(0, Math.max(from, dataEnd) - offset, to - offset);
+    }
+  }
+
+  /**
+   * Copies `[offset, offset + length)` of the whole to the same place in
+   * `target` by copy offloading (copy-range.ts: ENOTSUP where it cannot
+   * be); the sector padding after an image is zeroed.
+   */
+  async copyTo(offset: number, length: number, target: BlockNode): Promise<void> {
+    for (const { part, from, to } of this.within(offset, length)) {
+      const dataEnd = Math.min(to, part.start + part.node.length);
+      if (from < dataEnd) await copyRange(part.node, from - part.start, target, from, dataEnd - from);
+      if (dataEnd < to) await target.writeZeroes(Math.max(from, dataEnd), to - Math.max(from, dataEnd));
     }
   }
 

@@ -32,6 +32,12 @@
  * - With --bitmaps the source's persistent bitmaps are copied too
  *   (convert-bitmaps.ts); with -l, an internal snapshot of the source is
  *   copied instead of its current content (convert-snapshot.ts).
+ * - With -C the data is copied by copy offloading (core/block/copy-range.ts:
+ *   copy_file_range between the two files, through raw and qcow2), never
+ *   read here, so not scanned for zeroes either: what block status calls
+ *   data is copied whole. The first request that cannot be offloaded (or
+ *   fails) turns it off for the rest of the run, and is copied through a
+ *   buffer, as qemu-img does. Each copy completes before the next starts.
  * - With -r the target's writes are throttled as QEMU's bps-write limit
  *   does (core/util/leaky-bucket.ts): the first goes at once, then the
  *   average rate holds.
@@ -71,7 +77,7 @@ export interface ConvertRequest {
   backingFormat?: string;
   /** -n: write into an existing target instead of creating it. */
   skipCreate?: boolean;
-  /** -S: the shortest run of zeroes not written (default 4096; 0: write everything), a multiple of 512 up to 16 MiB. */
+  /** -S: the shortest run of zeroes not written (default 4096; 0: write everything), a multiple of 512 up to 16 MiB; not with -C. */
   sparseSize?: number;
   /** -m: requests in flight (default 8). */
   parallel?: number;
@@ -89,6 +95,8 @@ export interface ConvertRequest {
   rateLimit?: number;
   /** -l: copy this internal snapshot of the source instead of its current content (convert-snapshot.ts). */
   snapshot?: SnapshotRef;
+  /** -C: copy the data by copy offloading, falling back to buffers where it cannot be offloaded. */
+  copyRange?: boolean;
 }
 
 export interface ConvertResult {
@@ -120,6 +128,8 @@ interface CopyContext {
   bufferSize: number;
   /** -r: every write waits for its turn here first. */
   throttle: LeakyBucket | undefined;
+  /** -C, until a copy could not be offloaded. */
+  offload: boolean;
 }
 
 /**
@@ -175,12 +185,21 @@ async function* inTurns(ops: AsyncIterable<CopyOp>): AsyncGenerator<Turn> {
 
 async function copyOp(ctx: CopyContext, turn: Turn): Promise<void> {
   const { op, previous, submitted } = turn;
-  if (op.kind === 'skip') return;
+  if (op.kind === 'skip') {
+    // Passes the turn on no earlier than it came, or the next write could overtake the one before.
+    if (ctx.inOrder) await previous;
+    return;
+  }
   if (op.kind === 'zero') {
     if (ctx.inOrder) await previous;
     const zeroed = writeZeroes(ctx, op.offset, op.length);
     submitted.resolve();
     return zeroed;
+  }
+  if (ctx.offload) {
+    if (ctx.inOrder) await previous;
+    const offloaded = await offloadData(ctx, op);
+    if (offloaded) return;
   }
   // Not zeroed: the read fills it all. Data ops are at most bufferSize long (planOps' maxData).
   const pooled = op.length <= ctx.bufferSize;
@@ -189,6 +208,23 @@ async function copyOp(ctx: CopyContext, turn: Turn): Promise<void> {
     await copyData(ctx, turn, whole.subarray(0, op.length));
   } finally {
     if (pooled) ctx.buffers.push(whole);
+  }
+}
+
+/**
+ * -C: copies a data operation by offloading, whole; false (and no more
+ * offloading) if it could not be, whatever the reason, as qemu-img gives up
+ * on it. The turn passes on once the copy is done, so the target allocates
+ * in order.
+ */
+async function offloadData(ctx: CopyContext, op: CopyOp): Promise<boolean> {
+  await ctx.throttle?.admit(op.length);
+  try {
+    await ctx.source.copyTo(op.offset, op.length, ctx.target);
+    return true;
+  } catch {
+    ctx.offload = false;
+    return false;
   }
 }
 
@@ -309,12 +345,14 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
       `Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to ${MAX_SPARSE_SIZE}. Select 0 to disable sparse detection (fully allocates output).`,
     );
   }
+  if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
+  if (request.copyRange === true && request.compress === true) throw new ImageToolError('Cannot enable copy offloading when -c is used');
+  if (request.copyRange === true && request.sparseSize !== undefined) throw new ImageToolError('Cannot enable copy offloading when -S is used');
   if (request.targetIsZero === true && request.skipCreate !== true) throw new ImageToolError('--target-is-zero requires use of -n flag');
   // qemu-img 7.2 reports this one and exits 0 without copying; an error here.
   if (request.targetIsZero === true && request.backingFile !== undefined) {
     throw new ImageToolError('Cannot use --target-is-zero when the destination image has a backing file');
   }
-  if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
   const concatenating = (request.followedBy ?? []).length > 0;
   if (request.bitmaps === true && concatenating) throw new ImageToolError('Copying bitmaps only possible with single source');
   const store = layer.container.get<BitmapStore>(TOKENS.BitmapStore);
@@ -344,6 +382,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
         buffers: [],
         bufferSize: maxData,
         throttle: (request.rateLimit ?? 0) > 0 ? new LeakyBucket(request.rateLimit!) : undefined,
+        offload: request.copyRange === true,
       };
       const total = source.length;
       let done = 0;

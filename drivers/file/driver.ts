@@ -20,6 +20,7 @@ import {
 } from '../../core/block/driver.js';
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
+import { fileCopyRangeFrom, fileCopyRangeTo } from './file-copy-range.js';
 import { fileBlockdevCreate, fileCreate, resizeRegular } from './file-create.js';
 import { codeOf, type FallocateMode, native, ops, pread, tryFallocate, writeAll, writeZeroData } from './file-io.js';
 import { fileReopen } from './file-reopen.js';
@@ -265,6 +266,8 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   flush: fileFlush,
   truncate: fileTruncate,
   blockStatus: fileBlockStatus,
+  copyRangeFrom: fileCopyRangeFrom,
+  copyRangeTo: fileCopyRangeTo,
   describe: fileDescribe,
   specificStats: fileSpecificStats,
   create: fileCreate,

@@ -19,12 +19,12 @@ import { createImage } from './qcow2-create.js';
 import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2-format.js';
 import type { Qcow2Image } from './qcow2-image.js';
 import { openImage } from './qcow2-open.js';
-import { readGuest } from './qcow2-read.js';
+import { copyRangeFromGuest, readGuest } from './qcow2-read.js';
 import { reopenImage } from './qcow2-reopen.js';
 import { statusExtents } from './qcow2-status.js';
 import { closeImage, syncMetadata } from './qcow2-sync.js';
 import { resizeGuest } from './qcow2-truncate.js';
-import { finishCompressed, writeCompressedGuest, writeGuest } from './qcow2-write.js';
+import { copyRangeToGuest, finishCompressed, writeCompressedGuest, writeGuest } from './qcow2-write.js';
 import { discardGuest, zeroGuest } from './qcow2-zero.js';
 import {
   type Qcow2BlockdevCreateOptions,
@@ -152,6 +152,8 @@ export const qcow2Driver = defineBlockDriver<Qcow2Options, Qcow2Image, Qcow2Crea
   flush: qcow2Flush,
   truncate: qcow2Truncate,
   blockStatus: qcow2BlockStatus,
+  copyRangeFrom: copyRangeFromGuest,
+  copyRangeTo: copyRangeToGuest,
   describe: qcow2Describe,
   create: createImage,
   measure: measureQcow2,

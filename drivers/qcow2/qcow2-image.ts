@@ -11,6 +11,7 @@
  * serialises requests that touch the same guest clusters when one of them
  * changes their metadata (reads and writes in place share them).
  */
+import type { CopyRange } from '../../core/block/copy-range.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import { BlockIoError } from '../../core/errors.js';
 import { Mutex } from '../../core/util/mutex.js';
@@ -24,7 +25,8 @@ import type { SnapshotTable } from './qcow2-snapshots.js';
 export type ImageFile = Pick<
   NodeChild,
   'length' | 'read' | 'write' | 'writeZeroes' | 'discard' | 'flush' | 'truncate' | 'blockStatus'
->;
+> &
+  Partial<Pick<NodeChild, 'copyRangeFrom' | 'copyRangeTo'>>;
 
 /** Why clusters are freed; `pass-discard-*` decide which reach the file, `always` always does (QEMU's Qcow2DiscardType). */
 export type DiscardType = 'never' | 'always' | 'request' | 'snapshot' | 'other';
@@ -195,14 +197,30 @@ export async function trimFile(image: Qcow2Image): Promise<void> {
  * write path releases its clusters there, without a promise of its own).
  */
 export function writeFile(image: Qcow2Image, offset: number, buf: Buffer, after?: () => void): Promise<void> {
-  // Noted when issued: a cluster freed after a failed write may hold part of it.
-  if (image.freshFrom !== undefined && offset + buf.length > image.freshFrom) image.freshFrom = offset + buf.length;
-  const written = (): void => {
+  return noteWrite(image, image.file.write(noteIssued(image, offset, buf.length), buf), after);
+}
+
+/** As writeFile, the bytes copied into the file from another node (copy offloading: the file child's copyRangeTo). */
+export function copyIntoFile(image: Qcow2Image, offset: number, range: CopyRange): Promise<void> {
+  const { file } = image;
+  if (file.copyRangeTo === undefined) return Promise.reject(new BlockIoError('ENOTSUP', 'qcow2: this image file cannot offload copies'));
+  return noteWrite(image, file.copyRangeTo(noteIssued(image, offset, range.length), range));
+}
+
+/** Notes a write to the file as it is issued (a cluster freed after a failed write may hold part of it); returns `offset`. */
+function noteIssued(image: Qcow2Image, offset: number, length: number): number {
+  if (image.freshFrom !== undefined && offset + length > image.freshFrom) image.freshFrom = offset + length;
+  return offset;
+}
+
+/** Notes that a flush is due once `written` settles (a flush that began meanwhile may miss it); `after` runs then too. */
+function noteWrite(image: Qcow2Image, written: Promise<void>, after?: () => void): Promise<void> {
+  const done = (): void => {
     image.unflushed = true;
     after?.();
   };
-  return image.file.write(offset, buf).then(written, (error: unknown) => {
-    written();
+  return written.then(done, (error: unknown) => {
+    done();
     throw error;
   });
 }

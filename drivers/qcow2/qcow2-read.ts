@@ -4,6 +4,8 @@
  * clusters), the backing node or zeroes (unallocated clusters), or
  * inflated compressed clusters, with the lock released.
  */
+import { type CopyRange, subRange, zeroDestination } from '../../core/block/copy-range.js';
+import { BlockIoError } from '../../core/errors.js';
 import type { ClusterKind, L2Entry } from './qcow2-format.js';
 import { checkUsable, type Qcow2Image, readFile } from './qcow2-image.js';
 import { decompressCluster } from './qcow2-compress.js';
@@ -112,6 +114,39 @@ export async function readGuest(image: Qcow2Image, offset: number, buf: Buffer):
       await Promise.all(
         extents.map((e) => readExtent(image, e, buf.subarray(e.offset - offset, e.offset - offset + e.length))),
       );
+    }
+  } finally {
+    release();
+  }
+}
+
+/**
+ * Copy offloading's source side (QEMU's qcow2_co_copy_range_from): each
+ * extent goes on to where its bytes lie (the file's clusters, the backing
+ * node), or zeroes the destination; compressed clusters cannot be copied
+ * as they are (ENOTSUP). The clusters are shared as for a read meanwhile.
+ */
+export async function copyRangeFromGuest(image: Qcow2Image, range: CopyRange): Promise<void> {
+  checkUsable(image);
+  const cs = image.g.clusterSize;
+  const { offset } = range.from;
+  const first = Math.floor(offset / cs);
+  const end = Math.ceil((offset + range.length) / cs);
+  const release = image.ranges.tryAcquire(first, end, false) ?? (await image.ranges.acquire(first, end, false));
+  try {
+    const { file, backing } = image;
+    for (const extent of await image.lock.run(() => mapExtents(image, offset, range.length))) {
+      const part = subRange(range, extent.offset - offset, extent.length);
+      if (extent.kind === 'compressed' || (extent.kind === 'normal' && file.copyRangeFrom === undefined)) {
+        throw new BlockIoError('ENOTSUP', `qcow2: cannot offload a copy of compressed data (offset ${extent.offset})`);
+      }
+      if (extent.kind === 'normal') await file.copyRangeFrom!(extent.host, part);
+      else if (extent.kind === 'unallocated' && backing !== undefined) {
+        // Past the backing node's end the image reads as zeroes.
+        const inside = Math.max(0, Math.min(extent.length, backing.length - extent.offset));
+        if (inside > 0) await backing.copyRangeFrom(extent.offset, subRange(part, 0, inside));
+        if (inside < extent.length) await zeroDestination(subRange(part, inside, extent.length - inside));
+      } else await zeroDestination(part);
     }
   } finally {
     release();

@@ -7,9 +7,10 @@
  * under the lock again, the L2 entries are pointed at the new clusters and
  * the old references queued for freeing.
  */
+import { type CopyRange, subRange } from '../../core/block/copy-range.js';
 import { BlockIoError } from '../../core/errors.js';
 import { type L2Entry, writeCompressedEntry, writeL2Entry } from './qcow2-format.js';
-import { checkUsable, growFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
+import { checkUsable, copyIntoFile, growFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
 import { compressCluster } from './qcow2-compress.js';
 import { freeOld, linkCached, owned, planNewClusters, pointAt } from './qcow2-cached-write.js';
 import { entryOf, forEachCachedEntry, forEachEntry, updateEntries, writableL2Table } from './qcow2-l1-l2.js';
@@ -138,21 +139,60 @@ function readsAsZeroes(image: Qcow2Image, entry: L2Entry): boolean {
   return entry.kind !== 'compressed' && entry.kind !== 'normal' && !(entry.kind === 'unallocated' && image.backing !== undefined);
 }
 
-/** Writes one piece's data (no lock): whole clusters straight from `buf`, partial ones merged with their old content. */
-async function writePiece(image: Qcow2Image, piece: Piece, offset: number, buf: Buffer): Promise<void> {
+/**
+ * What a write stores: the caller's buffer, or (copy offloading) bytes the
+ * file child copies from another node, which a partial cluster reads
+ * instead, to merge them with its old content (QEMU's copy-on-write of the
+ * cluster's head and tail around the copy).
+ */
+export type GuestData = Buffer | CopiedData;
+
+export class CopiedData {
+  constructor(private readonly range: CopyRange) {}
+
+  get length(): number {
+    return this.range.length;
+  }
+
+  /** The guest bytes `[from, to)` of the write (image offsets) copied to `host` in the file. */
+  store(image: Qcow2Image, host: number, from: number, to: number): Promise<void> {
+    return copyIntoFile(image, host, subRange(this.range, from - this.range.to.offset, to - from));
+  }
+
+  /** The guest bytes `[from, to)` of the write read from the source into `into`. */
+  read(from: number, into: Buffer): Promise<void> {
+    const source = this.range.from;
+    return source.node.read(source.offset + (from - this.range.to.offset), into, { nested: source.nested });
+  }
+}
+
+/** Allocates a fresh cluster in the file without writing it, where the file can (ZERO_RANGE); nothing otherwise. */
+async function zeroFreshCluster(image: Qcow2Image, host: number): Promise<void> {
+  try {
+    await image.file.writeZeroes(host, image.g.clusterSize, { noFallback: true });
+  } catch (error) {
+    if (!(error instanceof BlockIoError && error.errno === 'ENOTSUP')) throw error;
+  }
+}
+
+/** Writes one piece's data (no lock): whole clusters straight from `data`, partial ones merged with their old content. */
+async function writePiece(image: Qcow2Image, piece: Piece, offset: number, data: GuestData): Promise<void> {
   const cs = image.g.clusterSize;
-  const end = offset + buf.length;
-  const slice = (from: number, to: number) => buf.subarray(from - offset, to - offset);
-  /** Writes the part of `buf` inside guest cluster `cluster` over `content` (its old content) at `host`. */
+  const end = offset + data.length;
+  const store = (host: number, from: number, to: number): Promise<void> =>
+    data instanceof CopiedData ? data.store(image, host, from, to) : writeFile(image, host, data.subarray(from - offset, to - offset));
+  /** Writes the part of `data` inside guest cluster `cluster` over `content` (its old content) at `host`. */
   const merged = async (cluster: number, content: Buffer, host: number): Promise<void> => {
     const from = Math.max(offset, cluster * cs);
-    slice(from, Math.min(end, (cluster + 1) * cs)).copy(content, from - cluster * cs);
+    const to = Math.min(end, (cluster + 1) * cs);
+    if (data instanceof CopiedData) await data.read(from, content.subarray(from - cluster * cs, to - cluster * cs));
+    else data.copy(content, from - cluster * cs, from - offset, to - offset);
     await writeFile(image, host, content);
     giveCluster(content);
   };
   const range = (cluster: number): [number, number] => [Math.max(offset, cluster * cs) - cluster * cs, Math.min(end, (cluster + 1) * cs) - cluster * cs];
   if (piece.kind === 'in-place') {
-    await writeFile(image, piece.host, slice(piece.offset, piece.offset + piece.length));
+    await store(piece.host, piece.offset, piece.offset + piece.length);
     return;
   }
   if (piece.kind === 'reuse-zero') {
@@ -170,15 +210,17 @@ async function writePiece(image: Qcow2Image, piece: Piece, offset: number, buf: 
     if (whole && wholeFrom < 0) wholeFrom = j;
     if (whole) continue;
     if (wholeFrom >= 0) {
-      await writeFile(image, piece.host + wholeFrom * cs, slice((piece.first + wholeFrom) * cs, cluster * cs));
+      await store(piece.host + wholeFrom * cs, (piece.first + wholeFrom) * cs, cluster * cs);
       wholeFrom = -1;
     }
     if (j === piece.count) break;
     const [from, to] = range(cluster);
     const old = piece.old[j]!;
     if (piece.fresh && readsAsZeroes(image, old)) {
-      // The rest of the cluster reads as zeroes already, as it must: only the data is written.
-      await writeFile(image, piece.host + j * cs + from, slice(cluster * cs + from, cluster * cs + to));
+      // The rest of the cluster reads as zeroes already, as it must: only the data is written, into the cluster zeroed
+      // first as QEMU's handle_alloc_space zeroes it (allocated, not written), so that the file's layout is QEMU's.
+      await zeroFreshCluster(image, piece.host + j * cs);
+      await store(piece.host + j * cs + from, cluster * cs + from, cluster * cs + to);
       continue;
     }
     await merged(cluster, await mergeBuffer(image, cluster, old, from, to), piece.host + j * cs);
@@ -199,11 +241,11 @@ async function linkPieces(image: Qcow2Image, pieces: Piece[]): Promise<void> {
 }
 
 /** Writes guest data; the caller holds the range lock of the clusters. */
-export async function writeLocked(image: Qcow2Image, offset: number, buf: Buffer): Promise<void> {
-  const planned = planNewClusters(image, offset, buf.length);
-  const pieces = planned !== undefined ? [planned] : await image.lock.run(() => planWrite(image, offset, buf.length));
+export async function writeLocked(image: Qcow2Image, offset: number, data: GuestData): Promise<void> {
+  const planned = planNewClusters(image, offset, data.length);
+  const pieces = planned !== undefined ? [planned] : await image.lock.run(() => planWrite(image, offset, data.length));
   try {
-    await Promise.all(pieces.map((piece) => writePiece(image, piece, offset, buf)));
+    await Promise.all(pieces.map((piece) => writePiece(image, piece, offset, data)));
   } catch (error) {
     // Clusters allocated for this write were never published: give them back.
     await image.lock.run(async () => {
@@ -285,13 +327,29 @@ async function sharedThenLocked(image: Qcow2Image, offset: number, buf: Buffer, 
 }
 
 /** A write that may change metadata, with its clusters to itself. */
-async function lockedWrite(image: Qcow2Image, offset: number, buf: Buffer, first: number, end: number): Promise<void> {
+async function lockedWrite(image: Qcow2Image, offset: number, data: GuestData, first: number, end: number): Promise<void> {
   const release = image.ranges.tryAcquire(first, end, true) ?? (await image.ranges.acquire(first, end, true));
   try {
-    await writeLocked(image, offset, buf);
+    await writeLocked(image, offset, data);
   } finally {
     release();
   }
+}
+
+/**
+ * Copy offloading's destination side (QEMU's qcow2_co_copy_range_to): the
+ * clusters are found or allocated as for a write, the file child copies the
+ * bytes into them, then the L2 entries point at them.
+ */
+export function copyRangeToGuest(image: Qcow2Image, range: CopyRange): Promise<void> {
+  try {
+    checkUsable(image);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  const cs = image.g.clusterSize;
+  const { offset } = range.to;
+  return lockedWrite(image, offset, new CopiedData(range), Math.floor(offset / cs), Math.ceil((offset + range.length) / cs));
 }
 
 /** Stores one compressed cluster at `offset` (range lock held); false if it must be stored as is. */

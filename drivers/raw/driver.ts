@@ -4,6 +4,7 @@
  * shifts the offset and forwards to the child.
  */
 import { defineBlockDriver, type DriverCreateContext, type DriverMeasureContext, type DriverOpenContext, type MeasureResult, type PreallocMode } from '../../core/block/driver.js';
+import type { CopyRange } from '../../core/block/copy-range.js';
 import type { NodeChild } from '../../core/block/node-edge.js';
 import type { BlockStatusExtent, WriteFlags, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError } from '../../core/errors.js';
@@ -73,6 +74,15 @@ async function rawBlockStatus(state: RawState, offset: number, length: number): 
   return extents.map((e) => ({ ...e, offset: e.offset - state.offset, allocated: true }));
 }
 
+/** Copy offloading passes through with the window's offset, either way (raw_co_copy_range_from/_to). */
+function rawCopyRangeFrom(state: RawState, range: CopyRange): Promise<void> {
+  return state.file.copyRangeFrom(state.offset + range.from.offset, range);
+}
+
+function rawCopyRangeTo(state: RawState, range: CopyRange): Promise<void> {
+  return state.file.copyRangeTo(state.offset + range.to.offset, range);
+}
+
 /** Creates the file (qemu-img create -f raw). */
 async function rawCreate({ options, createWith }: DriverCreateContext<RawCreateOptions>): Promise<void> {
   await createWith('file', { ...options });
@@ -101,6 +111,8 @@ export const rawDriver = defineBlockDriver<RawOptions, RawState, RawCreateOption
   discard: rawDiscard,
   truncate: rawTruncate,
   blockStatus: rawBlockStatus,
+  copyRangeFrom: rawCopyRangeFrom,
+  copyRangeTo: rawCopyRangeTo,
   create: rawCreate,
   measure: rawMeasure,
 });

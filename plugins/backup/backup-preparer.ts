@@ -112,6 +112,7 @@ export class BackupPreparer {
           maxChunk: geometry.chunk,
           skipUnallocated: sync === 'top',
           compress: args.compress ?? false,
+          useCopyRange: args['x-perf']?.['use-copy-range'] ?? false,
           onProgress: (bytes) => job.progress(bytes),
           onSkip: (bytes) => (job.totalProgress -= bytes),
         });

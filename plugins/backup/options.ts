@@ -11,7 +11,7 @@ export const BitmapSyncMode = Qapi.enum('BitmapSyncMode', ['on-success', 'never'
 export const NewImageMode = Qapi.enum('NewImageMode', ['existing', 'absolute-paths']);
 
 export const BackupPerf = Qapi.struct('BackupPerf', {
-  'use-copy-range': Qapi.optional(Qapi.bool({ description: 'accepted as in QEMU; data is always read and written', default: false })),
+  'use-copy-range': Qapi.optional(Qapi.bool({ description: 'copy data by copy offloading (copy_file_range between files), falling back to reading and writing where it cannot', default: false })),
   'max-workers': Qapi.optional(Qapi.int({ description: 'copies in flight at once', default: 64 })),
   'max-chunk': Qapi.optional(Qapi.int64({ description: 'largest copy in bytes (0: the engine default, 1 MiB)', default: 0 })),
 });

@@ -76,8 +76,9 @@ export class MirrorWrites {
     }
     this.held.delete(request);
     try {
-      // A discard may or may not read back as zeroes: the background copy takes whatever it left.
-      if (result.error !== undefined || request.kind === 'discard' || !this.state.copiesWrites) {
+      // A discard may or may not read back as zeroes, and an offloaded copy has no buffer: the background copy takes what they left.
+      const noData = request.kind === 'discard' || (request.kind === 'write' && request.buffer === undefined);
+      if (result.error !== undefined || noData || !this.state.copiesWrites) {
         this.state.markDirty(request.offset, request.bytes);
       }
       else await this.writeThrough(request);
