@@ -28,6 +28,8 @@
  *   read-64k-qd16   bench -s 64k -S 64k -d 16 over all of the qcow2 source
  *   to-qcow2        convert -f raw -O qcow2 of the raw source               target ≥ 1.0
  *   to-raw          convert -f qcow2 -O raw of the qcow2 source             target ≥ 1.0
+ *   to-qcow2-C      convert -C (copy offloading) -f raw -O qcow2
+ *   to-raw-C        convert -C -f qcow2 -O raw
  *
  * The fresh images (SIZE, made by `qemu-img create -f qcow2` for both
  * sides, so only the writing differs) take at most SIZE/4k requests of
@@ -329,19 +331,40 @@ function benchScenario(name: string, write: boolean, size: number, depth: number
   };
 }
 
-/** A convert scenario: the raw or qcow2 source to a new image of the other format; MiB/s of the whole process. */
-function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2', target: number): Scenario {
+/**
+ * A convert scenario: the raw or qcow2 source to a new image of the other
+ * format; MiB/s of the whole process. With `offload`, both convert with -C
+ * (copy_file_range; no zero scan, so no node floor to compare with).
+ */
+function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2', target: number | undefined, offload = false): Scenario {
   const output = (ctx: Context, side: Side): string => join(ctx.dir, `${side}-out.${to}`);
   const source = (ctx: Context): string => (from === 'raw' ? ctx.raw : ctx.qcow2);
-  return {
+  const flags = offload ? ['-C'] : [];
+  const floor = async (ctx: Context): Promise<Result> => {
+    // What must move: the data qemu-img's output holds (to qcow2), or the data the qcow2 source holds (to raw).
+    const mapped = to === 'qcow2' ? output(ctx, 'qemu') : ctx.qcow2;
+    const map = JSON.parse(await tool('qemu-img', ['map', '-f', 'qcow2', '--output=json', mapped])) as MapEntry[];
+    const list = map
+      .filter((e) => e.data && !e.zero && e.offset !== undefined)
+      .map((e) => (to === 'qcow2' ? [e.start, e.offset!, e.length] : [e.offset!, e.start, e.length]));
+    const listFile = join(ctx.dir, 'floor-list.json');
+    await writeFile(listFile, JSON.stringify(list));
+    const length = to === 'qcow2' ? (await stat(mapped)).size : SIZE;
+    const target = join(ctx.dir, `floor-out.${to}`);
+    await rm(target, { force: true });
+    await settle();
+    const { seconds, cpu } = await timed([process.execPath, FLOOR, source(ctx), target, String(length), listFile], ctx);
+    return { value: SIZE / MiB / seconds, note: `${seconds.toFixed(2)} s, cpu ${cpu.toFixed(2)} s` };
+  };
+  const scenario: Scenario = {
     name,
-    title: `convert -f ${from} -O ${to}, ${SIZE / MiB} MiB, whole process`,
+    title: `convert ${[...flags, '-f', from, '-O', to].join(' ')}, ${SIZE / MiB} MiB, whole process`,
     unit: 'MiB/s',
-    target,
+    ...(target === undefined ? {} : { target }),
     async once(side, ctx) {
       await rm(output(ctx, side), { force: true });
       await settle();
-      const { seconds, cpu } = await runSide(side, ['convert', '-f', from, '-O', to, source(ctx), output(ctx, side)], ctx);
+      const { seconds, cpu } = await runSide(side, ['convert', ...flags, '-f', from, '-O', to, source(ctx), output(ctx, side)], ctx);
       const net = seconds - ctx.startup[side];
       return { value: SIZE / MiB / seconds, note: `${seconds.toFixed(2)} s, less start-up ${net.toFixed(2)} s, cpu ${cpu.toFixed(2)} s` };
     },
@@ -352,23 +375,9 @@ function convertScenario(name: string, from: 'raw' | 'qcow2', to: 'raw' | 'qcow2
       const layout = to === 'qcow2' ? await sameLayout(output(ctx, 'ours'), output(ctx, 'qemu')) : '';
       return `both read as the source${layout}; allocated: blocklayer ${ours!.toFixed(0)} MiB, qemu-img ${qemu!.toFixed(0)} MiB`;
     },
-    async floor(ctx) {
-      // What must move: the data qemu-img's output holds (to qcow2), or the data the qcow2 source holds (to raw).
-      const mapped = to === 'qcow2' ? output(ctx, 'qemu') : ctx.qcow2;
-      const map = JSON.parse(await tool('qemu-img', ['map', '-f', 'qcow2', '--output=json', mapped])) as MapEntry[];
-      const list = map
-        .filter((e) => e.data && !e.zero && e.offset !== undefined)
-        .map((e) => (to === 'qcow2' ? [e.start, e.offset!, e.length] : [e.offset!, e.start, e.length]));
-      const listFile = join(ctx.dir, 'floor-list.json');
-      await writeFile(listFile, JSON.stringify(list));
-      const length = to === 'qcow2' ? (await stat(mapped)).size : SIZE;
-      const target = join(ctx.dir, `floor-out.${to}`);
-      await rm(target, { force: true });
-      await settle();
-      const { seconds, cpu } = await timed([process.execPath, FLOOR, source(ctx), target, String(length), listFile], ctx);
-      return { value: SIZE / MiB / seconds, note: `${seconds.toFixed(2)} s, cpu ${cpu.toFixed(2)} s` };
-    },
   };
+  if (!offload) scenario.floor = floor;
+  return scenario;
 }
 
 interface MapEntry {
@@ -389,6 +398,8 @@ const SCENARIOS: Scenario[] = [
   benchScenario('read-64k-qd16', false, CLUSTER, 16, WHOLE_64K),
   convertScenario('to-qcow2', 'raw', 'qcow2', 1),
   convertScenario('to-raw', 'qcow2', 'raw', 1),
+  convertScenario('to-qcow2-C', 'raw', 'qcow2', undefined, true),
+  convertScenario('to-raw-C', 'qcow2', 'raw', undefined, true),
 ];
 const only = values.only?.split(',');
 const unknown = only?.filter((name) => !SCENARIOS.some((s) => s.name === name)) ?? [];

@@ -145,9 +145,9 @@ function readsAsZeroes(image: Qcow2Image, entry: L2Entry): boolean {
  * instead, to merge them with its old content (QEMU's copy-on-write of the
  * cluster's head and tail around the copy).
  */
-export type GuestData = Buffer | CopiedData;
+type GuestData = Buffer | CopiedData;
 
-export class CopiedData {
+class CopiedData {
   constructor(private readonly range: CopyRange) {}
 
   get length(): number {
@@ -217,8 +217,8 @@ async function writePiece(image: Qcow2Image, piece: Piece, offset: number, data:
     const [from, to] = range(cluster);
     const old = piece.old[j]!;
     if (piece.fresh && readsAsZeroes(image, old)) {
-      // The rest of the cluster reads as zeroes already, as it must: only the data is written, into the cluster zeroed
-      // first as QEMU's handle_alloc_space zeroes it (allocated, not written), so that the file's layout is QEMU's.
+      // The rest of the cluster reads as zeroes already, as it must: only the data is written, into the cluster
+      // zeroed first as QEMU's handle_alloc_space zeroes it (allocated, not written).
       await zeroFreshCluster(image, piece.host + j * cs);
       await store(piece.host + j * cs + from, cluster * cs + from, cluster * cs + to);
       continue;
