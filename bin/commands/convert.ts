@@ -1,4 +1,4 @@
-/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-C] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
+/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-C] [--salvage] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { checkSourceCacheMode, convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
@@ -27,6 +27,7 @@ interface ConvertOptions {
   T?: string;
   targetIsZero?: boolean;
   C?: boolean;
+  salvage?: boolean;
 }
 
 export function convertCommand(program: Command): void {
@@ -52,6 +53,7 @@ export function convertCommand(program: Command): void {
     .option('-t <cache>', "the target's cache mode: unsafe (default: no flushes), writeback (flushed at the end), or none (runs as writeback)")
     .option('-T <src_cache>', "the source's cache mode (any of QEMU's; the source is read through the page cache whatever it says)")
     .option('--target-is-zero', 'with -n: the existing target reads as zeroes already, so zeroes are not written')
+    .option('--salvage', 'copy what cannot be read as zeroes, with a warning for each 512-byte sector, instead of failing')
     .option('--bitmaps', "copy the source's persistent dirty bitmaps into the target (both qcow2 v3)")
     .option('--skip-broken-bitmaps', 'with --bitmaps: leave inconsistent bitmaps out, with a warning, instead of failing')
     .addOption(forceShareOption())
@@ -74,6 +76,8 @@ export function convertCommand(program: Command): void {
         };
         if (options.S !== undefined) request.sparseSize = byteCount('buffer size for sparse output', options.S);
         if (options.C === true) request.copyRange = true;
+        if (options.salvage === true) request.salvage = true;
+        if (options.q === true) request.quiet = true;
         if (rest.length > 0) request.followedBy = rest;
         if (options.T !== undefined) checkSourceCacheMode(options.T);
         if (options.targetIsZero === true) request.targetIsZero = true;
@@ -86,7 +90,12 @@ export function convertCommand(program: Command): void {
             ? await ProgressBar.create({ format: 'convert |{bar}| {percentage}% | {done}/{all} MiB', noTTYOutput: true }, true)
             : undefined;
         try {
-          const { warnings } = await convertImage(layer, request, bar === undefined ? undefined : (done, total) => bar.update(done, total));
+          const { warnings } = await convertImage(
+            layer,
+            request,
+            bar === undefined ? undefined : (done, total) => bar.update(done, total),
+            (warning) => printError('convert', `warning: ${warning}`),
+          );
           for (const warning of warnings) printError('convert', `warning: ${warning}`);
         } finally {
           bar?.stop();

@@ -38,6 +38,11 @@
  *   data is copied whole. The first request that cannot be offloaded (or
  *   fails) turns it off for the rest of the run, and is copied through a
  *   buffer, as qemu-img does. Each copy completes before the next starts.
+ * - With --salvage a read that fails is made again a sector at a time, and
+ *   the sectors that still fail are copied as zeroes with a warning each;
+ *   a block status that fails is asked again on shorter ranges, down to a
+ *   sector taken for data with a warning (convert-sources.ts), as qemu-img
+ *   salvages.
  * - With -r the target's writes are throttled as QEMU's bps-write limit
  *   does (core/util/leaky-bucket.ts): the first goes at once, then the
  *   average rate holds.
@@ -97,6 +102,14 @@ export interface ConvertRequest {
   snapshot?: SnapshotRef;
   /** -C: copy the data by copy offloading, falling back to buffers where it cannot be offloaded. */
   copyRange?: boolean;
+  /**
+   * --salvage: what cannot be read is read again a sector at a time, and
+   * the sectors that still fail are copied as zeroes, each reported to
+   * `onWarning` (unless `quiet`), instead of failing the conversion.
+   */
+  salvage?: boolean;
+  /** -q: no salvage warnings. */
+  quiet?: boolean;
 }
 
 export interface ConvertResult {
@@ -107,6 +120,9 @@ export interface ConvertResult {
 }
 
 export type ProgressListener = (done: number, total: number) => void;
+
+/** What --salvage reports as it goes (qemu-img's `warning: …` lines), one at a time: there may be very many. */
+export type WarningListener = (text: string) => void;
 
 const BUFFER = 2 * 1024 * 1024;
 /** -S at most qemu-img's buffer, 32768 sectors. */
@@ -334,7 +350,12 @@ async function runPool(turns: AsyncIterator<Turn>, workers: number, work: (turn:
   if (rejected !== undefined) throw rejected.reason;
 }
 
-export async function convertImage(layer: BlockLayer, request: ConvertRequest, onProgress?: ProgressListener): Promise<ConvertResult> {
+export async function convertImage(
+  layer: BlockLayer,
+  request: ConvertRequest,
+  onProgress?: ProgressListener,
+  onWarning?: WarningListener,
+): Promise<ConvertResult> {
   const parallel = request.parallel ?? 8;
   if (!Number.isInteger(parallel) || parallel < 1 || parallel > 16) {
     throw new ImageToolError('Invalid number of coroutines. Allowed number of coroutines is between 1 and 16');
@@ -348,6 +369,7 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
   if (request.skipBrokenBitmaps === true && request.bitmaps !== true) throw new ImageToolError('Use of --skip-broken-bitmaps requires --bitmaps');
   if (request.copyRange === true && request.compress === true) throw new ImageToolError('Cannot enable copy offloading when -c is used');
   if (request.copyRange === true && request.sparseSize !== undefined) throw new ImageToolError('Cannot enable copy offloading when -S is used');
+  if (request.copyRange === true && request.salvage === true) throw new ImageToolError('Cannot use copy offloading in salvaging mode');
   if (request.targetIsZero === true && request.skipCreate !== true) throw new ImageToolError('--target-is-zero requires use of -n flag');
   // qemu-img 7.2 reports this one and exits 0 without copying; an error here.
   if (request.targetIsZero === true && request.backingFile !== undefined) {
@@ -359,7 +381,8 @@ export async function convertImage(layer: BlockLayer, request: ConvertRequest, o
   const nodes: BlockNode[] = [];
   try {
     for (const image of [request.source, ...(request.followedBy ?? [])]) nodes.push(await openImage(layer, image, { readOnly: true }));
-    const source = new ConvertSource(nodes);
+    const salvage = request.salvage === true ? (warning: string) => (request.quiet === true ? undefined : onWarning?.(warning)) : undefined;
+    const source = new ConvertSource(nodes, salvage);
     if (request.snapshot !== undefined) {
       if (concatenating) throw new ImageToolError('No support for concatenating multiple snapshot');
       await loadSnapshot(nodes[0]!, request.snapshot);
