@@ -137,10 +137,13 @@ export async function copyRangeFromGuest(image: Qcow2Image, range: CopyRange): P
     const { file, backing } = image;
     for (const extent of await image.lock.run(() => mapExtents(image, offset, range.length))) {
       const part = subRange(range, extent.offset - offset, extent.length);
-      if (extent.kind === 'compressed' || (extent.kind === 'normal' && file.copyRangeFrom === undefined)) {
+      if (extent.kind === 'compressed') {
         throw new BlockIoError('ENOTSUP', `qcow2: cannot offload a copy of compressed data (offset ${extent.offset})`);
       }
-      if (extent.kind === 'normal') await file.copyRangeFrom!(extent.host, part);
+      if (extent.kind === 'normal') {
+        if (file.copyRangeFrom === undefined) throw new BlockIoError('ENOTSUP', 'qcow2: this image file cannot offload copies');
+        await file.copyRangeFrom(extent.host, part);
+      }
       else if (extent.kind === 'unallocated' && backing !== undefined) {
         // Past the backing node's end the image reads as zeroes.
         const inside = Math.max(0, Math.min(extent.length, backing.length - extent.offset));
