@@ -15,6 +15,10 @@
  * - With -c, every cluster with data is written compressed, whole and
  *   cluster-aligned (the last one may be short, at the end of the image);
  *   the target driver must be able to (canCompress).
+ * - Data requests are cut as qemu-img cuts them, 2 MiB at a time from the
+ *   start of each data extent of the source (copy-plan.ts), so a format
+ *   allocates its metadata between the same requests (a qcow2 refcount
+ *   block after the request that needed it): the same layout.
  * - Requests run `parallel` at a time (-m, default 8); reads go ahead in
  *   parallel, writes are made in image order so that a format allocates
  *   clusters sequentially, unless `outOfOrder` (-W). qemu-img starts an
@@ -403,7 +407,8 @@ export async function convertImage(
         sparseSize,
         inOrder: !(request.outOfOrder ?? false),
         buffers: [],
-        bufferSize: maxData,
+        // Cut from each data extent (fromExtents), an operation may run up to a cluster past maxData.
+        bufferSize: compress ? maxData : maxData + align,
         throttle: (request.rateLimit ?? 0) > 0 ? new LeakyBucket(request.rateLimit!) : undefined,
         offload: request.copyRange === true,
       };
@@ -415,6 +420,7 @@ export async function convertImage(
         end: total,
         maxData,
         zeroAsData: ctx.sparseSize === 0,
+        fromExtents: !compress,
       });
       await runPool(inTurns(ops), parallel, async (turn) => {
         await copyOp(ctx, turn);

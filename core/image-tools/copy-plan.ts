@@ -23,6 +23,16 @@ export interface PlanOptions {
   maxData: number;
   /** Copy zero ranges as data (-S 0: a fully allocated target). */
   zeroAsData: boolean;
+  /**
+   * Cut data as qemu-img cuts its requests: from the start of each data
+   * extent of the source, `maxData` at a time (each cut moved up to the
+   * next cluster boundary), not at multiples of `maxData`. Where a request
+   * ends decides where a format puts metadata it allocates meanwhile (a
+   * qcow2 refcount block goes after the request that needed it), so the
+   * layout follows qemu-img's. An operation may then be up to `align`
+   * longer than `maxData`.
+   */
+  fromExtents?: boolean;
 }
 
 const down = (n: number, align: number): number => (align > 0 ? n - (n % align) : n);
@@ -46,15 +56,31 @@ function alignedPieces(op: CopyOp, align: number, end: number): CopyOp[] {
 
 /**
  * Aligned, non-overlapping operations covering the image once, in order:
- * neighbours of a kind merged, data cut at multiples of `maxData`.
+ * neighbours of a kind merged, data cut at multiples of `maxData` (or from
+ * each data extent's start: `fromExtents`).
  */
 export async function* planOps(source: AsyncIterable<CopyOp>, options: PlanOptions): AsyncGenerator<CopyOp> {
+  const { align, maxData } = options;
   let covered = 0;
   let pending: CopyOp | undefined;
+  /** Where the cuts of the data run count from. */
+  let base = 0;
+  /** A data extent right after another: qemu-img's request starts there, so the data before it ends (at the cluster boundary). */
+  let extentCut: number | undefined;
+  let previousKind: CopyOp['kind'] | undefined;
+  const nextCut = (after: number): number => {
+    if (extentCut !== undefined && extentCut > after) return extentCut;
+    return up(base + Math.max(1, Math.floor((after - base) / maxData) + 1) * maxData, align);
+  };
   for await (const raw of source) {
     if (raw.length <= 0) continue;
     const op = options.zeroAsData && raw.kind === 'zero' ? { ...raw, kind: 'data' as const } : raw;
-    for (const piece of alignedPieces(op, options.align, options.end)) {
+    if (options.fromExtents === true && op.kind === 'data') {
+      base = op.offset;
+      extentCut = previousKind === 'data' ? up(op.offset, align) : undefined;
+    }
+    previousKind = op.kind;
+    for (const piece of alignedPieces(op, align, options.end)) {
       const start = Math.max(piece.offset, covered);
       const pieceEnd = piece.offset + piece.length;
       if (pieceEnd <= start) continue;
@@ -62,35 +88,17 @@ export async function* planOps(source: AsyncIterable<CopyOp>, options: PlanOptio
       if (pending !== undefined && pending.kind === piece.kind && pending.offset + pending.length === start) {
         pending.length = pieceEnd - pending.offset;
       } else {
-        if (pending !== undefined) yield* cut(pending, options.maxData);
+        if (pending !== undefined) yield pending;
         pending = { kind: piece.kind, offset: start, length: pieceEnd - start };
       }
-      if (pending.kind === 'data' && pending.length > options.maxData) {
-        // Hand out the whole buffers now; keep the rest, which may grow.
-        const last = down(pending.offset + pending.length, options.maxData);
-        if (last > pending.offset) {
-          yield* cut({ kind: 'data', offset: pending.offset, length: last - pending.offset }, options.maxData);
-          const pendingEnd = pending.offset + pending.length;
-          pending = last < pendingEnd ? { kind: 'data', offset: last, length: pendingEnd - last } : undefined;
-        }
+      // Hand out the data up to each cut now; keep the rest, which may grow.
+      for (let at = nextCut(pending.offset); pending.kind === 'data' && at < pending.offset + pending.length; at = nextCut(pending.offset)) {
+        yield { kind: 'data', offset: pending.offset, length: at - pending.offset };
+        pending = { kind: 'data', offset: at, length: pending.offset + pending.length - at };
       }
     }
   }
-  if (pending !== undefined) yield* cut(pending, options.maxData);
-}
-
-/** Data cut at multiples of `max`; other kinds as they are. */
-function* cut(op: CopyOp, max: number): Generator<CopyOp> {
-  if (op.kind !== 'data' || op.length <= max) {
-    if (op.length > 0) yield op;
-    return;
-  }
-  const end = op.offset + op.length;
-  for (let offset = op.offset; offset < end; ) {
-    const next = Math.min(down(offset, max) + max, end);
-    yield { kind: 'data', offset, length: next - offset };
-    offset = next;
-  }
+  if (pending !== undefined) yield pending;
 }
 
 export interface DataRun {

@@ -1,5 +1,6 @@
 /** convertImage: contents (qemu-img compare), holes (qemu-img map of qemu-img convert's own output), -B, -c, -n, -S; the copy planner. */
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import test from 'ava';
@@ -221,6 +222,25 @@ test('qcow2 target: data runs that share clusters land in the clusters qemu-img 
   t.deepEqual(await hostOffsets(dst), await hostOffsets(reference), 'clusters allocated in image order, as qemu-img allocates them');
 });
 
+test('qcow2 target with 4 KiB clusters: requests cut from each data extent as qemu-img cuts them, so refcount blocks land where it puts them', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await tempDir(t);
+  const src = join(dir, 'src.raw');
+  await run('qemu-img', ['create', '-f', 'raw', src, '48M']);
+  // Data extents that start off any 2 MiB boundary, some longer than a request; with 4 KiB clusters a refcount
+  // block covers 8 MiB of the file, so several are allocated in the middle of a run of data.
+  const writes = Array.from({ length: 9 }, (_, i) => ['-c', `write -P ${i + 1} ${i * 5 * 1024 * 1024 + (300 + 68 * i) * 1024} ${3 * 1024 * 1024 + i * 100 * 1024}`]).flat();
+  await run('qemu-io', ['-f', 'raw', ...writes, src]);
+  const layer = await toolLayer();
+  t.teardown(() => layer.close());
+  const dst = join(dir, 'ours.qcow2');
+  await convert(layer, { source: { filename: src, format: 'raw' }, target: { filename: dst, format: 'qcow2' }, options: ['cluster_size=4k'] });
+  const reference = join(dir, 'theirs.qcow2');
+  await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=4k', src, reference]);
+  t.is(await qemuMap(dst, 'qcow2'), await qemuMap(reference, 'qcow2'));
+  t.true((await readFile(dst)).equals(await readFile(reference)), 'the image files are the same, byte for byte');
+});
+
 async function collect(ops: CopyOp[], options: Parameters<typeof planOps>[1]): Promise<CopyOp[]> {
   async function* source(): AsyncGenerator<CopyOp> {
     yield* ops;
@@ -258,6 +278,22 @@ test('the planner aligns to clusters, turns partly zero clusters into data, merg
     { kind: 'skip', offset: 0, length: 8192 },
     { kind: 'zero', offset: 8192, length: 4096 },
     { kind: 'data', offset: 12288, length: 4096 }, // half skipped, half zero: copied
+  ]);
+  // fromExtents: cut maxData from each data extent's start (moved up to a cluster boundary), and where one extent follows another.
+  const extents: CopyOp[] = [
+    { kind: 'data', offset: 3000, length: 10000 },
+    { kind: 'data', offset: 13000, length: 5000 },
+    { kind: 'zero', offset: 18000, length: 2000 },
+  ];
+  t.deepEqual(await collect(extents, { align: 4096, end: 20000, maxData: 8192, zeroAsData: false, fromExtents: true }), [
+    { kind: 'data', offset: 0, length: 12288 },
+    { kind: 'data', offset: 12288, length: 4096 },
+    { kind: 'data', offset: 16384, length: 20000 - 16384 },
+  ]);
+  t.deepEqual(await collect(extents, { align: 4096, end: 20000, maxData: 8192, zeroAsData: false }), [
+    { kind: 'data', offset: 0, length: 8192 },
+    { kind: 'data', offset: 8192, length: 8192 },
+    { kind: 'data', offset: 16384, length: 20000 - 16384 },
   ]);
 });
 
