@@ -210,16 +210,8 @@ test('qcow2 target: data runs that share clusters land in the clusters qemu-img 
   t.is(await qemuCompare(src, dst, ['raw', 'qcow2']), 'Images are identical.\n');
   const reference = join(dir, 'theirs.qcow2');
   await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', src, reference]);
-  // Where each guest cluster is in the file: the holes ours leaves in the file for the 8 KiB gaps (qemu-img writes them) do not count.
-  const hostOffsets = async (image: string) => {
-    const hosts = new Map<number, number>();
-    for (const e of JSON.parse(await qemuMap(image, 'qcow2')) as { start: number; length: number; offset?: number }[]) {
-      if (e.offset === undefined) continue;
-      for (let at = Math.ceil(e.start / 65536) * 65536; at < e.start + e.length; at += 65536) hosts.set(at, e.offset + at - e.start);
-    }
-    return [...hosts];
-  };
-  t.deepEqual(await hostOffsets(dst), await hostOffsets(reference), 'clusters allocated in image order, as qemu-img allocates them');
+  // The gaps are not written by either: each new cluster is zeroed in the file first (ZERO_RANGE), then its data written.
+  t.is(await qemuMap(dst, 'qcow2'), await qemuMap(reference, 'qcow2'), 'clusters allocated in image order, as qemu-img allocates them');
 });
 
 test('qcow2 target with 4 KiB clusters: requests cut from each data extent as qemu-img cuts them, so refcount blocks land where it puts them', async (t) => {
