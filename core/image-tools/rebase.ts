@@ -62,6 +62,17 @@ async function openNewBacking(layer: BlockLayer, top: BlockNode, request: Rebase
   }
 }
 
+/** Without -F: that the new backing file opens as a file, with the error qemu-img reports when it does not (its format is never guessed here). */
+async function checkNewBackingOpens(layer: BlockLayer, request: RebaseRequest, name: string): Promise<void> {
+  let file: BlockNode;
+  try {
+    file = await layer.graph.open({ driver: 'file', filename: backingPath(request.image.filename, name), 'read-only': true }, { readOnly: true });
+  } catch (error) {
+    throw new ImageToolError(`Could not open new backing file '${name}': ${errorText(error)}`);
+  }
+  await closeImage(layer, file);
+}
+
 /** The bytes of `side` at `offset` into `buf`, zeroes past its end. */
 async function readSide(side: BlockNode | undefined, offset: number, buf: Buffer, which: 'old' | 'new'): Promise<void> {
   const size = side?.length ?? 0;
@@ -151,6 +162,8 @@ export async function rebaseImage(layer: BlockLayer, request: RebaseRequest, onP
     const format = request.backingFormat;
     if (format !== undefined && layer.drivers.get(format) === undefined) throw new ImageToolError(`Invalid format name: '${format}'`);
     if (name !== undefined && format === undefined) {
+      // qemu-img opens the new backing file (probing its format) before it finds it has no format to record: a file it cannot open is reported first.
+      if (!unsafe) await checkNewBackingOpens(layer, request, name);
       throw new ImageToolError(`Could not change the backing file to '${name}': backing format must be specified`);
     }
     if (!unsafe) {
