@@ -177,10 +177,15 @@ export class BlockNode implements NodeParent {
   async read(offset: number, buf: Buffer, options: RequestOptions = {}): Promise<void> {
     this.checkRequest('read', offset, buf.length);
     if (buf.length === 0) return;
-    const begun = this.tracker.begin('read', offset, buf.length, options.nested ?? false);
+    await this.tracked('read', offset, buf.length, options.nested ?? false, () => this.io!.read(offset, buf));
+  }
+
+  /** Runs `perform` as a tracked request that changes nothing (writes go through trackedWrite), driver errors as BlockIoError. */
+  private async tracked<T>(kind: RequestKind, offset: number, bytes: number, nested: boolean, perform: () => Promise<T>): Promise<T> {
+    const begun = this.tracker.begin(kind, offset, bytes, nested);
     const request = begun instanceof Promise ? await begun : begun;
     try {
-      await this.io!.read(offset, buf);
+      return await perform();
     } catch (error) {
       throw toBlockIoError(error);
     } finally {
@@ -233,15 +238,7 @@ export class BlockNode implements NodeParent {
     this.checkRequest('read', offset, range.length);
     if (range.length === 0) return;
     this.checkCopyAlignment(offset, range.length);
-    const begun = this.tracker.begin('read', offset, range.length, range.from.nested);
-    const request = begun instanceof Promise ? await begun : begun;
-    try {
-      await this.io!.copyRangeFrom(range);
-    } catch (error) {
-      throw toBlockIoError(error);
-    } finally {
-      this.tracker.end(request);
-    }
+    await this.tracked('read', offset, range.length, range.from.nested, () => this.io!.copyRangeFrom(range));
   }
 
   /** The destination side of a copy offload, `range.to` being this node: a tracked write without a buffer. */
@@ -281,14 +278,7 @@ export class BlockNode implements NodeParent {
   async flush(options: RequestOptions = {}): Promise<void> {
     this.checkRequest('flush', 0, 0);
     if (this.settings.noFlush || this.readOnly) return;
-    const request = await this.tracker.begin('flush', 0, 0, options.nested ?? false);
-    try {
-      await this.io!.flush();
-    } catch (error) {
-      throw toBlockIoError(error);
-    } finally {
-      this.tracker.end(request);
-    }
+    await this.tracked('flush', 0, 0, options.nested ?? false, () => this.io!.flush());
   }
 
   /** Extents covering exactly `[offset, offset + length)`, clipped to the node's length. */
@@ -296,14 +286,7 @@ export class BlockNode implements NodeParent {
     this.checkRequest('block-status', offset, Math.min(length, Math.max(0, this.length - offset)));
     const end = Math.min(offset + length, this.length);
     if (end <= offset) return [];
-    const request = await this.tracker.begin('block-status', offset, end - offset, options.nested ?? false);
-    try {
-      return await this.io!.blockStatus(offset, end);
-    } catch (error) {
-      throw toBlockIoError(error);
-    } finally {
-      this.tracker.end(request);
-    }
+    return this.tracked('block-status', offset, end - offset, options.nested ?? false, () => this.io!.blockStatus(offset, end));
   }
 
   /**
