@@ -10,13 +10,14 @@ import {
   checkCacheMode,
   runBench,
 } from '../../core/image-tools/bench.js';
-import { ImageToolError, requireFormat, withImage } from '../../core/image-tools/image-access.js';
-import { byteCount, forceShareOption, parseUnsigned, print, runTool } from './image-tool-cli.js';
+import { ImageToolError, withImage } from '../../core/image-tools/image-access.js';
+import { byteCount, forceShareOption, imageArgument, imageOptsOption, parseUnsigned, print, runTool } from './image-tool-cli.js';
 
 interface BenchCliOptions {
   c?: string;
   d?: string;
   f?: string;
+  imageOpts?: boolean;
   flushInterval?: string;
   i?: string;
   n?: boolean;
@@ -57,6 +58,7 @@ export function benchCommand(program: Command): void {
     .option('-c <count>', 'number of requests', String(BENCH_DEFAULTS.count))
     .option('-d <depth>', 'requests in flight', String(BENCH_DEFAULTS.depth))
     .option('-f <fmt>', 'image format (required: formats are never guessed)')
+    .addOption(imageOptsOption())
     .option('--flush-interval <n>', 'flush every N requests (write tests; at least the depth)')
     .option('-i <aio>', 'AIO engine: only threads (the libuv thread pool)', 'threads')
     .option('-n', 'native AIO: refused, as -i native')
@@ -72,11 +74,11 @@ export function benchCommand(program: Command): void {
     .action((filename: string, options: BenchCliOptions) =>
       runTool('bench', async (layer) => {
         const bench = benchOptions(options);
-        const format = requireFormat(options.f);
+        const image = imageArgument(layer, filename, options.f, options.imageOpts);
         checkAioMode(options.n ? 'native' : (options.i ?? 'threads'));
         checkCacheMode(options.t ?? 'writeback');
         checkBenchOptions(bench);
-        const { seconds } = await withImage(layer, { filename, format }, { readOnly: !bench.write }, async (node) => {
+        const { seconds } = await withImage(layer, image, { readOnly: !bench.write }, async (node) => {
           if (!options.q) print(benchHeader(bench).map((line) => `${line}\n`).join(''));
           return runBench(node, bench);
         });

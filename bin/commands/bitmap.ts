@@ -4,11 +4,12 @@
  */
 import type { Command } from 'commander';
 import { type BitmapAction, changeBitmaps, checkBitmapRequest } from '../../core/image-tools/bitmap.js';
-import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
-import { byteCount, runTool } from './image-tool-cli.js';
+import { ImageToolError } from '../../core/image-tools/image-access.js';
+import { byteCount, imageArgument, imageOptsOption, runTool } from './image-tool-cli.js';
 
 interface BitmapOptions {
   f?: string;
+  imageOpts?: boolean;
   b?: string;
   F?: string;
   g?: string;
@@ -31,17 +32,18 @@ export function bitmapCommand(program: Command): void {
     .option('-g <granularity>', 'granularity of a bitmap --add makes (k, M … suffixes)')
     .option('-b <source_file>', 'the image --merge takes its source from')
     .option('-F <source_fmt>', "that image's format (required with -b: formats are never guessed)")
-    .option('-f <fmt>', 'image format (required: formats are never guessed)');
+    .option('-f <fmt>', 'image format (required: formats are never guessed)')
+    .addOption(imageOptsOption());
   for (const op of ['add', 'remove', 'clear', 'enable', 'disable'] as const) command.on(`option:${op}`, () => actions.push({ op }));
   command.on('option:merge', (source: string) => actions.push({ op: 'merge', source }));
   command.action((filename: string, bitmap: string, options: BitmapOptions) =>
     runTool('bitmap', async (layer) => {
       const granularity = options.g === undefined ? undefined : byteCount('granularity', options.g);
       checkBitmapRequest(actions, granularity, options.b, options.F);
-      const format = requireFormat(options.f);
+      const image = imageArgument(layer, filename, options.f, options.imageOpts);
       if (options.b !== undefined && options.F === undefined) throw new ImageToolError('format of -b must be given with -F');
       await changeBitmaps(layer, {
-        image: { filename, format },
+        image,
         bitmap,
         actions,
         ...(granularity === undefined ? {} : { granularity }),

@@ -2,11 +2,12 @@
 import type { Command } from 'commander';
 import type { CheckRepair } from '../../core/block/driver.js';
 import { CHECK_FAILED, CheckFailedError, checkImage, formatCheckHuman, formatCheckJson, formatRepairNotice } from '../../core/image-tools/check.js';
-import { ImageToolError, requireFormat, withImage } from '../../core/image-tools/image-access.js';
-import { forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
+import { ImageToolError, withImage } from '../../core/image-tools/image-access.js';
+import { forceShareOption, imageArgument, imageOptsOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface CheckOptions {
   f?: string;
+  imageOpts?: boolean;
   output: OutputFormat;
   r?: string;
   q?: boolean;
@@ -24,6 +25,7 @@ export function checkCommand(program: Command): void {
     .description("check an image's metadata for consistency, optionally repairing it (as qemu-img check)")
     .argument('<filename>', 'the image file (opened read-only, or read-write with -r)')
     .option('-f <fmt>', 'image format (required: formats are never guessed)')
+    .addOption(imageOptsOption())
     .addOption(outputOption())
     .option('-r <leaks|all>', 'repair leaked clusters (leaks) or every inconsistency (all)')
     .option('-q', 'quiet: print only errors')
@@ -35,9 +37,9 @@ export function checkCommand(program: Command): void {
     )
     .action((filename: string, options: CheckOptions) =>
       runTool('check', async (layer) => {
-        const format = requireFormat(options.f);
+        const image = imageArgument(layer, filename, options.f, options.imageOpts);
         const repair = repairMode(options.r);
-        const outcome = await withImage(layer, { filename, format }, { readOnly: repair === 'none', unmap: repair !== 'none', check: true }, (node) =>
+        const outcome = await withImage(layer, image, { readOnly: repair === 'none', unmap: repair !== 'none', check: true }, (node) =>
           checkImage(node, filename, repair),
         ).catch((error: unknown) => {
           // What qemu-img printed before its `Check failed: …` (which runTool prints).

@@ -14,13 +14,14 @@ import type { BlockNode } from '../../core/block/block-node.js';
 import { backingChainNext, findBackingImage } from '../../core/block/backing-chain.js';
 import { BlockIoError } from '../../core/errors.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
-import { closeImage, errorText, ImageToolError, openImage, requireFormat } from '../../core/image-tools/image-access.js';
+import { closeImage, errorText, ImageToolError, openImage } from '../../core/image-tools/image-access.js';
 import { deferred } from '../../core/util/deferred.js';
-import { byteCount, print, runTool } from './image-tool-cli.js';
+import { byteCount, imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
 import { ProgressBar, showJobProgress } from './progress-bar.js';
 
 interface CommitOptions {
   f?: string;
+  imageOpts?: boolean;
   b?: string;
   d?: boolean;
   r?: string;
@@ -56,7 +57,7 @@ async function runCommitJob(layer: BlockLayer, top: BlockNode, base: BlockNode, 
 
 async function commitImage(layer: BlockLayer, filename: string, options: CommitOptions, bar: ProgressBar | undefined): Promise<void> {
   const speed = options.r === undefined ? 0 : byteCount('rate limit', options.r);
-  const top = await openImage(layer, { filename, format: requireFormat(options.f) }, { readOnly: false });
+  const top = await openImage(layer, imageArgument(layer, filename, options.f, options.imageOpts), { readOnly: false });
   try {
     const base = options.b === undefined ? backingChainNext(top) : await findBackingImage(top, options.b);
     if (base === undefined) {
@@ -79,6 +80,7 @@ export function commitCommand(program: Command): void {
     .description('copy what an image holds into a file down its backing chain, then empty it unless -d (as qemu-img commit)')
     .argument('<filename>', 'the image to commit (opened read-write, with its backing chain)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
+    .addOption(imageOptsOption())
     .option('-b <base>', "the backing file to commit into, as the chain names it (default: the image's backing file); implies -d")
     .option('-d', 'keep what the image holds instead of emptying it')
     .option('-r <rate_limit>', 'copy at most this many bytes per second (k, M, G suffixes)')

@@ -1,12 +1,13 @@
 /** `blocklayer compare -f FMT -F FMT [-s] [-q] IMG1 IMG2`: qemu-img compare. */
 import type { Command } from 'commander';
 import { compareImages } from '../../core/image-tools/compare.js';
-import { requireFormat, withImage } from '../../core/image-tools/image-access.js';
-import { forceShareOption, print, printError, runTool } from './image-tool-cli.js';
+import { withImage } from '../../core/image-tools/image-access.js';
+import { forceShareOption, imageArgument, imageOptsOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface CompareOptions {
   f?: string;
   F?: string;
+  imageOpts?: boolean;
   s?: boolean;
   q?: boolean;
 }
@@ -22,6 +23,7 @@ export function compareCommand(program: Command): void {
     .argument('<filename2>', 'the second image (opened read-only)')
     .option('-f <fmt>', "the first image's format (required)")
     .option('-F <fmt>', "the second image's format (required)")
+    .addOption(imageOptsOption('--image-opts', 'both image arguments'))
     .option('-s', 'strict: sizes and allocation must match too')
     .option('-q', 'quiet: print nothing, only set the exit code')
     .addOption(forceShareOption())
@@ -35,11 +37,11 @@ export function compareCommand(program: Command): void {
       runTool(
         'compare',
         async (layer) => {
-          const format1 = requireFormat(options.f, '-f', ERROR_EXIT);
-          const format2 = requireFormat(options.F, '-F', ERROR_EXIT);
+          const image1 = imageArgument(layer, filename1, options.f, options.imageOpts, '-f', ERROR_EXIT);
+          const image2 = imageArgument(layer, filename2, options.F, options.imageOpts, '-F', ERROR_EXIT);
           const open = { readOnly: true, exitCode: ERROR_EXIT };
-          const outcome = await withImage(layer, { filename: filename1, format: format1 }, open, (a) =>
-            withImage(layer, { filename: filename2, format: format2 }, open, (b) =>
+          const outcome = await withImage(layer, image1, open, (a) =>
+            withImage(layer, image2, open, (b) =>
               compareImages({ node: a, filename: filename1 }, { node: b, filename: filename2 }, { strict: options.s ?? false }),
             ),
           );

@@ -1,14 +1,16 @@
-/** `blocklayer convert -f FMT [-O FMT] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-C] [--salvage] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
+/** `blocklayer convert (-f FMT | --image-opts) [-O FMT | --target-image-opts] [-c] [-p] [-o OPTIONS] [-B BACKING -F FMT] [-n] [-S N] [-C] [--salvage] [-m N] [-r RATE] [-l SNAPSHOT] [--bitmaps [--skip-broken-bitmaps]] SRC [SRC2 ...] DST`: qemu-img convert. */
 import type { Command } from 'commander';
 import { checkSourceCacheMode, convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
-import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
-import { byteCount, collect, forceShareOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
+import { ImageToolError, imageOptsRef } from '../../core/image-tools/image-access.js';
+import { byteCount, collect, forceShareOption, imageArgument, imageOptsOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface ConvertOptions {
   f?: string;
-  O: string;
+  imageOpts?: boolean;
+  targetImageOpts?: boolean;
+  O?: string;
   c?: boolean;
   p?: boolean;
   q?: boolean;
@@ -36,7 +38,9 @@ export function convertCommand(program: Command): void {
     .description('copy an image, flattening its backing chain, into a new image of any format (as qemu-img convert)')
     .argument('<filenames...>', 'the source image (opened read-only; several are copied one after another, each at a whole 512-byte sector), then the image to create (an existing file is overwritten)')
     .option('-f <fmt>', "the source's format (required: formats are never guessed)")
-    .option('-O <output_fmt>', "the target's format", 'raw')
+    .addOption(imageOptsOption('--image-opts', 'the source arguments'))
+    .option('-O <output_fmt>', "the target's format (default raw)")
+    .addOption(imageOptsOption('--target-image-opts', 'the target argument (with -n; not with -O)'))
     .option('-c', 'write compressed clusters (the target format must support it, e.g. qcow2)')
     .option('-p', 'show a progress bar on stderr')
     .option('-q', 'quiet (no progress bar)')
@@ -60,11 +64,12 @@ export function convertCommand(program: Command): void {
     .action((filenames: string[], options: ConvertOptions) =>
       runTool('convert', async (layer) => {
         if (filenames.length < 2) throw new ImageToolError('Must specify image file name');
-        const format = requireFormat(options.f);
-        const [source, ...rest] = filenames.slice(0, -1).map((filename) => ({ filename, format }));
+        if (options.targetImageOpts === true && options.n !== true) throw new ImageToolError('--target-image-opts requires use of -n flag');
+        const [source, ...rest] = filenames.slice(0, -1).map((filename) => imageArgument(layer, filename, options.f, options.imageOpts));
+        const targetName = filenames[filenames.length - 1]!;
         const request: ConvertRequest = {
           source: source!,
-          target: { filename: filenames[filenames.length - 1]!, format: options.O },
+          target: options.targetImageOpts === true ? imageOptsRef(layer, targetName, options.O) : { filename: targetName, format: options.O ?? 'raw' },
           compress: options.c ?? false,
           options: options.o,
           skipCreate: options.n ?? false,

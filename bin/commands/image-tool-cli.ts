@@ -5,7 +5,7 @@
  */
 import { InvalidArgumentError, Option } from 'commander';
 import { BlockLayer } from '../../core/block-layer.js';
-import { cvtnum, errorText, ImageToolError } from '../../core/image-tools/image-access.js';
+import { cvtnum, errorText, type ImageRef, ImageToolError, imageOptsRef, requireFormat } from '../../core/image-tools/image-access.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export type OutputFormat = 'human' | 'json';
@@ -25,6 +25,32 @@ export function outputOption(): Option {
 /** -U: accepted for qemu-img compatibility; blocklayer takes no image locks. */
 export function forceShareOption(): Option {
   return new Option('-U, --force-share', 'accepted and ignored: blocklayer takes no image locks');
+}
+
+/** --image-opts (or `flags`): the image argument is an option string, not a file name (imageArgument). */
+export function imageOptsOption(flags = '--image-opts', what = 'the image argument'): Option {
+  return new Option(flags, `treat ${what} as node options (key=value,..., with driver=FMT), not a file name; not with -f`);
+}
+
+/**
+ * The image a command names: `filename` in its -f `format`, or with
+ * --image-opts the options `filename` spells (which -f may not come with).
+ */
+export function imageArgument(
+  layer: BlockLayer,
+  filename: string,
+  format: string | undefined,
+  imageOpts: boolean | undefined,
+  flag = '-f',
+  exitCode = 1,
+): ImageRef {
+  if (imageOpts !== true) return { filename, format: requireFormat(format, flag, exitCode) };
+  try {
+    return imageOptsRef(layer, filename, format);
+  } catch (error) {
+    if (error instanceof ImageToolError) throw new ImageToolError(error.message, exitCode);
+    throw error;
+  }
 }
 
 /** `blocklayer COMMAND: MESSAGE`; with `perLine`, every line so (see ImageToolError). */

@@ -1,11 +1,12 @@
 /** `blocklayer map -f FMT [--output=human|json] [--start-offset=N] [--max-length=N] IMG`: qemu-img map. */
 import type { Command } from 'commander';
-import { requireFormat, withImage } from '../../core/image-tools/image-access.js';
+import { withImage } from '../../core/image-tools/image-access.js';
 import { formatMapHuman, formatMapJson, mapImage, type MapOptions } from '../../core/image-tools/map.js';
-import { byteCount, forceShareOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
+import { byteCount, forceShareOption, imageArgument, imageOptsOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface MapCliOptions {
   f?: string;
+  imageOpts?: boolean;
   output: OutputFormat;
   startOffset?: string;
   maxLength?: string;
@@ -17,6 +18,7 @@ export function mapCommand(program: Command): void {
     .description('show where the data of an image comes from, through its backing chain (as qemu-img map)')
     .argument('<filename>', 'the image file (opened read-only)')
     .option('-f <fmt>', 'image format (required: formats are never guessed)')
+    .addOption(imageOptsOption())
     .addOption(outputOption())
     .option('--start-offset <offset>', 'first byte to map (k, M, G suffixes allowed)')
     .option('--max-length <length>', 'bytes to map at most')
@@ -28,11 +30,11 @@ export function mapCommand(program: Command): void {
     )
     .action((filename: string, options: MapCliOptions) =>
       runTool('map', async (layer) => {
-        const format = requireFormat(options.f);
+        const image = imageArgument(layer, filename, options.f, options.imageOpts);
         const range: MapOptions = {};
         if (options.startOffset !== undefined) range.startOffset = byteCount('start offset', options.startOffset);
         if (options.maxLength !== undefined) range.maxLength = byteCount('max length', options.maxLength);
-        const entries = await withImage(layer, { filename, format }, { readOnly: true }, (node) => mapImage(node, range));
+        const entries = await withImage(layer, image, { readOnly: true }, (node) => mapImage(node, range));
         if (options.output === 'json') {
           print(formatMapJson(entries));
           return 0;

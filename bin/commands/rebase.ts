@@ -1,12 +1,12 @@
 /** `blocklayer rebase -f FMT [-u] [-p] [-q] -b BACKING -F FMT IMG` (or `-b ''`): qemu-img rebase. */
 import type { Command } from 'commander';
-import { requireFormat } from '../../core/image-tools/image-access.js';
 import { rebaseImage } from '../../core/image-tools/rebase.js';
-import { forceShareOption, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface RebaseOptions {
   f?: string;
+  imageOpts?: boolean;
   b?: string;
   F?: string;
   u?: boolean;
@@ -20,6 +20,7 @@ export function rebaseCommand(program: Command): void {
     .description('make an image name another backing file, keeping what it reads unless -u (as qemu-img rebase)')
     .argument('<filename>', 'the image to change (opened read-write)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
+    .addOption(imageOptsOption())
     .option('-b <backing_file>', "the new backing file, stored as given (relative to the image's directory); '' for none")
     .option('-F <backing_fmt>', "the new backing file's format (required with a backing file)")
     .option('-u', 'unsafe: change the name only, without comparing the old and new backing files')
@@ -41,7 +42,7 @@ export function rebaseCommand(program: Command): void {
           await rebaseImage(
             layer,
             {
-              image: { filename, format: requireFormat(options.f) },
+              image: imageArgument(layer, filename, options.f, options.imageOpts),
               ...(options.b === undefined ? {} : { backingFile: options.b }),
               ...(options.F === undefined ? {} : { backingFormat: options.F }),
               unsafe: options.u ?? false,

@@ -1,11 +1,11 @@
 /** `blocklayer resize -f FMT [--shrink] [--preallocation=MODE] [-q] IMG [+|-]SIZE`: qemu-img resize. */
 import type { Command } from 'commander';
-import { requireFormat } from '../../core/image-tools/image-access.js';
 import { resizeImage } from '../../core/image-tools/resize.js';
-import { print, runTool } from './image-tool-cli.js';
+import { imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
 
 interface ResizeOptions {
   f?: string;
+  imageOpts?: boolean;
   shrink?: boolean;
   preallocation?: string;
   q?: boolean;
@@ -18,6 +18,7 @@ export function resizeCommand(program: Command): void {
     .argument('<filename>', 'the image (opened read-write)')
     .argument('<size>', 'the new size (k, M, G, T, P, E suffixes), or +SIZE / -SIZE relative to the current one (-SIZE after --)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
+    .addOption(imageOptsOption())
     .option('--shrink', 'allow a smaller size: what lies past the new end is deleted')
     .option('--preallocation <mode>', 'how the growth is allocated: off, metadata (qcow2), falloc or full', 'off')
     .option('-q', 'quiet: print nothing on success')
@@ -25,7 +26,7 @@ export function resizeCommand(program: Command): void {
     .allowUnknownOption()
     .action((filename: string, size: string, options: ResizeOptions) =>
       runTool('resize', async (layer) => {
-        await resizeImage(layer, { image: { filename, format: requireFormat(options.f) }, size, shrink: options.shrink ?? false, preallocation: options.preallocation ?? 'off' });
+        await resizeImage(layer, { image: imageArgument(layer, filename, options.f, options.imageOpts), size, shrink: options.shrink ?? false, preallocation: options.preallocation ?? 'off' });
         if (!options.q) print('Image resized.\n');
       }),
     );

@@ -1,11 +1,12 @@
 /** `blocklayer snapshot -f FMT [-l | -a SNAPSHOT | -c SNAPSHOT | -d SNAPSHOT] IMG`: qemu-img snapshot. */
 import type { Command } from 'commander';
-import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
+import { ImageToolError } from '../../core/image-tools/image-access.js';
 import { type SnapshotAction, snapshotImage } from '../../core/image-tools/snapshot.js';
-import { forceShareOption, print, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
 
 interface SnapshotOptions {
   f?: string;
+  imageOpts?: boolean;
   forceShare?: boolean;
 }
 
@@ -19,6 +20,7 @@ export function snapshotCommand(program: Command): void {
     .description("list, create, apply or delete an image's internal snapshots (as qemu-img snapshot)")
     .argument('<filename>', 'the image (read-only with -l, else read-write)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
+    .addOption(imageOptsOption())
     .option('-l', 'list the snapshots')
     .option('-c <snapshot>', "create a snapshot of the image's current content, named so")
     .option('-a <snapshot>', 'apply a snapshot (an id or a name): the image reads as it did then')
@@ -32,7 +34,7 @@ export function snapshotCommand(program: Command): void {
   command.action((filename: string, options: SnapshotOptions) =>
     runTool('snapshot', async (layer) => {
       if (actions.length > 1) throw new ImageToolError(MIXED);
-      const image = { filename, format: requireFormat(options.f) };
+      const image = imageArgument(layer, filename, options.f, options.imageOpts);
       print(await snapshotImage(layer, { image, action: actions[0] ?? { op: 'none' }, forceShare: options.forceShare ?? false }));
     }),
   );

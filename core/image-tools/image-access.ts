@@ -12,10 +12,12 @@
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { BlockIoError, BlockLayerError, strerror } from '../errors.js';
-import { typeKeyval } from '../schema/keyval.js';
+import { BLOCKDEV_OPTIONS } from '../block/blockdev-ref.js';
+import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import { qemuStrtosz } from '../schema/keyval-typing.js';
 import { Qapi } from '../schema/qapi.js';
 import { QapiValidator } from '../schema/qapi-validator.js';
+import { TOKENS } from '../tokens.js';
 
 /**
  * A failure a tool reports as `MESSAGE` on stderr, exiting with `exitCode`.
@@ -36,8 +38,11 @@ export class ImageToolError extends BlockLayerError {
 
 /** An image file and its format (a driver name). */
 export interface ImageRef {
+  /** The file name; with `options`, the option string they were read from (what qemu-img's messages name). */
   filename: string;
   format: string;
+  /** --image-opts: the image's node options (imageOptsRef), instead of a file of `format`. */
+  options?: Record<string, unknown> & { driver: string };
 }
 
 /** The format, or the error the tools give when it is missing. */
@@ -80,8 +85,55 @@ function protocolOptions(layer: BlockLayer, filename: string): Record<string, un
   return { driver: driver.name, ...driver.parseFilename(filename) };
 }
 
-/** The node options of an image: a format over its protocol node, or a protocol driver itself. */
+/**
+ * qemu-img's --image-opts: `text` is the image's node options (key=value,…,
+ * as -blockdev takes them; a bare first value is `file`, a node name), not
+ * a file name, and `format` (-f) may not come with it. The format is the
+ * `driver` option and is never guessed; a `file` child (at any depth)
+ * given without a driver is its filename's protocol node (a host file, an nbd:// URI's
+ * server), as QEMU fills it in. Failures name the option string, as
+ * qemu-img's do.
+ */
+export function imageOptsRef(layer: BlockLayer, text: string, format?: string): ImageRef {
+  if (format !== undefined) throw new ImageToolError('--image-opts and --format are mutually exclusive');
+  const fail = (message: string): never => {
+    throw new ImageToolError(`Could not open '${text}': ${message}`);
+  };
+  let options: Record<string, unknown> = {};
+  try {
+    options = parseKeyval(text, 'file');
+  } catch (error) {
+    throw new ImageToolError(errorText(error));
+  }
+  const driver = options.driver;
+  if (typeof driver !== 'string') return fail('the image format must be given with driver=FMT (formats are never guessed)');
+  if (layer.drivers.get(driver) === undefined) fail(`Unknown driver '${driver}'`);
+  fillProtocols(layer, options);
+  const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
+  try {
+    options = typeKeyval(options, validator.lookup(BLOCKDEV_OPTIONS)!, validator) as Record<string, unknown>;
+  } catch (error) {
+    fail(errorText(error));
+  }
+  return { filename: text, format: driver, options: { ...options, driver } };
+}
+
+/** Gives every `file` child in `options` (at any depth) that names a filename and no driver its protocol driver, in place. */
+function fillProtocols(layer: BlockLayer, options: Record<string, unknown>): void {
+  for (const [key, value] of Object.entries(options)) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
+    const child = value as Record<string, unknown>;
+    fillProtocols(layer, child);
+    if (key === 'file' && child.driver === undefined && typeof child.filename === 'string') {
+      const { filename, ...rest } = child;
+      options.file = { ...rest, ...protocolOptions(layer, filename) };
+    }
+  }
+}
+
+/** The node options of an image: its --image-opts, a format over its protocol node, or a protocol driver itself. */
 export function imageOptions(layer: BlockLayer, image: ImageRef): Record<string, unknown> & { driver: string } {
+  if (image.options !== undefined) return { ...image.options };
   const driver = layer.drivers.get(image.format);
   if (driver?.kind === 'protocol') return { driver: image.format, filename: image.filename };
   return { driver: image.format, file: protocolOptions(layer, image.filename) };
@@ -103,7 +155,7 @@ export async function openImage(layer: BlockLayer, image: ImageRef, options: Ope
     if (options.noBacking && driver?.children?.some((child) => child.name === 'backing') === true) node.backing = null;
     // The protocol child unmaps anyway (the graph's inherited default, as QEMU's).
     if (options.unmap) node.discard = 'unmap';
-    if (options.noFlush) node.cache = { 'no-flush': true };
+    if (options.noFlush) node.cache = { ...(node.cache as object | undefined), 'no-flush': true };
     return await layer.graph.open(node, { readOnly: options.readOnly, check: options.check ?? false });
   } catch (error) {
     return fail(errorText(error));

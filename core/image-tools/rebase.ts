@@ -19,6 +19,7 @@
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { allocatedAbove, cowChild, findBackingImage, hasProtocol, pathCombine } from '../block/backing-chain.js';
+import { nodeFilename } from '../block/node-info.js';
 import { BlockIoError, strerror } from '../errors.js';
 import { sameSectorsRun } from './buffers.js';
 import { closeImage, errorText, type ImageRef, ImageToolError, imageOptions, ioErrorText, openImage } from './image-access.js';
@@ -50,8 +51,8 @@ interface NewBacking {
   inChain: boolean;
 }
 
-async function openNewBacking(layer: BlockLayer, top: BlockNode, request: RebaseRequest, name: string, format: string): Promise<NewBacking> {
-  const path = backingPath(request.image.filename, name);
+async function openNewBacking(layer: BlockLayer, top: BlockNode, overlayName: string, name: string, format: string): Promise<NewBacking> {
+  const path = backingPath(overlayName, name);
   const inChain = await findBackingImage(top, path);
   if (inChain !== undefined) return { node: inChain, opened: false, inChain: true };
   try {
@@ -63,10 +64,10 @@ async function openNewBacking(layer: BlockLayer, top: BlockNode, request: Rebase
 }
 
 /** Without -F: that the new backing file opens as a file, with the error qemu-img reports when it does not (its format is never guessed here). */
-async function checkNewBackingOpens(layer: BlockLayer, request: RebaseRequest, name: string): Promise<void> {
+async function checkNewBackingOpens(layer: BlockLayer, overlayName: string, name: string): Promise<void> {
   let file: BlockNode;
   try {
-    file = await layer.graph.open({ driver: 'file', filename: backingPath(request.image.filename, name), 'read-only': true }, { readOnly: true });
+    file = await layer.graph.open({ driver: 'file', filename: backingPath(overlayName, name), 'read-only': true }, { readOnly: true });
   } catch (error) {
     throw new ImageToolError(`Could not open new backing file '${name}': ${errorText(error)}`);
   }
@@ -160,14 +161,16 @@ export async function rebaseImage(layer: BlockLayer, request: RebaseRequest, onP
   let newBacking: NewBacking | undefined;
   try {
     const format = request.backingFormat;
+    // A relative name is relative to the image's file; with --image-opts, to the file its options name, as QEMU's bs->filename.
+    const overlayName = request.image.options === undefined ? request.image.filename : await nodeFilename(top);
     if (format !== undefined && layer.drivers.get(format) === undefined) throw new ImageToolError(`Invalid format name: '${format}'`);
     if (name !== undefined && format === undefined) {
       // qemu-img opens the new backing file (probing its format) before it finds it has no format to record: a file it cannot open is reported first.
-      if (!unsafe) await checkNewBackingOpens(layer, request, name);
+      if (!unsafe) await checkNewBackingOpens(layer, overlayName, name);
       throw new ImageToolError(`Could not change the backing file to '${name}': backing format must be specified`);
     }
     if (!unsafe) {
-      if (name !== undefined) newBacking = await openNewBacking(layer, top, request, name, format!);
+      if (name !== undefined) newBacking = await openNewBacking(layer, top, overlayName, name, format!);
       await copyDifferences(top, newBacking, onProgress);
     }
     await changeBacking(top, name, name === undefined ? undefined : format);

@@ -8,36 +8,26 @@
  * an image with a bitmap), and an image commit must leave alone is
  * untouched. Serial, as the other CLI files: it starts many processes.
  */
-import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { type CommandResult, commandResult } from '../helpers/command-result.js';
+import { type CommandResult, commandResult, mustSucceed } from '../helpers/command-result.js';
 import { blocklayerCommand } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
 const IMAGES = ['base.qcow2', 'mid.qcow2', 'top.qcow2'];
 
-async function workDir(t: ExecutionContext, name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `blocklayer-commit-${name}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-async function must(cwd: string, command: string, ...args: string[]): Promise<string> {
-  const result = await commandResult(command, args, cwd);
-  if (result.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr}`);
-  return result.stdout;
-}
+const workDir = (t: ExecutionContext, name: string): Promise<string> => tempDir(t, `blocklayer-commit-${name}-`);
 
 /** base (4M: 1s in the first MiB), mid over it (2s from 512k for 1M), top over mid (3s at 3M, zeroes at 0) made with `topOptions`. */
 async function chain(dir: string, topOptions: string): Promise<void> {
-  const io = (file: string, ...writes: string[]) => must(dir, 'qemu-io', '-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), file);
-  await must(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', 'base.qcow2', '4M');
+  const io = (file: string, ...writes: string[]) => mustSucceed(dir, 'qemu-io', '-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), file);
+  await mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', 'base.qcow2', '4M');
   await io('base.qcow2', 'write -P 1 0 1M');
-  await must(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'mid.qcow2');
+  await mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'mid.qcow2');
   await io('mid.qcow2', 'write -P 2 512k 1M');
-  await must(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', '-o', topOptions, '-b', 'mid.qcow2', '-F', 'qcow2', 'top.qcow2');
+  await mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', '-o', topOptions, '-b', 'mid.qcow2', '-F', 'qcow2', 'top.qcow2');
   await io('top.qcow2', 'write -P 3 3M 64k', 'write -z 0 64k');
 }
 
@@ -68,7 +58,7 @@ test.serial("commit leaves every image of the chain as qemu-img commit does", as
     const ours = await workDir(t, 'ours');
     const theirs = await workDir(t, 'theirs');
     await chain(theirs, topOptions ?? 'compat=1.1');
-    if (bitmap) await must(theirs, 'qemu-img', 'bitmap', '-f', 'qcow2', '--add', 'top.qcow2', 'b0');
+    if (bitmap) await mustSucceed(theirs, 'qemu-img', 'bitmap', '-f', 'qcow2', '--add', 'top.qcow2', 'b0');
     await copyDir(theirs, ours);
     const [result, expected] = await both(args, 'top.qcow2', ours, theirs);
     t.is(expected.code, 0, `${name}: qemu-img: ${expected.stderr}`);

@@ -7,28 +7,18 @@
  * leaves the same bytes. Serial, as the other CLI files: it starts many
  * processes.
  */
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { type CommandResult, commandResult } from '../helpers/command-result.js';
+import { type CommandResult, commandResult, mustSucceed } from '../helpers/command-result.js';
 import { blocklayerCommand } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
+import { tempDir } from '../helpers/temp-dir.js';
 
-async function workDir(t: ExecutionContext, name: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `blocklayer-rebase-${name}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const workDir = (t: ExecutionContext, name: string): Promise<string> => tempDir(t, `blocklayer-rebase-${name}-`);
 
 async function qemu(cwd: string, command: string, ...args: string[]): Promise<CommandResult> {
   return commandResult(command, args, cwd);
-}
-
-async function must(cwd: string, command: string, ...args: string[]): Promise<string> {
-  const result = await qemu(cwd, command, ...args);
-  if (result.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr}`);
-  return result.stdout;
 }
 
 /**
@@ -40,8 +30,8 @@ async function must(cwd: string, command: string, ...args: string[]): Promise<st
  * sub/over over ../base.
  */
 async function images(dir: string): Promise<void> {
-  const img = (...args: string[]) => must(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', ...args);
-  const io = (file: string, ...writes: string[]) => must(dir, 'qemu-io', '-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), file);
+  const img = (...args: string[]) => mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', ...args);
+  const io = (file: string, ...writes: string[]) => mustSucceed(dir, 'qemu-io', '-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), file);
   await img('base.qcow2', '4M');
   await io('base.qcow2', 'write -P 1 0 1M', 'write -P 4 2M 512k');
   await img('-b', 'base.qcow2', '-F', 'qcow2', 'mid.qcow2');
@@ -56,7 +46,7 @@ async function images(dir: string): Promise<void> {
   await io('alone.qcow2', 'write -P 9 0 64k');
   await img('other.qcow2', '4M');
   await io('other.qcow2', 'write -P 8 1536k 1M');
-  await must(dir, 'qemu-img', 'create', '-q', '-f', 'raw', 'plain.raw', '4M');
+  await mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'raw', 'plain.raw', '4M');
   await mkdir(join(dir, 'sub'));
   await img('-b', '../base.qcow2', '-F', 'qcow2', 'sub/over.qcow2');
   await io('sub/over.qcow2', 'write -P 10 1M 128k');
@@ -121,13 +111,13 @@ test.serial('a safe rebase keeps what the image reads and leaves what qemu-img r
     t.is(compare.stdout, 'Images are identical.\n', `${name}: reads as before`);
     const check = await qemu(ours, 'qemu-img', 'check', '-f', 'qcow2', image);
     t.is(check.code, 0, `${name}: ${check.stdout}`);
-    const info = (dir: string) => must(dir, 'qemu-img', 'info', '--output=json', '-f', 'qcow2', image);
+    const info = (dir: string) => mustSucceed(dir, 'qemu-img', 'info', '--output=json', '-f', 'qcow2', image);
     const backing = (text: string) => {
       const { 'backing-filename': file, 'backing-filename-format': format } = JSON.parse(text) as Record<string, unknown>;
       return { file, format };
     };
     t.deepEqual(backing(await info(ours)), backing(await info(theirs)), `${name}: names the same backing file`);
-    const map = (dir: string) => must(dir, 'qemu-img', 'map', '--output=json', '-f', 'qcow2', image);
+    const map = (dir: string) => mustSucceed(dir, 'qemu-img', 'map', '--output=json', '-f', 'qcow2', image);
     t.is(await map(ours), await map(theirs), `${name}: maps as qemu-img's`);
   }
 });

@@ -20,3 +20,10 @@ export async function commandResult(command: string, args: readonly string[], cw
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
+
+/** The program's output; a failure throws, naming the command line and what it printed on stderr. */
+export async function mustSucceed(cwd: string, command: string, ...args: string[]): Promise<string> {
+  const result = await commandResult(command, args, cwd);
+  if (result.code !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr}`);
+  return result.stdout;
+}

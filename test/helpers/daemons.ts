@@ -61,10 +61,13 @@ function bundleIsCurrent(): boolean {
  * too: the test manifests name plugins by their TypeScript sources.
  */
 const bundleCurrent = bundleIsCurrent();
+/** This checkout's tsx and tsconfig, so that the CLI runs from its sources in whatever directory a test starts it (children inherit the variable). */
+const TSX = import.meta.resolve('tsx');
+process.env.TSX_TSCONFIG_PATH ??= join(ROOT, 'tsconfig.json');
 
 export function blocklayerCommand(args: readonly string[]): [string, string[]] {
   const fromSource = !bundleCurrent || args.includes('--manifest');
-  return [process.execPath, [...(fromSource ? ['--import', 'tsx', CLI] : [BUNDLE]), ...args]];
+  return [process.execPath, [...(fromSource ? ['--import', TSX, CLI] : [BUNDLE]), ...args]];
 }
 
 /** Whether something listens on the socket: the file exists from bind() on, connections are refused until listen(). */

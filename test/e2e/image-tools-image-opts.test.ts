@@ -1,0 +1,144 @@
+/**
+ * `--image-opts` (and convert's `--target-image-opts`): the image argument
+ * is node options, not a file name. Each command runs beside qemu-img with
+ * the same arguments, in the same directory (or each in its own copy when
+ * it writes): outputs, exit codes and messages are qemu-img's; what a
+ * writing command leaves reads as qemu-img's does. Where qemu-img would
+ * probe a format (no driver=), ours refuses. Serial, as the other CLI
+ * files: it starts many processes.
+ */
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import test, { type ExecutionContext } from 'ava';
+import { type CommandResult, commandResult, mustSucceed } from '../helpers/command-result.js';
+import { blocklayerCommand } from '../helpers/daemons.js';
+import { requirePeer } from '../helpers/peers.js';
+import { tempDir } from '../helpers/temp-dir.js';
+
+const workDir = (t: ExecutionContext, name: string): Promise<string> => tempDir(t, `blocklayer-image-opts-${name}-`);
+
+/**
+ * base.qcow2 (4M, 1s in the first MiB), top.qcow2 over it (2s at 1M), other.qcow2
+ * (4M, 3s in the first 512k), plain.raw (4M of zeroes); sub/over.qcow2 over ../base.qcow2 (4s at 2M).
+ */
+async function images(dir: string): Promise<void> {
+  const img = (...args: string[]) => mustSucceed(dir, 'qemu-img', 'create', '-q', ...args);
+  const io = (file: string, write: string) => mustSucceed(dir, 'qemu-io', '-f', 'qcow2', '-c', write, file);
+  await img('-f', 'qcow2', 'base.qcow2', '4M');
+  await io('base.qcow2', 'write -P 1 0 1M');
+  await img('-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2');
+  await io('top.qcow2', 'write -P 2 1M 1M');
+  await img('-f', 'qcow2', 'other.qcow2', '4M');
+  await io('other.qcow2', 'write -P 3 0 512k');
+  await img('-f', 'raw', 'plain.raw', '4M');
+  await mkdir(join(dir, 'sub'));
+  await img('-f', 'qcow2', '-b', '../base.qcow2', '-F', 'qcow2', 'sub/over.qcow2');
+  await io('sub/over.qcow2', 'write -P 4 2M 64k');
+}
+
+async function copyImages(from: string, to: string): Promise<void> {
+  await mkdir(join(to, 'sub'));
+  for (const name of ['base.qcow2', 'top.qcow2', 'other.qcow2', 'plain.raw', 'sub/over.qcow2']) await copyFile(join(from, name), join(to, name));
+}
+
+/** Our CLI and qemu-img with the same arguments, ours in `ours`, qemu-img's in `theirs`. */
+function both(args: string[], ours: string, theirs = ours): Promise<[CommandResult, CommandResult]> {
+  const [command, argv] = blocklayerCommand(args);
+  return Promise.all([commandResult(command, argv, ours), commandResult('qemu-img', args, theirs)]);
+}
+
+/** The messages without the tools' prefixes (`qemu-img: `, `blocklayer info: `). */
+const message = (stderr: string): string => stderr.replace(/^(qemu-img|blocklayer [a-z]+): /gm, '');
+
+const TOP = 'driver=qcow2,file.filename=top.qcow2';
+const TOP_FILE = 'driver=qcow2,file.driver=file,file.filename=top.qcow2';
+
+test.serial('reading commands print what qemu-img prints for the image the options name', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await workDir(t, 'read');
+  await images(dir);
+  const cases = [
+    ['info', '--output=json', '--backing-chain', '--image-opts', TOP],
+    ['info', '--image-opts', TOP_FILE],
+    ['info', '--output=json', '--image-opts', 'driver=raw,file.driver=file,file.filename=top.qcow2'],
+    ['map', '--output=json', '--image-opts', TOP],
+    ['check', '--output=json', '--image-opts', TOP],
+    ['measure', '--output=json', '-O', 'qcow2', '--image-opts', TOP],
+    ['compare', '--image-opts', TOP, 'driver=qcow2,file.filename=top.qcow2,backing.driver=qcow2,backing.file.filename=base.qcow2'],
+    ['compare', '--image-opts', TOP, 'driver=qcow2,file.filename=other.qcow2'],
+  ];
+  for (const args of cases) {
+    const [result, expected] = await both(args, dir);
+    t.is(expected.code, args[0] === 'compare' && args.at(-1)!.includes('other') ? 1 : 0, `${args.join(' ')}: qemu-img: ${expected.stderr}`);
+    t.is(result.code, expected.code, `${args.join(' ')}: ${result.stderr}`);
+    t.is(result.stdout, expected.stdout, args.join(' '));
+  }
+});
+
+test.serial('option strings qemu-img cannot use are refused as qemu-img refuses them', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await workDir(t, 'refusals');
+  await images(dir);
+  const cases = [
+    ['info', '-f', 'qcow2', '--image-opts', TOP],
+    ['info', '--image-opts', 'driver=nosuch,file.filename=top.qcow2'],
+    ['info', '--image-opts', 'driver=qcow2,file.filename=nowhere.qcow2'],
+    ['info', '--image-opts', 'driver=qcow2,file=top.qcow2'],
+    ['map', '--image-opts', 'driver=qcow2,file.filename=top.qcow2,,x'],
+    ['check', '--image-opts', 'driver=qcow2,file.filename=plain.raw'],
+    ['compare', '-F', 'qcow2', '--image-opts', TOP, 'other.qcow2'],
+    ['convert', '-O', 'raw', '--target-image-opts', TOP, 'driver=raw,file.filename=plain.raw'],
+    ['convert', '-n', '-O', 'raw', '-f', 'qcow2', 'top.qcow2', '--target-image-opts', 'driver=raw,file.filename=plain.raw'],
+  ];
+  for (const args of cases) {
+    const [result, expected] = await both(args, dir);
+    t.not(expected.code, 0, args.join(' '));
+    t.is(result.code, expected.code, args.join(' '));
+    t.is(message(result.stderr), message(expected.stderr), args.join(' '));
+  }
+  // qemu-img would probe the format; ours needs driver=, and names the options.
+  const [command, argv] = blocklayerCommand(['info', '--image-opts', 'file.filename=top.qcow2']);
+  const unnamed = await commandResult(command, argv, dir);
+  t.is(unnamed.code, 1);
+  t.is(unnamed.stderr, "blocklayer info: Could not open 'file.filename=top.qcow2': the image format must be given with driver=FMT (formats are never guessed)\n");
+});
+
+test.serial('writing commands leave what qemu-img leaves', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const pristine = await workDir(t, 'pristine');
+  await images(pristine);
+  const cases: { args: string[]; image: string; format: string }[] = [
+    { args: ['convert', '--image-opts', TOP, '-O', 'qcow2', 'out.qcow2'], image: 'out.qcow2', format: 'qcow2' },
+    { args: ['convert', '-n', '-f', 'qcow2', 'top.qcow2', '--target-image-opts', 'driver=raw,file.filename=plain.raw'], image: 'plain.raw', format: 'raw' },
+    { args: ['convert', '-n', '--image-opts', TOP, '--target-image-opts', 'driver=qcow2,file.filename=other.qcow2'], image: 'other.qcow2', format: 'qcow2' },
+    // -b is relative to the directory of the image the options name.
+    { args: ['rebase', '-b', '../other.qcow2', '-F', 'qcow2', '--image-opts', 'driver=qcow2,file.filename=sub/over.qcow2'], image: 'sub/over.qcow2', format: 'qcow2' },
+    { args: ['resize', '--image-opts', TOP, '8M'], image: 'top.qcow2', format: 'qcow2' },
+    { args: ['commit', '--image-opts', TOP], image: 'base.qcow2', format: 'qcow2' },
+    { args: ['snapshot', '-c', 'one', '--image-opts', 'driver=qcow2,file.filename=other.qcow2'], image: 'other.qcow2', format: 'qcow2' },
+    { args: ['amend', '-o', 'lazy_refcounts=on', '--image-opts', 'driver=qcow2,file.filename=other.qcow2'], image: 'other.qcow2', format: 'qcow2' },
+    { args: ['bitmap', '--add', '--image-opts', 'driver=qcow2,file.filename=other.qcow2', 'b0'], image: 'other.qcow2', format: 'qcow2' },
+  ];
+  for (const { args, image, format } of cases) {
+    const ours = await workDir(t, 'ours');
+    const theirs = await workDir(t, 'theirs');
+    await copyImages(pristine, ours);
+    await copyImages(pristine, theirs);
+    const [result, expected] = await both(args, ours, theirs);
+    t.is(expected.code, 0, `${args.join(' ')}: qemu-img: ${expected.stderr}`);
+    t.is(result.code, 0, `${args.join(' ')}: ${result.stderr}`);
+    t.is(result.stdout, expected.stdout, args.join(' '));
+    const raw = async (dir: string) => {
+      await mustSucceed(dir, 'qemu-img', 'convert', '-f', format, '-O', 'raw', image, 'content.raw');
+      return readFile(join(dir, 'content.raw'));
+    };
+    t.true((await raw(ours)).equals(await raw(theirs)), `${args.join(' ')}: reads as qemu-img's`);
+    const info = async (dir: string) => {
+      const all = JSON.parse(await mustSucceed(dir, 'qemu-img', 'info', '--output=json', '-f', format, image)) as Record<string, unknown>;
+      const data = (all['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data;
+      return { size: all['virtual-size'], backing: all['backing-filename'], lazy: data?.['lazy-refcounts'], bitmaps: data?.bitmaps, snapshots: (all.snapshots as unknown[] | undefined)?.length };
+    };
+    t.deepEqual(await info(ours), await info(theirs), args.join(' '));
+    if (format === 'qcow2') t.is((await commandResult('qemu-img', ['check', '-f', 'qcow2', image], ours)).code, 0, args.join(' '));
+  }
+});
