@@ -5,7 +5,7 @@
  */
 import { InvalidArgumentError, Option } from 'commander';
 import { BlockLayer } from '../../core/block-layer.js';
-import { cvtnum, errorText, type ImageRef, ImageToolError, imageOptsRef, requireFormat } from '../../core/image-tools/image-access.js';
+import { cvtnum, errorText, type ImageRef, ImageToolError, imageOptsRef, jsonFilenameRef, requireFormat } from '../../core/image-tools/image-access.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export type OutputFormat = 'human' | 'json';
@@ -33,7 +33,8 @@ export function imageOptsOption(flags = '--image-opts', what = 'the image argume
 }
 
 /**
- * The image a command names: `filename` in its -f `format`, or with
+ * The image a command names: `filename` in its -f `format` (a `json:{…}`
+ * filename: the options it spells, -f overriding their driver), or with
  * --image-opts the options `filename` spells (which -f may not come with).
  */
 export function imageArgument(
@@ -44,7 +45,9 @@ export function imageArgument(
   flag = '-f',
   exitCode = 1,
 ): ImageRef {
-  if (imageOpts !== true) return { filename, format: requireFormat(format, flag, exitCode) };
+  if (imageOpts !== true) {
+    return filename.startsWith('json:') ? jsonFilenameRef(layer, filename, format, flag, exitCode) : { filename, format: requireFormat(format, flag, exitCode) };
+  }
   try {
     return imageOptsRef(layer, filename, format);
   } catch (error) {

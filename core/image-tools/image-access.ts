@@ -13,7 +13,7 @@ import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { BlockIoError, BlockLayerError, strerror } from '../errors.js';
 import { BLOCKDEV_OPTIONS } from '../block/blockdev-ref.js';
-import { parseKeyval, typeKeyval } from '../schema/keyval.js';
+import { parseJson, parseKeyval, typeKeyval } from '../schema/keyval.js';
 import { qemuStrtosz } from '../schema/keyval-typing.js';
 import { Qapi } from '../schema/qapi.js';
 import { QapiValidator } from '../schema/qapi-validator.js';
@@ -116,6 +116,55 @@ export function imageOptsRef(layer: BlockLayer, text: string, format?: string): 
     fail(errorText(error));
   }
   return { filename: text, format: driver, options: { ...options, driver } };
+}
+
+/**
+ * A `json:{…}` pseudo-filename, as QEMU takes them wherever a file name
+ * goes: the image's node options as a JSON object, where dotted keys
+ * (`"file.filename"`) nest as in QEMU. `format` (-f) overrides its driver,
+ * as in qemu-img; with neither, the format is not guessed. File children
+ * without a driver get their filename's protocol, as with --image-opts.
+ */
+export function jsonFilenameRef(layer: BlockLayer, text: string, format: string | undefined, flag = '-f', exitCode = 1): ImageRef {
+  const fail = (message: string): never => {
+    throw new ImageToolError(`Could not open '${text}': ${message}`, exitCode);
+  };
+  let parsed: unknown;
+  try {
+    parsed = parseJson(text.slice('json:'.length));
+  } catch (error) {
+    fail(`Could not parse the JSON options: ${errorText(error)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('Invalid JSON object given');
+  const options = nestDottedKeys(parsed as Record<string, unknown>);
+  if (format !== undefined) options.driver = format;
+  const driver = typeof options.driver === 'string' ? options.driver : requireFormat(undefined, flag, exitCode);
+  fillProtocols(layer, options);
+  return { filename: text, format: driver, options: { ...options, driver } };
+}
+
+/** QEMU's reading of JSON options: `{"file.filename": x}` is `{"file": {"filename": x}}`, merged with what `file` holds already. */
+function nestDottedKeys(options: Record<string, unknown>): Record<string, unknown> {
+  const nested: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) {
+    const path = key.split('.');
+    let at = nested;
+    for (const part of path.slice(0, -1)) {
+      const next = at[part];
+      if (typeof next !== 'object' || next === null || Array.isArray(next)) at[part] = {};
+      at = at[part] as Record<string, unknown>;
+    }
+    const last = path[path.length - 1]!;
+    const plain = typeof value === 'object' && value !== null && !Array.isArray(value);
+    const existing = at[last];
+    at[last] =
+      plain && typeof existing === 'object' && existing !== null && !Array.isArray(existing)
+        ? { ...(existing as Record<string, unknown>), ...nestDottedKeys(value as Record<string, unknown>) }
+        : plain
+          ? nestDottedKeys(value as Record<string, unknown>)
+          : value;
+  }
+  return nested;
 }
 
 /** Gives every `file` child in `options` (at any depth) that names a filename and no driver its protocol driver, in place. */

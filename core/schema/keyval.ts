@@ -36,7 +36,7 @@ export function parseJsonOrKeyval(text: string, schema: TSchema, validator: Qapi
  * wins, and anything after the first value is `Expecting at most one JSON
  * value`.
  */
-function parseJson(text: string): unknown {
+export function parseJson(text: string): unknown {
   let outcome: { value: unknown } | { error: string } | undefined;
   const consume = (next: { value: unknown } | { error: string }): void => {
     if (outcome !== undefined && 'value' in outcome) outcome = { error: 'Expecting at most one JSON value' };

@@ -1,6 +1,6 @@
 /**
  * `--image-opts` (and convert's `--target-image-opts`): the image argument
- * is node options, not a file name. Each command runs beside qemu-img with
+ * is node options, not a file name; and `json:{…}` filenames, options too. Each command runs beside qemu-img with
  * the same arguments, in the same directory (or each in its own copy when
  * it writes): outputs, exit codes and messages are qemu-img's; what a
  * writing command leaves reads as qemu-img's does. Where qemu-img would
@@ -101,6 +101,39 @@ test.serial('option strings qemu-img cannot use are refused as qemu-img refuses 
   const unnamed = await commandResult(command, argv, dir);
   t.is(unnamed.code, 1);
   t.is(unnamed.stderr, "blocklayer info: Could not open 'file.filename=top.qcow2': the image format must be given with driver=FMT (formats are never guessed)\n");
+});
+
+test.serial('json: filenames name an image by its options, as qemu-img takes them', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await workDir(t, 'json');
+  await images(dir);
+  const top = 'json:{"driver": "qcow2", "file": {"driver": "file", "filename": "top.qcow2"}}';
+  const cases = [
+    ['info', '--output=json', '--backing-chain', top],
+    ['info', '-f', 'qcow2', 'json:{"file": {"filename": "top.qcow2"}}'],
+    ['info', '--output=json', '-f', 'raw', 'json:{"driver": "qcow2", "file.filename": "top.qcow2"}'],
+    ['map', '--output=json', 'json:{"driver": "qcow2", "file.filename": "top.qcow2", "backing": {"driver": "qcow2", "file": {"filename": "other.qcow2"}}}'],
+    ['compare', '-F', 'qcow2', top, 'top.qcow2'],
+    ['compare', '-f', 'qcow2', 'other.qcow2', top],
+    ['info', 'json:{"driver": "qcow2", "file": "top.qcow2"'],
+    ['info', 'json:[1]'],
+    ['check', 'json:{"driver": "nosuch", "file.filename": "top.qcow2"}'],
+  ];
+  for (const args of cases) {
+    const [result, expected] = await both(args, dir);
+    t.is(result.code, expected.code, `${args.join(' ')}: ${result.stderr}`);
+    t.is(result.stdout, expected.stdout, args.join(' '));
+    t.is(message(result.stderr), message(expected.stderr), args.join(' '));
+  }
+  const [command, argv] = blocklayerCommand(['convert', '-O', 'raw', top, 'ours.raw']);
+  t.is((await commandResult(command, argv, dir)).code, 0);
+  await mustSucceed(dir, 'qemu-img', 'convert', '-O', 'raw', top, 'theirs.raw');
+  t.true((await readFile(join(dir, 'ours.raw'))).equals(await readFile(join(dir, 'theirs.raw'))));
+  // qemu-img would probe the format of a json: filename without a driver; ours needs one, or -f.
+  const [info, infoArgv] = blocklayerCommand(['info', 'json:{"file": {"filename": "top.qcow2"}}']);
+  const unnamed = await commandResult(info, infoArgv, dir);
+  t.is(unnamed.code, 1);
+  t.is(unnamed.stderr, 'blocklayer info: format must be given with -f\n');
 });
 
 test.serial('writing commands leave what qemu-img leaves', async (t) => {
