@@ -16,7 +16,7 @@ import { measureQcow2 } from './qcow2-measure.js';
 import { checkQcow2 } from './qcow2-check.js';
 import { blockdevCreateImage } from './qcow2-blockdev-create.js';
 import { createImage } from './qcow2-create.js';
-import { COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2-format.js';
+import { COMPAT_LAZY_REFCOUNTS, COMPRESSION_ZSTD, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from './qcow2-format.js';
 import type { Qcow2Image } from './qcow2-image.js';
 import { openImage } from './qcow2-open.js';
 import { copyRangeFromGuest, readGuest } from './qcow2-read.js';
@@ -97,7 +97,7 @@ async function qcow2Describe(image: Qcow2Image): Promise<NodeDescription> {
     image.version >= 3
       ? {
           compat: '1.1',
-          'compression-type': 'zlib',
+          'compression-type': image.compressionType === COMPRESSION_ZSTD ? 'zstd' : 'zlib',
           'lazy-refcounts': (image.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n,
           ...(bitmaps === undefined ? {} : { bitmaps }),
           'refcount-bits': refcountBits,

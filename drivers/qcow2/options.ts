@@ -86,7 +86,7 @@ export const qcow2CreateOptions = Qapi.struct('Qcow2CreateOptions', {
     }),
   ),
   compression_type: Qapi.optional(
-    Qapi.str({ description: 'zlib, or zstd (not created here)', default: 'zlib', qemuOptsDefault: 'zlib' }),
+    Qapi.str({ description: 'zlib, or zstd (compat 1.1 only)', default: 'zlib', qemuOptsDefault: 'zlib' }),
   ),
   size: Qapi.optional(
     Qapi.size({ description: 'virtual size in bytes, rounded up to 512; default: the size of the backing file' }),
@@ -133,8 +133,8 @@ const qmpSize = (description: string) => Qapi.int({ qapiType: 'size', qapiExpect
 
 /**
  * QEMU's BlockdevCreateOptionsQcow2, members in QEMU's order. What this
- * driver cannot make (external data files, extended L2 entries, encryption,
- * zstd, falloc/full preallocation) is accepted by the schema, as by QEMU's,
+ * driver cannot make (external data files, extended L2 entries,
+ * encryption) is accepted by the schema, as by QEMU's,
  * and refused by the job with a message saying so.
  */
 export const qcow2BlockdevCreateOptions = Qapi.struct('BlockdevCreateOptionsQcow2', {
@@ -160,7 +160,7 @@ export const qcow2BlockdevCreateOptions = Qapi.struct('BlockdevCreateOptionsQcow
     Qapi.int({ description: 'refcount width: a power of two up to 64 (other than 16 needs v3)', default: 16 }),
   ),
   'compression-type': Qapi.optional(
-    Qapi.enum('Qcow2CompressionType', ['zlib', 'zstd'], { description: 'zlib; zstd is refused', default: 'zlib' }),
+    Qapi.enum('Qcow2CompressionType', ['zlib', 'zstd'], { description: 'zlib, or zstd (version v3 only)', default: 'zlib' }),
   ),
 });
 

@@ -11,7 +11,19 @@
  */
 import { BlockLayerError } from '../../core/errors.js';
 import { Qapi, type Static } from '../../core/schema/qapi.js';
-import { COMPAT_LAZY_REFCOUNTS, HEADER_INCOMPAT_OFFSET, HEADER_REFTABLE_OFFSET, INCOMPAT_COMPRESSION, INCOMPAT_DIRTY, V2_HEADER_LENGTH, V3_HEADER_LENGTH } from './qcow2-format.js';
+import {
+  COMPAT_LAZY_REFCOUNTS,
+  COMPRESSION_ZLIB,
+  HEADER_COMPRESSION_TYPE_OFFSET,
+  HEADER_INCOMPAT_OFFSET,
+  HEADER_REFTABLE_OFFSET,
+  INCOMPAT_COMPRESSION,
+  INCOMPAT_DIRTY,
+  readL1Entry,
+  readL2Entry,
+  V2_HEADER_LENGTH,
+  V3_HEADER_LENGTH,
+} from './qcow2-format.js';
 import { headerWithBacking, readFixedHeader } from './qcow2-header.js';
 import { checkUsable, flushFile, type Qcow2Image, readFile, writeFile } from './qcow2-image.js';
 import { expandZeroClusters } from './qcow2-expand-zero.js';
@@ -105,9 +117,34 @@ async function downgrade(image: Qcow2Image): Promise<void> {
   image.compatible = 0n;
   image.autoclear = 0n;
   await expandZeroClusters(image);
-  if ((image.incompatible & INCOMPAT_COMPRESSION) !== 0n) throw new BlockLayerError('Cannot downgrade an image with zstd compression type');
+  if ((image.incompatible & INCOMPAT_COMPRESSION) !== 0n) {
+    if (await hasCompressedClusters(image)) {
+      throw new BlockLayerError('Cannot downgrade an image with zstd compression type and existing compressed clusters');
+    }
+    // Nothing is compressed yet: the image goes back to zlib, as QEMU's does.
+    image.incompatible &= ~INCOMPAT_COMPRESSION;
+    image.compressionType = COMPRESSION_ZLIB;
+  }
   image.version = 2;
   await rewriteHeader(image);
+}
+
+/**
+ * Whether the active L2 tables point at a compressed cluster (QEMU's
+ * qcow2_has_compressed_clusters). Read from the file: the cache has just
+ * been written back and emptied (expandZeroClusters).
+ */
+async function hasCompressedClusters(image: Qcow2Image): Promise<boolean> {
+  const table = Buffer.alloc(image.g.clusterSize);
+  for (let i = 0; i < image.l1Size * 8; i += 8) {
+    const { offset } = readL1Entry(image.l1, i);
+    if (offset === 0) continue;
+    await readFile(image.file, offset, table);
+    for (let at = 0; at < table.length; at += 8) {
+      if (readL2Entry(table, at, image.g, image.version).kind === 'compressed') return true;
+    }
+  }
+  return false;
 }
 
 /** QEMU's qcow2_mark_clean: everything cached on disk and flushed, then the dirty bit cleared. */
@@ -140,6 +177,7 @@ async function rewriteHeader(image: Qcow2Image): Promise<void> {
     fixed.writeBigUInt64BE(image.autoclear, HEADER_INCOMPAT_OFFSET + 16);
     fixed.writeUInt32BE(image.g.refcountOrder, HEADER_INCOMPAT_OFFSET + 24);
     fixed.writeUInt32BE(V3_HEADER_LENGTH, HEADER_INCOMPAT_OFFSET + 28);
+    fixed[HEADER_COMPRESSION_TYPE_OFFSET] = image.compressionType;
   }
   const rewritten = headerWithBacking(cluster0, header, { name: image.backingName, format: image.backingFormat }, { fixed });
   await writeFile(image, 0, rewritten);

@@ -10,7 +10,7 @@
 import type { DriverBlockdevCreateContext, PreallocMode } from '../../core/block/driver.js';
 import { BlockLayerError } from '../../core/errors.js';
 import { DEFAULT_CLUSTER_SIZE, MAX_BACKING_NAME, MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, sizeToL1 } from './qcow2-format.js';
-import { type CreateParams, formatImage, unsupported, V3_NEEDED } from './qcow2-create.js';
+import { checkedCompressionType, type CreateParams, formatImage, unsupported, V3_NEEDED } from './qcow2-create.js';
 import { NodeImageFile } from './qcow2-node-file.js';
 import type { Qcow2BlockdevCreateOptions } from './options.js';
 
@@ -65,12 +65,7 @@ function blockdevCreateParams(o: Qcow2BlockdevCreateOptions): CreateParams {
     }
     throw unsupported('an external data file');
   }
-  if ((o['compression-type'] ?? 'zlib') !== 'zlib') {
-    if (version < 3) {
-      throw new BlockLayerError(`Non-zlib compression type is only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
-    }
-    throw unsupported('zstd compression');
-  }
+  const compressionType = checkedCompressionType(o['compression-type'] ?? 'zlib', version);
   if (o.encrypt !== undefined) throw unsupported('encryption');
   const params: CreateParams = {
     version,
@@ -79,6 +74,7 @@ function blockdevCreateParams(o: Qcow2BlockdevCreateOptions): CreateParams {
     size: o.size,
     lazyRefcounts,
     preallocation: preallocation as PreallocMode,
+    compressionType,
   };
   if (o['backing-file'] !== undefined) params.backingFile = o['backing-file'];
   if (o['backing-fmt'] !== undefined) params.backingFormat = o['backing-fmt'];

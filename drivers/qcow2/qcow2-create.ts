@@ -15,7 +15,10 @@ import { type DriverCreateContext, isPreallocMode, type PreallocMode } from '../
 import { BlockLayerError, systemErrorText } from '../../core/errors.js';
 import {
   COMPAT_LAZY_REFCOUNTS,
+  COMPRESSION_ZLIB,
+  COMPRESSION_ZSTD,
   DEFAULT_CLUSTER_SIZE,
+  INCOMPAT_COMPRESSION,
   MAX_BACKING_NAME,
   MAX_CLUSTER_BITS,
   MAX_L1_BYTES,
@@ -30,6 +33,7 @@ import { LocalImageFile } from './qcow2-local-file.js';
 import { NodeImageFile } from './qcow2-node-file.js';
 import { buildImage } from './qcow2-open.js';
 import { allocateClusters } from './qcow2-refcount.js';
+import { zstdBinding } from './qcow2-zstd.js';
 import { syncMetadata } from './qcow2-sync.js';
 import { growImage } from './qcow2-truncate.js';
 import type { Qcow2CreateOptions } from './options.js';
@@ -44,6 +48,8 @@ export interface CreateParams {
   backingFormat?: string;
   lazyRefcounts: boolean;
   preallocation: PreallocMode;
+  /** COMPRESSION_ZLIB or COMPRESSION_ZSTD (v3 only). */
+  compressionType: number;
 }
 
 /** The virtual size of the backing file, for images created without a size (QEMU opens the backing file for it). */
@@ -97,6 +103,14 @@ export function unsupported(what: string): BlockLayerError {
 
 export const V3_NEEDED = '(use version=v3 or greater)';
 
+/** The compression type of a new image, `compression` being zlib or zstd (checked before): zstd needs v3 and the zstd library, as qcow2_co_create checks it. */
+export function checkedCompressionType(compression: string, version: number): number {
+  if (compression === 'zlib') return COMPRESSION_ZLIB;
+  if (version < 3) throw new BlockLayerError(`Non-zlib compression type is only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
+  zstdBinding('Cannot create an image with zstd compression');
+  return COMPRESSION_ZSTD;
+}
+
 /** -o compat as qemu-img create reads it: QEMU's names 0.10 and 1.1, or the QAPI ones, v2 and v3. */
 function createVersion(compat: string | undefined): 2 | 3 {
   if (compat === '0.10' || compat === 'v2') return 2;
@@ -134,12 +148,7 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
     throw new BlockLayerError(`Lazy refcounts only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
   }
   const refcountOrder = checkedRefcountOrder(o, version, 'version=v3');
-  if (compression !== 'zlib') {
-    if (version < 3) {
-      throw new BlockLayerError(`Non-zlib compression type is only supported with compatibility level 1.1 and above ${V3_NEEDED}`);
-    }
-    throw unsupported('zstd compression');
-  }
+  const compressionType = checkedCompressionType(compression, version);
   let size = o.size;
   if (size === undefined && o.backing_file !== undefined) size = await backingSize(o.filename, o.backing_file, o.backing_fmt!);
   if (size === undefined) throw new BlockLayerError('Image creation needs a size parameter');
@@ -150,7 +159,7 @@ async function createParams(o: Qcow2CreateOptions): Promise<CreateParams> {
   if (o.backing_file !== undefined && Buffer.byteLength(o.backing_file) > MAX_BACKING_NAME) {
     throw new BlockLayerError(`Could not assign backing file '${o.backing_file}' with format '${o.backing_fmt}': Invalid argument`);
   }
-  const params: CreateParams = { version, clusterBits, refcountOrder, size, lazyRefcounts, preallocation };
+  const params: CreateParams = { version, clusterBits, refcountOrder, size, lazyRefcounts, preallocation, compressionType };
   if (o.backing_file !== undefined) params.backingFile = o.backing_file;
   if (o.backing_fmt !== undefined) params.backingFormat = o.backing_fmt;
   return params;
@@ -166,9 +175,10 @@ function headerImage(p: CreateParams, at: { size: number; l1Size: number; l1Offs
     refcountTableOffset: at.reftableOffset,
     refcountTableClusters: at.reftableClusters,
     refcountOrder: p.refcountOrder,
-    incompatible: 0n,
+    incompatible: p.compressionType === COMPRESSION_ZLIB ? 0n : INCOMPAT_COMPRESSION,
     compatible: p.lazyRefcounts ? COMPAT_LAZY_REFCOUNTS : 0n,
     autoclear: 0n,
+    compressionType: p.compressionType,
   };
   if (p.backingFile !== undefined) image.backingFile = p.backingFile;
   if (p.backingFormat !== undefined) image.backingFormat = p.backingFormat;

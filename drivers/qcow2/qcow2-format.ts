@@ -35,6 +35,11 @@ export const INCOMPAT_CORRUPT = 1n << 1n;
 export const INCOMPAT_DATA_FILE = 1n << 2n;
 export const INCOMPAT_COMPRESSION = 1n << 3n;
 export const INCOMPAT_EXTL2 = 1n << 4n;
+/** The header's compression type (byte 104 of a v3 header; bit 3 of the incompatible features says it is not zlib). */
+export const COMPRESSION_ZLIB = 0;
+export const COMPRESSION_ZSTD = 1;
+/** Where the compression type is in the header. */
+export const HEADER_COMPRESSION_TYPE_OFFSET = 104;
 /** Incompatible bits QEMU 7.2 knows; others make the image unreadable. */
 export const INCOMPAT_KNOWN = 0x1fn;
 export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;

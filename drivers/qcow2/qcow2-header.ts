@@ -7,6 +7,7 @@
  */
 import { BlockIoError, BlockLayerError } from '../../core/errors.js';
 import {
+  COMPRESSION_ZLIB,
   EXT_BACKING_FORMAT,
   EXT_BITMAPS,
   EXT_CRYPTO_HEADER,
@@ -14,6 +15,7 @@ import {
   EXT_END,
   EXT_FEATURE_TABLE,
   HEADER_AUTOCLEAR_OFFSET,
+  HEADER_COMPRESSION_TYPE_OFFSET,
   INCOMPAT_COMPRESSION,
   INCOMPAT_KNOWN,
   MAX_BACKING_NAME,
@@ -256,6 +258,8 @@ export interface HeaderImage {
   autoclear: bigint;
   backingFile?: string;
   backingFormat?: string;
+  /** COMPRESSION_ZLIB (the default) or COMPRESSION_ZSTD; v3 only. */
+  compressionType?: number;
 }
 
 function putExtension(cluster: Buffer, at: number, type: number, data: Buffer): number {
@@ -285,6 +289,7 @@ export function buildHeaderCluster(image: HeaderImage): Buffer {
     cluster.writeBigUInt64BE(image.autoclear, 88);
     cluster.writeUInt32BE(image.refcountOrder, 96);
     cluster.writeUInt32BE(V3_HEADER_LENGTH, 100);
+    cluster[HEADER_COMPRESSION_TYPE_OFFSET] = image.compressionType ?? COMPRESSION_ZLIB;
     at = V3_HEADER_LENGTH;
   }
   if (image.backingFormat !== undefined) {

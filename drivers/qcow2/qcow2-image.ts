@@ -64,6 +64,8 @@ export interface Qcow2Image {
   incompatible: bigint;
   compatible: bigint;
   autoclear: bigint;
+  /** How compressed clusters are compressed: COMPRESSION_ZLIB or COMPRESSION_ZSTD (amend's downgrade turns an image with none to zlib). */
+  compressionType: number;
 
   /** The active L1 table, as on disk (big-endian entries). */
   l1: Buffer;

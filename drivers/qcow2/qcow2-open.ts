@@ -1,7 +1,7 @@
 /**
  * Opening an image: the header checks in QEMU 7.2's order and words
  * (qcow2_do_open), what this driver refuses (encryption, external data
- * files, extended L2 entries, zstd), the L1 and refcount tables and the
+ * files, extended L2 entries; zstd if its library cannot be loaded), the L1 and refcount tables and the
  * snapshot table read within QEMU's limits, the caches, a dirty image
  * repaired or refused, and the backing file.
  */
@@ -21,6 +21,7 @@ import {
   INCOMPAT_EXTL2,
   INCOMPAT_KNOWN,
   COMPAT_LAZY_REFCOUNTS,
+  COMPRESSION_ZSTD,
   MAX_L1_BYTES,
   MAX_REFTABLE_BYTES,
   MAX_SNAPSHOTS,
@@ -43,6 +44,7 @@ import { freshFromOpen, type ImageFile, newLocks, type Qcow2Image, readFile, wri
 import { writeMetadata } from './qcow2-overlap.js';
 import { readSnapshotTable, type SnapshotTable } from './qcow2-snapshots.js';
 import { writeBackL2Slice } from './qcow2-sync.js';
+import { zstdBinding } from './qcow2-zstd.js';
 import type { Qcow2Options } from './options.js';
 
 const INT64_MAX = 2n ** 63n - 1n;
@@ -85,11 +87,7 @@ function refuseUnsupported(header: Qcow2Header, ext: Qcow2Extensions, name: stri
   if ((header.incompatible & INCOMPAT_EXTL2) !== 0n) {
     throw new BlockLayerError(`qcow2: Image '${name}' uses extended L2 entries (subclusters), which are not supported`);
   }
-  if (header.compressionType === 1) {
-    throw new BlockLayerError(
-      `qcow2: Image '${name}' uses zstd compression, which is not supported; convert it with compression_type=zlib`,
-    );
-  }
+  if (header.compressionType === COMPRESSION_ZSTD) zstdBinding(`qcow2: Image '${name}' uses zstd compression`);
   if (ext.cryptoHeader) throw new BlockLayerError('qcow2: LUKS encrypted images are not supported');
 }
 
@@ -141,6 +139,7 @@ export function buildImage(p: ImageParams): Qcow2Image {
     size: p.size,
     writable: p.writable,
     incompatible: p.header.incompatible,
+    compressionType: p.header.compressionType,
     compatible: p.header.compatible,
     autoclear: p.header.autoclear,
     l1: p.l1,

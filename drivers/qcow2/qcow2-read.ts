@@ -71,7 +71,7 @@ export async function readBacking(image: Qcow2Image, offset: number, buf: Buffer
 export async function readCompressed(image: Qcow2Image, entry: L2Entry): Promise<Buffer> {
   const data = Buffer.alloc(entry.compressedLength);
   await readFile(image.file, entry.host, data);
-  return decompressCluster(data, image.g.clusterSize);
+  return decompressCluster(data, image.g.clusterSize, image.compressionType);
 }
 
 /** Fills `buf` with the content of `extent` (whose range `buf` is). */

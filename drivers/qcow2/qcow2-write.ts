@@ -356,7 +356,7 @@ export function copyRangeToGuest(image: Qcow2Image, range: CopyRange): Promise<v
 async function writeCompressedCluster(image: Qcow2Image, offset: number, data: Buffer): Promise<boolean> {
   const { clusterSize: cs, l2Entries } = image.g;
   const padded = data.length === cs ? data : Buffer.concat([data, Buffer.alloc(cs - data.length)]);
-  const compressed = await compressCluster(padded);
+  const compressed = await compressCluster(padded, image.compressionType);
   if (compressed === undefined) return false;
   const cluster = offset / cs;
   const host = await image.lock.run(async () => {

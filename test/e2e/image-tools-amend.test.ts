@@ -3,7 +3,7 @@
  * copies of one image qemu-img made and qemu-io wrote: upgrades and
  * downgrades (zero clusters turned into data or unallocated clusters,
  * snapshot entries given v3 extra data), lazy refcounts on and off, the
- * the refcount width, the size, and every refusal: files byte for byte
+ * the refcount width, the size, zstd images, and every refusal: files byte for byte
  * qemu-img's, mapped alike and clean, messages and exit codes its own.
  * Then where blocklayer differs on purpose: a snapshot's data kept where
  * QEMU zeroes it, and a downgrade with bitmaps refused. Serial, as the
@@ -68,6 +68,11 @@ const CASES: readonly Case[] = [
   { create: ['-o', 'refcount_bits=8', '1M'], writes: ['write -P 1 0 64k'], amend: ['-o', 'refcount_bits=16,compat=0.10'] },
   { create: ['1M'], amend: ['-o', 'size=3M'] },
   { create: ['1M'], writes: ['write -P 1 0 1M'], amend: ['-o', 'size=512k', '-o', 'refcount_bits=16'] },
+  // zstd: kept by every change, and a downgrade goes back to zlib while nothing is compressed.
+  { create: ['-o', 'compression_type=zstd', '1M'], writes: ['write -c -P 3 0 64k'], amend: ['-o', 'lazy_refcounts=on'] },
+  { create: ['-o', 'compression_type=zstd', '1M'], writes: ['write -c -P 3 0 64k'], amend: ['-o', 'refcount_bits=4'] },
+  { create: ['-o', 'compression_type=zstd', '1M'], writes: ['write -P 1 0 64k', 'write -z 512k 64k'], amend: ['-o', 'compat=0.10'] },
+  { create: ['-o', 'compression_type=zstd', '1M'], writes: ['write -P 1 0 64k', 'write -c -P 3 128k 64k'], amend: ['-o', 'compat=0.10'] },
   // Refusals, as qemu-img's.
   { create: ['-o', 'compat=0.10', '1M'], amend: ['-o', 'lazy_refcounts=on'] },
   { create: ['-o', 'refcount_bits=8', '1M'], amend: ['-o', 'compat=0.10'] },

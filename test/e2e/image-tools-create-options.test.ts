@@ -40,6 +40,7 @@ const CREATE_CASES: readonly (readonly string[])[] = [
   ['-f', 'qcow2', '-o', 'backing_file=a,,b,backing_fmt=raw', '-u', 'IMG', '1M'],
   ['-f', 'qcow2', '-o', 'size=1k', 'IMG'],
   ['-f', 'qcow2', '-o', 'extended_l2=off,compression_type=zlib', 'IMG', '2M'],
+  ['-f', 'qcow2', '-o', 'compression_type=zstd,cluster_size=8k', 'IMG', '5M'],
   ['-f', 'raw', '-o', 'preallocation=falloc,nocow=on,extent_size_hint=1M', 'IMG', '1M'],
   ['-f', 'raw', '-o', 'preallocation=full', 'IMG', '100k'],
   ['-f', 'raw', 'IMG', '0x10'],

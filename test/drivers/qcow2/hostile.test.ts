@@ -100,11 +100,9 @@ test('a snapshot entry with too much extra data is refused', async (t) => {
   await t.throwsAsync(f.open(path, { 'read-only': true }), { message: 'Too much extra metadata in snapshot table entry 0' });
 });
 
-test('zstd, data-file and extended-L2 images made by qemu-img are refused clearly', async (t) => {
+test('data-file and extended-L2 images made by qemu-img are refused clearly', async (t) => {
   if (!requireQemu(t)) return;
   const f = await qcow2Fixture(t);
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'compression_type=zstd', f.path('zs.qcow2'), '10M']);
-  await t.throwsAsync(f.open(f.path('zs.qcow2'), { 'read-only': true }), { message: /uses zstd compression, which is not supported/ });
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${f.path('df.data')},data_file_raw=on`, f.path('df.qcow2'), '4M']);
   await t.throwsAsync(f.open(f.path('df.qcow2'), { 'read-only': true }), { message: /has an external data file/ });
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on', f.path('el2.qcow2'), '16M']);
