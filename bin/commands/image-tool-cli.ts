@@ -45,15 +45,9 @@ export function imageArgument(
   flag = '-f',
   exitCode = 1,
 ): ImageRef {
-  if (imageOpts !== true) {
-    return filename.startsWith('json:') ? jsonFilenameRef(layer, filename, format, flag, exitCode) : { filename, format: requireFormat(format, flag, exitCode) };
-  }
-  try {
-    return imageOptsRef(layer, filename, format);
-  } catch (error) {
-    if (error instanceof ImageToolError) throw new ImageToolError(error.message, exitCode);
-    throw error;
-  }
+  if (imageOpts === true) return imageOptsRef(layer, filename, format, exitCode);
+  if (filename.startsWith('json:')) return jsonFilenameRef(layer, filename, format, flag, exitCode);
+  return { filename, format: requireFormat(format, flag, exitCode) };
 }
 
 /** `blocklayer COMMAND: MESSAGE`; with `perLine`, every line so (see ImageToolError). */

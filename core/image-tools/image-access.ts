@@ -41,7 +41,7 @@ export interface ImageRef {
   /** The file name; with `options`, the option string they were read from (what qemu-img's messages name). */
   filename: string;
   format: string;
-  /** --image-opts: the image's node options (imageOptsRef), instead of a file of `format`. */
+  /** The image's node options (--image-opts: imageOptsRef; a json: filename: jsonFilenameRef), instead of a file of `format`. */
   options?: Record<string, unknown> & { driver: string };
 }
 
@@ -90,20 +90,20 @@ function protocolOptions(layer: BlockLayer, filename: string): Record<string, un
  * as -blockdev takes them; a bare first value is `file`, a node name), not
  * a file name, and `format` (-f) may not come with it. The format is the
  * `driver` option and is never guessed; a `file` child (at any depth)
- * given without a driver is its filename's protocol node (a host file, an nbd:// URI's
- * server), as QEMU fills it in. Failures name the option string, as
- * qemu-img's do.
+ * given without a driver is its filename's protocol node (a host file, an
+ * nbd:// URI's server), as QEMU fills it in. Failures name the option
+ * string, as qemu-img's do.
  */
-export function imageOptsRef(layer: BlockLayer, text: string, format?: string): ImageRef {
-  if (format !== undefined) throw new ImageToolError('--image-opts and --format are mutually exclusive');
+export function imageOptsRef(layer: BlockLayer, text: string, format?: string, exitCode = 1): ImageRef {
+  if (format !== undefined) throw new ImageToolError('--image-opts and --format are mutually exclusive', exitCode);
   const fail = (message: string): never => {
-    throw new ImageToolError(`Could not open '${text}': ${message}`);
+    throw new ImageToolError(`Could not open '${text}': ${message}`, exitCode);
   };
   let options: Record<string, unknown> = {};
   try {
     options = parseKeyval(text, 'file');
   } catch (error) {
-    throw new ImageToolError(errorText(error));
+    throw new ImageToolError(errorText(error), exitCode);
   }
   const driver = options.driver;
   if (typeof driver !== 'string') return fail('the image format must be given with driver=FMT (formats are never guessed)');
