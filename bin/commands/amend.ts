@@ -3,10 +3,11 @@ import type { Command } from 'commander';
 import { amendImage } from '../../core/image-tools/amend.js';
 import { ImageToolError, requireFormat } from '../../core/image-tools/image-access.js';
 import { amendOptionHelp, asksForHelp } from '../../core/image-tools/option-help.js';
-import { collect, imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
+import { collect, imageArgument, imageOptsOption, objectOption, print, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface AmendOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   o: string[];
@@ -17,6 +18,7 @@ interface AmendOptions {
 export function amendCommand(program: Command): void {
   program
     .command('amend')
+    .addOption(objectOption())
     .description("change an image's format options in place (as qemu-img amend): qcow2's compat, lazy_refcounts, refcount_bits, size")
     .argument('[filename]', 'the image (opened read-write); not needed with -o help')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
@@ -43,6 +45,6 @@ export function amendCommand(program: Command): void {
         } finally {
           bar?.stop();
         }
-      }),
+      }, { objects: options.object }),
     );
 }

@@ -5,9 +5,10 @@
 import type { Command } from 'commander';
 import { type BitmapAction, changeBitmaps, checkBitmapRequest } from '../../core/image-tools/bitmap.js';
 import { ImageToolError } from '../../core/image-tools/image-access.js';
-import { byteCount, imageArgument, imageOptsOption, runTool } from './image-tool-cli.js';
+import { byteCount, imageArgument, imageOptsOption, objectOption, runTool } from './image-tool-cli.js';
 
 interface BitmapOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   b?: string;
@@ -20,6 +21,7 @@ export function bitmapCommand(program: Command): void {
   const actions: BitmapAction[] = [];
   const command = program
     .command('bitmap')
+    .addOption(objectOption())
     .description("add, remove, clear, enable, disable or merge into a persistent dirty bitmap of an image (as qemu-img bitmap), in the order given")
     .argument('<filename>', 'the image file (opened read-write)')
     .argument('<bitmap>', 'the bitmap to change')
@@ -49,6 +51,6 @@ export function bitmapCommand(program: Command): void {
         ...(granularity === undefined ? {} : { granularity }),
         ...(options.b === undefined ? {} : { sourceImage: { filename: options.b, format: options.F! } }),
       });
-    }),
+    }, { objects: options.object }),
   );
 }

@@ -3,9 +3,10 @@ import type { Command } from 'commander';
 import type { CheckRepair } from '../../core/block/driver.js';
 import { CHECK_FAILED, CheckFailedError, checkImage, formatCheckHuman, formatCheckJson, formatRepairNotice } from '../../core/image-tools/check.js';
 import { ImageToolError, withImage } from '../../core/image-tools/image-access.js';
-import { forceShareOption, imageArgument, imageOptsOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface CheckOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   output: OutputFormat;
@@ -22,6 +23,7 @@ function repairMode(value: string | undefined): CheckRepair {
 export function checkCommand(program: Command): void {
   program
     .command('check')
+    .addOption(objectOption())
     .description("check an image's metadata for consistency, optionally repairing it (as qemu-img check)")
     .argument('<filename>', 'the image file (opened read-only, or read-write with -r)')
     .option('-f <fmt>', 'image format (required: formats are never guessed)')
@@ -54,6 +56,6 @@ export function checkCommand(program: Command): void {
         if (!options.q) print(options.output === 'json' ? formatCheckJson(outcome) : formatCheckHuman(outcome));
         if (outcome.exitCode === 1) printError('check', CHECK_FAILED);
         return outcome.exitCode;
-      }),
+      }, { objects: options.object }),
     );
 }

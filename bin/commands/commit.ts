@@ -16,10 +16,11 @@ import { BlockIoError } from '../../core/errors.js';
 import type { BlockLayerEvent } from '../../core/hooks/block-layer-hooks.js';
 import { closeImage, errorText, ImageToolError, openImage } from '../../core/image-tools/image-access.js';
 import { deferred } from '../../core/util/deferred.js';
-import { byteCount, imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
+import { byteCount, imageArgument, imageOptsOption, objectOption, print, runTool } from './image-tool-cli.js';
 import { ProgressBar, showJobProgress } from './progress-bar.js';
 
 interface CommitOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   b?: string;
@@ -77,6 +78,7 @@ async function commitImage(layer: BlockLayer, filename: string, options: CommitO
 export function commitCommand(program: Command): void {
   program
     .command('commit')
+    .addOption(objectOption())
     .description('copy what an image holds into a file down its backing chain, then empty it unless -d (as qemu-img commit)')
     .argument('<filename>', 'the image to commit (opened read-write, with its backing chain)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
@@ -96,6 +98,6 @@ export function commitCommand(program: Command): void {
           bar?.stop();
         }
         if (!options.q) print('Image committed.\n');
-      }),
+      }, { objects: options.object }),
     );
 }

@@ -2,9 +2,10 @@
 import type { Command } from 'commander';
 import { compareImages } from '../../core/image-tools/compare.js';
 import { withImage } from '../../core/image-tools/image-access.js';
-import { forceShareOption, imageArgument, imageOptsOption, print, printError, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, objectOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface CompareOptions {
+  object: string[];
   f?: string;
   F?: string;
   imageOpts?: boolean;
@@ -18,6 +19,7 @@ const ERROR_EXIT = 2;
 export function compareCommand(program: Command): void {
   program
     .command('compare')
+    .addOption(objectOption())
     .description('check whether two images have the same contents (as qemu-img compare)')
     .argument('<filename1>', 'the first image (opened read-only)')
     .argument('<filename2>', 'the second image (opened read-only)')
@@ -49,7 +51,7 @@ export function compareCommand(program: Command): void {
           if (outcome.error !== undefined) printError('compare', outcome.error);
           return outcome.exitCode;
         },
-        ERROR_EXIT,
+        { failureCode: ERROR_EXIT, objects: options.object },
       ),
     );
 }

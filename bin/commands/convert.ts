@@ -3,10 +3,11 @@ import type { Command } from 'commander';
 import { checkSourceCacheMode, convertCacheMode, convertImage, type ConvertRequest } from '../../core/image-tools/convert.js';
 import { convertSnapshotParam } from '../../core/image-tools/convert-snapshot.js';
 import { ImageToolError, imageOptsRef } from '../../core/image-tools/image-access.js';
-import { byteCount, collect, forceShareOption, imageArgument, imageOptsOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
+import { byteCount, collect, forceShareOption, imageArgument, imageOptsOption, objectOption, parseUnsigned, printError, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface ConvertOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   targetImageOpts?: boolean;
@@ -35,6 +36,7 @@ interface ConvertOptions {
 export function convertCommand(program: Command): void {
   program
     .command('convert')
+    .addOption(objectOption())
     .description('copy an image, flattening its backing chain, into a new image of any format (as qemu-img convert)')
     .argument('<filenames...>', 'the source image (opened read-only; several are copied one after another, each at a whole 512-byte sector), then the image to create (an existing file is overwritten)')
     .option('-f <fmt>', "the source's format (required: formats are never guessed)")
@@ -105,6 +107,6 @@ export function convertCommand(program: Command): void {
         } finally {
           bar?.stop();
         }
-      }),
+      }, { objects: options.object }),
     );
 }

@@ -3,9 +3,10 @@ import type { Command } from 'commander';
 import { executeImgCreate, planCreate } from '../../core/image-tools/create.js';
 import { ImageToolError } from '../../core/image-tools/image-access.js';
 import { asksForHelp, createOptionHelp } from '../../core/image-tools/option-help.js';
-import { collect, print, runTool } from './image-tool-cli.js';
+import { collect, objectOption, print, runTool } from './image-tool-cli.js';
 
 interface CreateOptions {
+  object: string[];
   f?: string;
   o: string[];
   b?: string;
@@ -17,6 +18,7 @@ interface CreateOptions {
 export function createCommand(program: Command): void {
   program
     .command('create')
+    .addOption(objectOption())
     .description('create a new image file (as qemu-img create)')
     .argument('[filename]', 'the image file to create (an existing one is overwritten); not needed with -o help')
     .argument('[size]', "virtual size in bytes; k, M, G, T, P, E suffixes (powers of 1024); default: the backing file's")
@@ -45,6 +47,6 @@ export function createCommand(program: Command): void {
         });
         if (!options.q) print(`${plan.summary}\n`);
         await executeImgCreate(layer, plan);
-      }),
+      }, { objects: options.object }),
     );
 }

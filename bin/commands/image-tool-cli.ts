@@ -6,6 +6,7 @@
 import { InvalidArgumentError, Option } from 'commander';
 import { BlockLayer } from '../../core/block-layer.js';
 import { cvtnum, errorText, type ImageRef, ImageToolError, imageOptsRef, jsonFilenameRef, requireFormat } from '../../core/image-tools/image-access.js';
+import { addObjectOption } from '../daemon/object-options.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
 
 export type OutputFormat = 'human' | 'json';
@@ -25,6 +26,13 @@ export function outputOption(): Option {
 /** -U: accepted for qemu-img compatibility; blocklayer takes no image locks. */
 export function forceShareOption(): Option {
   return new Option('-U, --force-share', 'accepted and ignored: blocklayer takes no image locks');
+}
+
+/** `--object OBJECTDEF` (repeatable): objects the images' options refer to, such as an NBD client's TLS credentials. */
+export function objectOption(): Option {
+  return new Option('--object <objectdef>', 'add an object first (qom-type,id=ID,..., as the daemon\'s --object), e.g. tls-creds-psk for an NBD image; repeatable')
+    .argParser(collect)
+    .default([]);
 }
 
 /** --image-opts (or `flags`): the image argument is an option string, not a file name (imageArgument). */
@@ -61,14 +69,20 @@ export function print(text: string): void {
 }
 
 /**
- * Runs one command with a fresh layer (the default plugins). `body` returns
- * the exit code; a failure is printed and exits with its ImageToolError
- * code, or `failureCode` for anything else.
+ * Runs one command with a fresh layer (the default plugins) holding the
+ * `objects` (--object values), made first, as qemu-img makes them while it
+ * reads its options. `body` returns the exit code; a failure is printed and
+ * exits with its ImageToolError code, or `failureCode` for anything else.
  */
-export async function runTool(command: string, body: (layer: BlockLayer) => Promise<number | void>, failureCode = 1): Promise<void> {
+export async function runTool(
+  command: string,
+  body: (layer: BlockLayer) => Promise<number | void>,
+  { failureCode = 1, objects = [] }: { failureCode?: number; objects?: readonly string[] } = {},
+): Promise<void> {
   let layer: BlockLayer | undefined;
   try {
     layer = await BlockLayer.create({ linkedModules: LINKED_PLUGINS });
+    for (const text of objects) await addObjectOption(layer, text);
     process.exitCode = (await body(layer)) ?? 0;
   } catch (error) {
     printError(command, errorText(error), error instanceof ImageToolError && error.perLine);

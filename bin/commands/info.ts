@@ -2,9 +2,10 @@
 import type { Command } from 'commander';
 import { withImage } from '../../core/image-tools/image-access.js';
 import { formatInfoHuman, formatInfoJson, imageInfoList } from '../../core/image-tools/info.js';
-import { forceShareOption, imageArgument, imageOptsOption, type OutputFormat, outputOption, print, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, runTool } from './image-tool-cli.js';
 
 interface InfoOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   output: OutputFormat;
@@ -14,6 +15,7 @@ interface InfoOptions {
 export function infoCommand(program: Command): void {
   program
     .command('info')
+    .addOption(objectOption())
     .description("show an image's format, sizes, backing file and format-specific facts (as qemu-img info)")
     .argument('<filename>', 'the image file (opened read-only)')
     .option('-f <fmt>', 'image format (required: formats are never guessed)')
@@ -26,6 +28,6 @@ export function infoCommand(program: Command): void {
         const chain = options.backingChain ?? false;
         const list = await withImage(layer, imageArgument(layer, filename, options.f, options.imageOpts), { readOnly: true }, (node) => imageInfoList(node, chain));
         print(options.output === 'json' ? formatInfoJson(list, chain) : formatInfoHuman(list));
-      }),
+      }, { objects: options.object }),
     );
 }

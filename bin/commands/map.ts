@@ -2,9 +2,10 @@
 import type { Command } from 'commander';
 import { withImage } from '../../core/image-tools/image-access.js';
 import { formatMapHuman, formatMapJson, mapImage, type MapOptions } from '../../core/image-tools/map.js';
-import { byteCount, forceShareOption, imageArgument, imageOptsOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
+import { byteCount, forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface MapCliOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   output: OutputFormat;
@@ -15,6 +16,7 @@ interface MapCliOptions {
 export function mapCommand(program: Command): void {
   program
     .command('map')
+    .addOption(objectOption())
     .description('show where the data of an image comes from, through its backing chain (as qemu-img map)')
     .argument('<filename>', 'the image file (opened read-only)')
     .option('-f <fmt>', 'image format (required: formats are never guessed)')
@@ -44,6 +46,6 @@ export function mapCommand(program: Command): void {
         if (human.error === undefined) return 0;
         printError('map', human.error);
         return 1;
-      }),
+      }, { objects: options.object }),
     );
 }

@@ -1,9 +1,10 @@
 /** `blocklayer measure [--output=human|json] [-O FMT] [-o OPTIONS] (--size N | -f FMT IMG)`: qemu-img measure. */
 import type { Command } from 'commander';
 import { formatMeasureHuman, formatMeasureJson, measureImage, type MeasureRequest } from '../../core/image-tools/measure.js';
-import { collect, forceShareOption, imageArgument, imageOptsOption, type OutputFormat, outputOption, print, runTool } from './image-tool-cli.js';
+import { collect, forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, runTool } from './image-tool-cli.js';
 
 interface MeasureOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   O?: string;
@@ -15,6 +16,7 @@ interface MeasureOptions {
 export function measureCommand(program: Command): void {
   program
     .command('measure')
+    .addOption(objectOption())
     .description('show how large an image of a format would be, empty or holding an image (as qemu-img measure)')
     .argument('[filename]', 'the image whose data the new one would hold (opened read-only; its whole backing chain)')
     .option('-f <fmt>', "the image's format (required with a file name: formats are never guessed)")
@@ -35,6 +37,6 @@ export function measureCommand(program: Command): void {
         }
         const result = await measureImage(layer, request);
         print(options.output === 'json' ? formatMeasureJson(result) : formatMeasureHuman(result));
-      }),
+      }, { objects: options.object }),
     );
 }

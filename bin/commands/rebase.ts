@@ -1,10 +1,11 @@
 /** `blocklayer rebase -f FMT [-u] [-p] [-q] -b BACKING -F FMT IMG` (or `-b ''`): qemu-img rebase. */
 import type { Command } from 'commander';
 import { rebaseImage } from '../../core/image-tools/rebase.js';
-import { forceShareOption, imageArgument, imageOptsOption, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, objectOption, runTool } from './image-tool-cli.js';
 import { ProgressBar } from './progress-bar.js';
 
 interface RebaseOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   b?: string;
@@ -17,6 +18,7 @@ interface RebaseOptions {
 export function rebaseCommand(program: Command): void {
   program
     .command('rebase')
+    .addOption(objectOption())
     .description('make an image name another backing file, keeping what it reads unless -u (as qemu-img rebase)')
     .argument('<filename>', 'the image to change (opened read-write)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
@@ -52,6 +54,6 @@ export function rebaseCommand(program: Command): void {
         } finally {
           bar?.stop();
         }
-      }),
+      }, { objects: options.object }),
     );
 }

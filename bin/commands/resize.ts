@@ -1,9 +1,10 @@
 /** `blocklayer resize -f FMT [--shrink] [--preallocation=MODE] [-q] IMG [+|-]SIZE`: qemu-img resize. */
 import type { Command } from 'commander';
 import { resizeImage } from '../../core/image-tools/resize.js';
-import { imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
+import { imageArgument, imageOptsOption, objectOption, print, runTool } from './image-tool-cli.js';
 
 interface ResizeOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   shrink?: boolean;
@@ -14,6 +15,7 @@ interface ResizeOptions {
 export function resizeCommand(program: Command): void {
   program
     .command('resize')
+    .addOption(objectOption())
     .description("set an image's virtual size, absolute or +/- the current one (as qemu-img resize)")
     .argument('<filename>', 'the image (opened read-write)')
     .argument('<size>', 'the new size (k, M, G, T, P, E suffixes), or +SIZE / -SIZE relative to the current one (-SIZE after --)')
@@ -28,6 +30,6 @@ export function resizeCommand(program: Command): void {
       runTool('resize', async (layer) => {
         await resizeImage(layer, { image: imageArgument(layer, filename, options.f, options.imageOpts), size, shrink: options.shrink ?? false, preallocation: options.preallocation ?? 'off' });
         if (!options.q) print('Image resized.\n');
-      }),
+      }, { objects: options.object }),
     );
 }

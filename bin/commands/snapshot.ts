@@ -2,9 +2,10 @@
 import type { Command } from 'commander';
 import { ImageToolError } from '../../core/image-tools/image-access.js';
 import { type SnapshotAction, snapshotImage } from '../../core/image-tools/snapshot.js';
-import { forceShareOption, imageArgument, imageOptsOption, print, runTool } from './image-tool-cli.js';
+import { forceShareOption, imageArgument, imageOptsOption, objectOption, print, runTool } from './image-tool-cli.js';
 
 interface SnapshotOptions {
+  object: string[];
   f?: string;
   imageOpts?: boolean;
   forceShare?: boolean;
@@ -17,6 +18,7 @@ export function snapshotCommand(program: Command): void {
   const actions: SnapshotAction[] = [];
   const command = program
     .command('snapshot')
+    .addOption(objectOption())
     .description("list, create, apply or delete an image's internal snapshots (as qemu-img snapshot)")
     .argument('<filename>', 'the image (read-only with -l, else read-write)')
     .option('-f <fmt>', "the image's format (required: formats are never guessed)")
@@ -36,6 +38,6 @@ export function snapshotCommand(program: Command): void {
       if (actions.length > 1) throw new ImageToolError(MIXED);
       const image = imageArgument(layer, filename, options.f, options.imageOpts);
       print(await snapshotImage(layer, { image, action: actions[0] ?? { op: 'none' }, forceShare: options.forceShare ?? false }));
-    }),
+    }, { objects: options.object }),
   );
 }

@@ -15,15 +15,20 @@ export interface ObjectArguments {
   object?: string[];
 }
 
-/** Adds the `--object`s, in order. */
-export async function addObjectsFromOptions(layer: BlockLayer, args: ObjectArguments): Promise<void> {
+/** Adds one `--object` value's object; errors are QEMU's, as they are. */
+export async function addObjectOption(layer: BlockLayer, text: string): Promise<void> {
   const validator = layer.container.get<QapiValidator>(TOKENS.QapiValidator);
   const schema = validator.lookup(OBJECT_OPTIONS)!;
+  const options = validator.assert(schema, parseJsonOrKeyval(text, schema, validator, OBJECT_IMPLIED_KEY)) as Record<string, unknown>;
+  const { 'qom-type': qomType, ...props } = options;
+  await layer.objects.add(qomType as string, props);
+}
+
+/** Adds the `--object`s, in order; an error names the option. */
+export async function addObjectsFromOptions(layer: BlockLayer, args: ObjectArguments): Promise<void> {
   for (const text of args.object ?? []) {
     try {
-      const options = validator.assert(schema, parseJsonOrKeyval(text, schema, validator, OBJECT_IMPLIED_KEY)) as Record<string, unknown>;
-      const { 'qom-type': qomType, ...props } = options;
-      await layer.objects.add(qomType as string, props);
+      await addObjectOption(layer, text);
     } catch (error) {
       throw new BlockLayerError(`--object ${text}: ${(error as Error).message}`);
     }

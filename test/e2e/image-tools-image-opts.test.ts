@@ -1,19 +1,24 @@
 /**
  * `--image-opts` (and convert's `--target-image-opts`): the image argument
- * is node options, not a file name; and `json:{…}` filenames, options too. Each command runs beside qemu-img with
+ * is node options, not a file name; and `json:{…}` filenames, options too;
+ * with `--object`, the objects such options name (an NBD client's TLS
+ * credentials). Each command runs beside qemu-img with
  * the same arguments, in the same directory (or each in its own copy when
  * it writes): outputs, exit codes and messages are qemu-img's; what a
  * writing command leaves reads as qemu-img's does. Where qemu-img would
  * probe a format (no driver=), ours refuses. Serial, as the other CLI
  * files: it starts many processes.
  */
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { access, copyFile, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { type CommandResult, commandResult, mustSucceed } from '../helpers/command-result.js';
 import { blocklayerCommand } from '../helpers/daemons.js';
 import { requirePeer } from '../helpers/peers.js';
 import { tempDir } from '../helpers/temp-dir.js';
+import { pskDir } from '../helpers/tls-files.js';
 
 const workDir = (t: ExecutionContext, name: string): Promise<string> => tempDir(t, `blocklayer-image-opts-${name}-`);
 
@@ -174,4 +179,48 @@ test.serial('writing commands leave what qemu-img leaves', async (t) => {
     t.deepEqual(await info(ours), await info(theirs), args.join(' '));
     if (format === 'qcow2') t.is((await commandResult('qemu-img', ['check', '-f', 'qcow2', image], ours)).code, 0, args.join(' '));
   }
+});
+
+/** nbdkit serving `data` over TLS with the PSK in `dir`, on dir/nbd.sock, until the test ends. */
+async function tlsNbdkit(t: ExecutionContext, dir: string): Promise<string> {
+  const socket = join(dir, 'nbd.sock');
+  const server = spawn('nbdkit', ['-f', '--tls=require', `--tls-psk=${join(dir, 'keys.psk')}`, '-U', socket, 'data', '1 2 3 @0x10000 4 5 6 @0x90000 7', 'size=1M'], { stdio: 'ignore' });
+  t.teardown(() => {
+    server.kill();
+  });
+  for (let i = 0; i < 500; i++) {
+    if (await access(socket).then(() => true, () => false)) return socket;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error('nbdkit did not listen');
+}
+
+test.serial('--object: an NBD export over TLS, named by its options, reads as qemu-img reads it', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'nbdkit')) return;
+  const dir = await workDir(t, 'tls');
+  await pskDir(dir, { qemu: randomBytes(32) });
+  const socket = await tlsNbdkit(t, dir);
+  const image = `driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=${socket},file.tls-creds=tls0`;
+  const object = `tls-creds-psk,id=tls0,dir=${dir},endpoint=client`;
+  const cases = [
+    ['info', '--object', object, '--output=json', '--image-opts', image],
+    ['map', '--object', object, '--output=json', '--image-opts', image],
+    ['compare', '--object', object, '--image-opts', image, image],
+    // Without the credentials, or with an object qemu-img does not know.
+    ['info', '--image-opts', image],
+    ['info', '--object', 'bogus,id=x', '--image-opts', image],
+    ['compare', '--object', 'bogus,id=x', '--image-opts', image, image],
+  ];
+  for (const args of cases) {
+    const [result, expected] = await both(args, dir);
+    t.is(result.code, expected.code, `${args.join(' ')}: ${result.stderr}`);
+    t.is(result.stdout, expected.stdout, args.join(' '));
+    t.is(message(result.stderr), message(expected.stderr), args.join(' '));
+  }
+  const [command, argv] = blocklayerCommand(['convert', '--object', object, '--image-opts', image, '-O', 'raw', 'ours.raw']);
+  t.is((await commandResult(command, argv, dir)).code, 0);
+  await mustSucceed(dir, 'qemu-img', 'convert', '--object', object, '--image-opts', image, '-O', 'raw', 'theirs.raw');
+  const copied = await readFile(join(dir, 'ours.raw'));
+  t.true(copied.equals(await readFile(join(dir, 'theirs.raw'))));
+  t.deepEqual([...copied.subarray(0x10000, 0x10003)], [4, 5, 6]);
 });
