@@ -35,7 +35,8 @@ export function zstdBinding(why: string): ZstdBinding {
       loaded = error instanceof Error ? error : new Error(String(error));
     }
   }
-  if (loaded instanceof Error) throw new BlockLayerError(`${why}: zstd is not available here (zstd-napi: ${loaded.message})`);
+  // The loader's first line says what is missing; the rest is its require stack.
+  if (loaded instanceof Error) throw new BlockLayerError(`${why}: zstd is not available here (zstd-napi: ${loaded.message.split('\n')[0]})`);
   return loaded;
 }
 
