@@ -135,12 +135,17 @@ export function jsonFilenameRef(layer: BlockLayer, text: string, format: string 
   } catch (error) {
     fail(`Could not parse the JSON options: ${errorText(error)}`);
   }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return fail('Invalid JSON object given');
-  const options = nestDottedKeys(parsed as Record<string, unknown>);
+  if (!isOptions(parsed)) return fail('Invalid JSON object given');
+  const options = nestDottedKeys(parsed);
   if (format !== undefined) options.driver = format;
   const driver = typeof options.driver === 'string' ? options.driver : requireFormat(undefined, flag, exitCode);
   fillProtocols(layer, options);
   return { filename: text, format: driver, options: { ...options, driver } };
+}
+
+/** A JSON object (not an array or null): node options, or a child's. */
+function isOptions(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** QEMU's reading of JSON options: `{"file.filename": x}` is `{"file": {"filename": x}}`, merged with what `file` holds already. */
@@ -150,28 +155,21 @@ function nestDottedKeys(options: Record<string, unknown>): Record<string, unknow
     const path = key.split('.');
     let at = nested;
     for (const part of path.slice(0, -1)) {
-      const next = at[part];
-      if (typeof next !== 'object' || next === null || Array.isArray(next)) at[part] = {};
+      if (!isOptions(at[part])) at[part] = {};
       at = at[part] as Record<string, unknown>;
     }
     const last = path[path.length - 1]!;
-    const plain = typeof value === 'object' && value !== null && !Array.isArray(value);
+    const inner = isOptions(value) ? nestDottedKeys(value) : value;
     const existing = at[last];
-    at[last] =
-      plain && typeof existing === 'object' && existing !== null && !Array.isArray(existing)
-        ? { ...(existing as Record<string, unknown>), ...nestDottedKeys(value as Record<string, unknown>) }
-        : plain
-          ? nestDottedKeys(value as Record<string, unknown>)
-          : value;
+    at[last] = isOptions(inner) && isOptions(existing) ? { ...existing, ...inner } : inner;
   }
   return nested;
 }
 
 /** Gives every `file` child in `options` (at any depth) that names a filename and no driver its protocol driver, in place. */
 function fillProtocols(layer: BlockLayer, options: Record<string, unknown>): void {
-  for (const [key, value] of Object.entries(options)) {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
-    const child = value as Record<string, unknown>;
+  for (const [key, child] of Object.entries(options)) {
+    if (!isOptions(child)) continue;
     fillProtocols(layer, child);
     if (key === 'file' && child.driver === undefined && typeof child.filename === 'string') {
       const { filename, ...rest } = child;

@@ -161,8 +161,8 @@ export async function rebaseImage(layer: BlockLayer, request: RebaseRequest, onP
   let newBacking: NewBacking | undefined;
   try {
     const format = request.backingFormat;
-    // A relative name is relative to the image's file; with --image-opts, to the file its options name, as QEMU's bs->filename.
-    const overlayName = request.image.options === undefined ? request.image.filename : await nodeFilename(top);
+    // A relative name is relative to the image's file (also when options name it), as QEMU's bs->filename.
+    const overlayName = await nodeFilename(top);
     if (format !== undefined && layer.drivers.get(format) === undefined) throw new ImageToolError(`Invalid format name: '${format}'`);
     if (name !== undefined && format === undefined) {
       // qemu-img opens the new backing file (probing its format) before it finds it has no format to record: a file it cannot open is reported first.

@@ -46,14 +46,29 @@ async function copyImages(from: string, to: string): Promise<void> {
   for (const name of ['base.qcow2', 'top.qcow2', 'other.qcow2', 'plain.raw', 'sub/over.qcow2']) await copyFile(join(from, name), join(to, name));
 }
 
-/** Our CLI and qemu-img with the same arguments, ours in `ours`, qemu-img's in `theirs`. */
-function both(args: string[], ours: string, theirs = ours): Promise<[CommandResult, CommandResult]> {
+/** Our CLI with `args`, in `cwd`. */
+function ours(args: string[], cwd: string): Promise<CommandResult> {
   const [command, argv] = blocklayerCommand(args);
-  return Promise.all([commandResult(command, argv, ours), commandResult('qemu-img', args, theirs)]);
+  return commandResult(command, argv, cwd);
+}
+
+/** Our CLI and qemu-img with the same arguments, ours in `mine`, qemu-img's in `theirs`. */
+function both(args: string[], mine: string, theirs = mine): Promise<[CommandResult, CommandResult]> {
+  return Promise.all([ours(args, mine), commandResult('qemu-img', args, theirs)]);
 }
 
 /** The messages without the tools' prefixes (`qemu-img: `, `blocklayer info: `). */
 const message = (stderr: string): string => stderr.replace(/^(qemu-img|blocklayer [a-z]+): /gm, '');
+
+/** Each argument list, run in `dir` by both tools: the same exit code, output and messages. */
+async function sameAsQemuImg(t: ExecutionContext, cases: string[][], dir: string): Promise<void> {
+  for (const args of cases) {
+    const [result, expected] = await both(args, dir);
+    t.is(result.code, expected.code, `${args.join(' ')}: ${result.stderr}`);
+    t.is(result.stdout, expected.stdout, args.join(' '));
+    t.is(message(result.stderr), message(expected.stderr), args.join(' '));
+  }
+}
 
 const TOP = 'driver=qcow2,file.filename=top.qcow2';
 const TOP_FILE = 'driver=qcow2,file.driver=file,file.filename=top.qcow2';
@@ -102,8 +117,7 @@ test.serial('option strings qemu-img cannot use are refused as qemu-img refuses 
     t.is(message(result.stderr), message(expected.stderr), args.join(' '));
   }
   // qemu-img would probe the format; ours needs driver=, and names the options.
-  const [command, argv] = blocklayerCommand(['info', '--image-opts', 'file.filename=top.qcow2']);
-  const unnamed = await commandResult(command, argv, dir);
+  const unnamed = await ours(['info', '--image-opts', 'file.filename=top.qcow2'], dir);
   t.is(unnamed.code, 1);
   t.is(unnamed.stderr, "blocklayer info: Could not open 'file.filename=top.qcow2': the image format must be given with driver=FMT (formats are never guessed)\n");
 });
@@ -124,19 +138,12 @@ test.serial('json: filenames name an image by its options, as qemu-img takes the
     ['info', 'json:[1]'],
     ['check', 'json:{"driver": "nosuch", "file.filename": "top.qcow2"}'],
   ];
-  for (const args of cases) {
-    const [result, expected] = await both(args, dir);
-    t.is(result.code, expected.code, `${args.join(' ')}: ${result.stderr}`);
-    t.is(result.stdout, expected.stdout, args.join(' '));
-    t.is(message(result.stderr), message(expected.stderr), args.join(' '));
-  }
-  const [command, argv] = blocklayerCommand(['convert', '-O', 'raw', top, 'ours.raw']);
-  t.is((await commandResult(command, argv, dir)).code, 0);
+  await sameAsQemuImg(t, cases, dir);
+  t.is((await ours(['convert', '-O', 'raw', top, 'ours.raw'], dir)).code, 0);
   await mustSucceed(dir, 'qemu-img', 'convert', '-O', 'raw', top, 'theirs.raw');
   t.true((await readFile(join(dir, 'ours.raw'))).equals(await readFile(join(dir, 'theirs.raw'))));
   // qemu-img would probe the format of a json: filename without a driver; ours needs one, or -f.
-  const [info, infoArgv] = blocklayerCommand(['info', 'json:{"file": {"filename": "top.qcow2"}}']);
-  const unnamed = await commandResult(info, infoArgv, dir);
+  const unnamed = await ours(['info', 'json:{"file": {"filename": "top.qcow2"}}'], dir);
   t.is(unnamed.code, 1);
   t.is(unnamed.stderr, 'blocklayer info: format must be given with -f\n');
 });
@@ -211,14 +218,8 @@ test.serial('--object: an NBD export over TLS, named by its options, reads as qe
     ['info', '--object', 'bogus,id=x', '--image-opts', image],
     ['compare', '--object', 'bogus,id=x', '--image-opts', image, image],
   ];
-  for (const args of cases) {
-    const [result, expected] = await both(args, dir);
-    t.is(result.code, expected.code, `${args.join(' ')}: ${result.stderr}`);
-    t.is(result.stdout, expected.stdout, args.join(' '));
-    t.is(message(result.stderr), message(expected.stderr), args.join(' '));
-  }
-  const [command, argv] = blocklayerCommand(['convert', '--object', object, '--image-opts', image, '-O', 'raw', 'ours.raw']);
-  t.is((await commandResult(command, argv, dir)).code, 0);
+  await sameAsQemuImg(t, cases, dir);
+  t.is((await ours(['convert', '--object', object, '--image-opts', image, '-O', 'raw', 'ours.raw'], dir)).code, 0);
   await mustSucceed(dir, 'qemu-img', 'convert', '--object', object, '--image-opts', image, '-O', 'raw', 'theirs.raw');
   const copied = await readFile(join(dir, 'ours.raw'));
   t.true(copied.equals(await readFile(join(dir, 'theirs.raw'))));
