@@ -31,7 +31,7 @@ export function amendCommand(program: Command): void {
       runTool('amend', async (layer) => {
         if (asksForHelp(options.o)) {
           // With --image-opts the format is the image's driver, as qemu-img opens the image to learn it.
-          const format = options.imageOpts === true && filename !== undefined ? imageArgument(layer, filename, options.f, true).format : requireFormat(options.f);
+          const format = options.imageOpts === true && filename !== undefined ? imageArgument(layer, filename, options.f, { imageOpts: true }).format : requireFormat(options.f);
           print(amendOptionHelp(layer, format));
           return;
         }
@@ -40,7 +40,7 @@ export function amendCommand(program: Command): void {
         const bar = options.p && !options.q ? await ProgressBar.create({ format: 'amend |{bar}| {percentage}%', noTTYOutput: true }, true) : undefined;
         bar?.update(0, 1);
         try {
-          await amendImage(layer, { image: imageArgument(layer, filename ?? '', options.f, options.imageOpts), options: options.o });
+          await amendImage(layer, { image: imageArgument(layer, filename ?? '', options.f, { imageOpts: options.imageOpts }), options: options.o });
           bar?.update(1, 1);
         } finally {
           bar?.stop();

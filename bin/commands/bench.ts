@@ -14,6 +14,7 @@ import { ImageToolError, withImage } from '../../core/image-tools/image-access.j
 import { byteCount, forceShareOption, imageArgument, imageOptsOption, parseUnsigned, print, runTool } from './image-tool-cli.js';
 
 interface BenchCliOptions {
+  forceShare?: boolean;
   c?: string;
   d?: string;
   f?: string;
@@ -74,7 +75,7 @@ export function benchCommand(program: Command): void {
     .action((filename: string, options: BenchCliOptions) =>
       runTool('bench', async (layer) => {
         const bench = benchOptions(options);
-        const image = imageArgument(layer, filename, options.f, options.imageOpts);
+        const image = imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare });
         checkAioMode(options.n ? 'native' : (options.i ?? 'threads'));
         checkCacheMode(options.t ?? 'writeback');
         checkBenchOptions(bench);

@@ -42,7 +42,7 @@ export function bitmapCommand(program: Command): void {
     runTool('bitmap', async (layer) => {
       const granularity = options.g === undefined ? undefined : byteCount('granularity', options.g);
       checkBitmapRequest(actions, granularity, options.b, options.F);
-      const image = imageArgument(layer, filename, options.f, options.imageOpts);
+      const image = imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts });
       if (options.b !== undefined && options.F === undefined) throw new ImageToolError('format of -b must be given with -F');
       await changeBitmaps(layer, {
         image,

@@ -6,6 +6,7 @@ import { ImageToolError, withImage } from '../../core/image-tools/image-access.j
 import { forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface CheckOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   imageOpts?: boolean;
@@ -39,7 +40,7 @@ export function checkCommand(program: Command): void {
     )
     .action((filename: string, options: CheckOptions) =>
       runTool('check', async (layer) => {
-        const image = imageArgument(layer, filename, options.f, options.imageOpts);
+        const image = imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare });
         const repair = repairMode(options.r);
         const outcome = await withImage(layer, image, { readOnly: repair === 'none', unmap: repair !== 'none', check: true }, (node) =>
           checkImage(node, filename, repair),

@@ -58,7 +58,7 @@ async function runCommitJob(layer: BlockLayer, top: BlockNode, base: BlockNode, 
 
 async function commitImage(layer: BlockLayer, filename: string, options: CommitOptions, bar: ProgressBar | undefined): Promise<void> {
   const speed = options.r === undefined ? 0 : byteCount('rate limit', options.r);
-  const top = await openImage(layer, imageArgument(layer, filename, options.f, options.imageOpts), { readOnly: false });
+  const top = await openImage(layer, imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts }), { readOnly: false });
   try {
     const base = options.b === undefined ? backingChainNext(top) : await findBackingImage(top, options.b);
     if (base === undefined) {

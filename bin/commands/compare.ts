@@ -5,6 +5,7 @@ import { withImage } from '../../core/image-tools/image-access.js';
 import { forceShareOption, imageArgument, imageOptsOption, objectOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface CompareOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   F?: string;
@@ -39,8 +40,8 @@ export function compareCommand(program: Command): void {
       runTool(
         'compare',
         async (layer) => {
-          const image1 = imageArgument(layer, filename1, options.f, options.imageOpts, '-f', ERROR_EXIT);
-          const image2 = imageArgument(layer, filename2, options.F, options.imageOpts, '-F', ERROR_EXIT);
+          const image1 = imageArgument(layer, filename1, options.f, { imageOpts: options.imageOpts, flag: '-f', exitCode: ERROR_EXIT, forceShare: options.forceShare });
+          const image2 = imageArgument(layer, filename2, options.F, { imageOpts: options.imageOpts, flag: '-F', exitCode: ERROR_EXIT, forceShare: options.forceShare });
           const open = { readOnly: true, exitCode: ERROR_EXIT };
           const outcome = await withImage(layer, image1, open, (a) =>
             withImage(layer, image2, open, (b) =>

@@ -7,6 +7,7 @@ import { byteCount, collect, forceShareOption, imageArgument, imageOptsOption, o
 import { ProgressBar } from './progress-bar.js';
 
 interface ConvertOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   imageOpts?: boolean;
@@ -67,7 +68,7 @@ export function convertCommand(program: Command): void {
       runTool('convert', async (layer) => {
         if (filenames.length < 2) throw new ImageToolError('Must specify image file name');
         if (options.targetImageOpts === true && options.n !== true) throw new ImageToolError('--target-image-opts requires use of -n flag');
-        const [source, ...rest] = filenames.slice(0, -1).map((filename) => imageArgument(layer, filename, options.f, options.imageOpts));
+        const [source, ...rest] = filenames.slice(0, -1).map((filename) => imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare }));
         const targetName = filenames[filenames.length - 1]!;
         const request: ConvertRequest = {
           source: source!,

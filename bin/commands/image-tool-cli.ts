@@ -23,9 +23,9 @@ export function outputOption(): Option {
     });
 }
 
-/** -U: accepted for qemu-img compatibility; blocklayer takes no image locks. */
+/** -U: the image is opened with force-share=on, as qemu-img's -U opens it; blocklayer takes no image locks. */
 export function forceShareOption(): Option {
-  return new Option('-U, --force-share', 'accepted and ignored: blocklayer takes no image locks');
+  return new Option('-U, --force-share', 'open the image with force-share=on (read-only opens only); blocklayer takes no image locks');
 }
 
 /** `--object OBJECTDEF` (repeatable): objects the images' options refer to, such as an NBD client's TLS credentials. */
@@ -40,6 +40,17 @@ export function imageOptsOption(flags = '--image-opts', what = 'the image argume
   return new Option(flags, `treat ${what} as node options (key=value,..., with driver=FMT), not a file name; not with -f`);
 }
 
+/** How a command reads its image argument (imageArgument). */
+export interface ImageArgumentOptions {
+  /** --image-opts: the argument is node options. */
+  imageOpts?: boolean | undefined;
+  /** -U: opened with force-share=on (ImageRef.forceShare). */
+  forceShare?: boolean | undefined;
+  /** The format flag named in messages. */
+  flag?: string;
+  exitCode?: number;
+}
+
 /**
  * The image a command names: `filename` in its -f `format` (a `json:{…}`
  * filename: the options it spells, -f overriding their driver), or with
@@ -49,13 +60,11 @@ export function imageArgument(
   layer: BlockLayer,
   filename: string,
   format: string | undefined,
-  imageOpts: boolean | undefined,
-  flag = '-f',
-  exitCode = 1,
+  { imageOpts = false, forceShare = false, flag = '-f', exitCode = 1 }: ImageArgumentOptions = {},
 ): ImageRef {
-  if (imageOpts === true) return imageOptsRef(layer, filename, format, exitCode);
-  if (filename.startsWith('json:')) return jsonFilenameRef(layer, filename, format, flag, exitCode);
-  return { filename, format: requireFormat(format, flag, exitCode) };
+  if (imageOpts) return imageOptsRef(layer, filename, format, exitCode, forceShare);
+  const image = filename.startsWith('json:') ? jsonFilenameRef(layer, filename, format, flag, exitCode) : { filename, format: requireFormat(format, flag, exitCode) };
+  return forceShare ? { ...image, forceShare } : image;
 }
 
 /** `blocklayer COMMAND: MESSAGE`; with `perLine`, every line so (see ImageToolError). */

@@ -5,6 +5,7 @@ import { formatInfoHuman, formatInfoJson, imageInfoList } from '../../core/image
 import { forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, runTool } from './image-tool-cli.js';
 
 interface InfoOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   imageOpts?: boolean;
@@ -26,7 +27,7 @@ export function infoCommand(program: Command): void {
     .action((filename: string, options: InfoOptions) =>
       runTool('info', async (layer) => {
         const chain = options.backingChain ?? false;
-        const list = await withImage(layer, imageArgument(layer, filename, options.f, options.imageOpts), { readOnly: true }, (node) => imageInfoList(node, chain));
+        const list = await withImage(layer, imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare }), { readOnly: true }, (node) => imageInfoList(node, chain));
         print(options.output === 'json' ? formatInfoJson(list, chain) : formatInfoHuman(list));
       }, { objects: options.object }),
     );

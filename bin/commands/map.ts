@@ -5,6 +5,7 @@ import { formatMapHuman, formatMapJson, mapImage, type MapOptions } from '../../
 import { byteCount, forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, printError, runTool } from './image-tool-cli.js';
 
 interface MapCliOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   imageOpts?: boolean;
@@ -32,7 +33,7 @@ export function mapCommand(program: Command): void {
     )
     .action((filename: string, options: MapCliOptions) =>
       runTool('map', async (layer) => {
-        const image = imageArgument(layer, filename, options.f, options.imageOpts);
+        const image = imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare });
         const range: MapOptions = {};
         if (options.startOffset !== undefined) range.startOffset = byteCount('start offset', options.startOffset);
         if (options.maxLength !== undefined) range.maxLength = byteCount('max length', options.maxLength);

@@ -4,6 +4,7 @@ import { formatMeasureHuman, formatMeasureJson, measureImage, type MeasureReques
 import { collect, forceShareOption, imageArgument, imageOptsOption, objectOption, type OutputFormat, outputOption, print, runTool } from './image-tool-cli.js';
 
 interface MeasureOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   imageOpts?: boolean;
@@ -33,7 +34,7 @@ export function measureCommand(program: Command): void {
         if (options.size !== undefined) request.size = options.size;
         // With --size a file name is refused (measureImage) before it is opened, or its options read.
         if (filename !== undefined) {
-          request.source = options.size === undefined ? imageArgument(layer, filename, options.f, options.imageOpts) : { filename, format: options.f ?? 'raw' };
+          request.source = options.size === undefined ? imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare }) : { filename, format: options.f ?? 'raw' };
         }
         const result = await measureImage(layer, request);
         print(options.output === 'json' ? formatMeasureJson(result) : formatMeasureHuman(result));

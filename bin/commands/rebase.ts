@@ -44,7 +44,7 @@ export function rebaseCommand(program: Command): void {
           await rebaseImage(
             layer,
             {
-              image: imageArgument(layer, filename, options.f, options.imageOpts),
+              image: imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts }),
               ...(options.b === undefined ? {} : { backingFile: options.b }),
               ...(options.F === undefined ? {} : { backingFormat: options.F }),
               unsafe: options.u ?? false,

@@ -28,7 +28,7 @@ export function resizeCommand(program: Command): void {
     .allowUnknownOption()
     .action((filename: string, size: string, options: ResizeOptions) =>
       runTool('resize', async (layer) => {
-        await resizeImage(layer, { image: imageArgument(layer, filename, options.f, options.imageOpts), size, shrink: options.shrink ?? false, preallocation: options.preallocation ?? 'off' });
+        await resizeImage(layer, { image: imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts }), size, shrink: options.shrink ?? false, preallocation: options.preallocation ?? 'off' });
         if (!options.q) print('Image resized.\n');
       }, { objects: options.object }),
     );

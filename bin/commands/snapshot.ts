@@ -36,8 +36,8 @@ export function snapshotCommand(program: Command): void {
   command.action((filename: string, options: SnapshotOptions) =>
     runTool('snapshot', async (layer) => {
       if (actions.length > 1) throw new ImageToolError(MIXED);
-      const image = imageArgument(layer, filename, options.f, options.imageOpts);
-      print(await snapshotImage(layer, { image, action: actions[0] ?? { op: 'none' }, forceShare: options.forceShare ?? false }));
+      const image = imageArgument(layer, filename, options.f, { imageOpts: options.imageOpts, forceShare: options.forceShare });
+      print(await snapshotImage(layer, { image, action: actions[0] ?? { op: 'none' } }));
     }, { objects: options.object }),
   );
 }

@@ -43,6 +43,8 @@ export interface ImageRef {
   format: string;
   /** The image's node options (--image-opts: imageOptsRef; a json: filename: jsonFilenameRef), instead of a file of `format`. */
   options?: Record<string, unknown> & { driver: string };
+  /** -U: opened with force-share=on, which a read-write open refuses (QEMU's message). */
+  forceShare?: boolean;
 }
 
 /** The format, or the error the tools give when it is missing. */
@@ -92,9 +94,10 @@ function protocolOptions(layer: BlockLayer, filename: string): Record<string, un
  * `driver` option and is never guessed; a `file` child (at any depth)
  * given without a driver is its filename's protocol node (a host file, an
  * nbd:// URI's server), as QEMU fills it in. Failures name the option
- * string, as qemu-img's do.
+ * string, as qemu-img's do. With `forceShare` (-U) the options may only
+ * say force-share=on, as qemu-img compares the text.
  */
-export function imageOptsRef(layer: BlockLayer, text: string, format?: string, exitCode = 1): ImageRef {
+export function imageOptsRef(layer: BlockLayer, text: string, format?: string, exitCode = 1, forceShare = false): ImageRef {
   if (format !== undefined) throw new ImageToolError('--image-opts and --format are mutually exclusive', exitCode);
   const fail = (message: string): never => {
     throw new ImageToolError(`Could not open '${text}': ${message}`, exitCode);
@@ -104,6 +107,10 @@ export function imageOptsRef(layer: BlockLayer, text: string, format?: string, e
     options = parseKeyval(text, 'file');
   } catch (error) {
     throw new ImageToolError(errorText(error), exitCode);
+  }
+  // qemu-img compares the option's text: only force-share=on goes with -U.
+  if (forceShare && options['force-share'] !== undefined && options['force-share'] !== 'on') {
+    throw new ImageToolError('--force-share/-U conflicts with image options', exitCode);
   }
   const driver = options.driver;
   if (typeof driver !== 'string') return fail('the image format must be given with driver=FMT (formats are never guessed)');
@@ -115,7 +122,7 @@ export function imageOptsRef(layer: BlockLayer, text: string, format?: string, e
   } catch (error) {
     fail(errorText(error));
   }
-  return { filename: text, format: driver, options: { ...options, driver } };
+  return { filename: text, format: driver, options: { ...options, driver }, ...(forceShare ? { forceShare } : {}) };
 }
 
 /**
@@ -199,6 +206,7 @@ export async function openImage(layer: BlockLayer, image: ImageRef, options: Ope
   if (driver === undefined) fail(`Unknown driver '${image.format}'`);
   try {
     const node: Record<string, unknown> & { driver: string } = { ...imageOptions(layer, image), 'read-only': options.readOnly };
+    if (image.forceShare === true) node['force-share'] = true;
     if (options.noBacking && driver?.children?.some((child) => child.name === 'backing') === true) node.backing = null;
     // The protocol child unmaps anyway (the graph's inherited default, as QEMU's).
     if (options.unmap) node.discard = 'unmap';

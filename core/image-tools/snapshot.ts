@@ -23,8 +23,6 @@ export type SnapshotAction = { op: 'list' } | { op: 'create' | 'apply' | 'delete
 export interface SnapshotRequest {
   image: ImageRef;
   action: SnapshotAction;
-  /** -U: allowed only with -l (the others write). */
-  forceShare?: boolean;
 }
 
 /** `-95 (Operation not supported)`: the negative errno and its text, as qemu-img prints a driver's return code. */
@@ -42,9 +40,6 @@ async function listSnapshots(node: BlockNode): Promise<string> {
 export async function snapshotImage(layer: BlockLayer, request: SnapshotRequest): Promise<string> {
   const { action } = request;
   const readOnly = action.op === 'list';
-  if (request.forceShare === true && !readOnly) {
-    throw new ImageToolError(`Could not open '${request.image.filename}': force-share=on can only be used with read-only images`);
-  }
   return withImage(layer, request.image, { readOnly }, async (node) => {
     switch (action.op) {
       case 'list':

@@ -148,6 +148,29 @@ test.serial('json: filenames name an image by its options, as qemu-img takes the
   t.is(unnamed.stderr, 'blocklayer info: format must be given with -f\n');
 });
 
+test.serial('-U opens the image with force-share=on: options saying otherwise conflict, read-write opens are refused', async (t) => {
+  if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
+  const dir = await workDir(t, 'force-share');
+  await images(dir);
+  const cases = [
+    ['info', '-U', '--image-opts', `${TOP},force-share=on`],
+    ['map', '-U', '--output=json', '--image-opts', TOP],
+    ['info', '-U', '--image-opts', `${TOP},force-share=off`],
+    ['info', '-U', '--image-opts', `${TOP},force-share=yes`],
+    ['map', '-U', '--image-opts', `${TOP},force-share=off,nosuch=1`],
+    ['measure', '-U', '-O', 'qcow2', '--image-opts', `${TOP},force-share=false`],
+    ['convert', '-U', '-O', 'raw', '--image-opts', `${TOP},force-share=off`, 'never.raw'],
+    ['compare', '-U', '--image-opts', `${TOP},force-share=off`, TOP],
+    ['snapshot', '-U', '-l', '--image-opts', `${TOP},force-share=off`],
+    // A json: filename's own force-share is not compared with -U.
+    ['info', '-U', 'json:{"driver": "qcow2", "file.filename": "top.qcow2", "force-share": false}'],
+    ['check', '-U', '-r', 'leaks', '-f', 'qcow2', 'top.qcow2'],
+    ['bench', '-U', '-w', '-c', '1', '-f', 'qcow2', 'top.qcow2'],
+  ];
+  await sameAsQemuImg(t, cases, dir);
+  await t.throwsAsync(access(join(dir, 'never.raw')));
+});
+
 test.serial('writing commands leave what qemu-img leaves', async (t) => {
   if (!requirePeer(t, 'qemu-img') || !requirePeer(t, 'qemu-io')) return;
   const pristine = await workDir(t, 'pristine');
