@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The blocklayer command line: parses argv and hands over to the core API. */
 import { Command } from 'commander';
+import { errorText } from '../core/errors.js';
 import { BLOCKLAYER_VERSION } from '../core/version.js';
 import { amendCommand } from './commands/amend.js';
 import { backupCommand } from './commands/backup.js';
@@ -45,6 +46,6 @@ bitmapCommand(program);
 benchCommand(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
-  process.stderr.write(`blocklayer: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`blocklayer: ${errorText(error)}\n`);
   process.exit(1);
 });

@@ -9,6 +9,8 @@ export class BlockLayerError extends Error {
   constructor(
     message: string,
     readonly errorClass: QmpErrorClass = 'GenericError',
+    /** A further line for people (QEMU's error_append_hint): the tools print it, QMP leaves it out. */
+    readonly hint?: string,
   ) {
     super(message);
     this.name = 'BlockLayerError';
@@ -95,5 +97,11 @@ export function systemErrorText(error: unknown): string {
   if (isErrno(code)) return strerror(code);
   const other = code === undefined ? undefined : otherErrnoMessages[code];
   if (other !== undefined) return other;
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** What a command line prints of a failure: its message, and the hint on a line of its own. */
+export function errorText(error: unknown): string {
+  if (error instanceof BlockLayerError && error.hint !== undefined) return `${error.message}\n${error.hint}`;
   return error instanceof Error ? error.message : String(error);
 }

@@ -5,9 +5,10 @@
  */
 import { InvalidArgumentError, Option } from 'commander';
 import { BlockLayer } from '../../core/block-layer.js';
-import { cvtnum, errorText, type ImageRef, ImageToolError, imageOptsRef, jsonFilenameRef, requireFormat } from '../../core/image-tools/image-access.js';
+import { cvtnum, type ImageRef, ImageToolError, imageOptsRef, jsonFilenameRef, requireFormat } from '../../core/image-tools/image-access.js';
 import { addObjectOption } from '../daemon/object-options.js';
 import { LINKED_PLUGINS } from '../linked-plugins.js';
+import { errorText } from '../../core/errors.js';
 
 export type OutputFormat = 'human' | 'json';
 
@@ -23,9 +24,9 @@ export function outputOption(): Option {
     });
 }
 
-/** -U: the image is opened with force-share=on, as qemu-img's -U opens it; blocklayer takes no image locks. */
+/** -U: the image is opened with force-share=on, as qemu-img's -U opens it: it opens while another process writes it. */
 export function forceShareOption(): Option {
-  return new Option('-U, --force-share', 'open the image with force-share=on (read-only opens only); blocklayer takes no image locks');
+  return new Option('-U, --force-share', 'open the image with force-share=on, even while another process writes it (read-only opens only)');
 }
 
 /** `--object OBJECTDEF` (repeatable): objects the images' options refer to, such as an NBD client's TLS credentials. */

@@ -52,6 +52,6 @@ async function withOption(option: string, value: string, step: () => Promise<unk
   try {
     await step();
   } catch (error) {
-    throw new BlockLayerError(`${option} ${value}: ${(error as Error).message}`);
+    throw new BlockLayerError(`${option} ${value}: ${(error as Error).message}`, 'GenericError', (error as Partial<BlockLayerError>).hint);
   }
 }

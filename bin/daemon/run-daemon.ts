@@ -25,7 +25,7 @@ export interface DaemonOptions extends DaemonArguments, NbdArguments, ObjectArgu
 
 /** Prefixes a startup error with the option that caused it, as qemu-storage-daemon does. */
 function optionError(option: string, value: string, error: unknown): BlockLayerError {
-  return new BlockLayerError(`${option} ${value}: ${(error as Error).message}`);
+  return new BlockLayerError(`${option} ${value}: ${(error as Error).message}`, 'GenericError', (error as Partial<BlockLayerError>).hint);
 }
 
 export async function runDaemon(options: DaemonOptions): Promise<void> {

@@ -25,7 +25,7 @@ export const baseNodeMembers = {
   ),
   'force-share': Qapi.optional(
     Qapi.bool({
-      description: 'let other processes share the image; blocklayer takes no image locks, so this only needs read-only',
+      description: 'share every permission with other users, other processes included (read-only nodes only)',
       default: false,
     }),
   ),
@@ -49,11 +49,13 @@ export interface NodeSettings {
   discard: 'ignore' | 'unmap';
   detectZeroes: 'off' | 'on' | 'unmap';
   noFlush: boolean;
+  /** force-share: the node's users let others have every permission (permissions.ts); children inherit it, as in QEMU. */
+  forceShare: boolean;
 }
 
 /**
- * The node's settings; `read-only` and `cache.no-flush` not given by the
- * user are inherited from the parent (QEMU opens the children of a
+ * The node's settings; `read-only`, `cache.no-flush` and `force-share` not
+ * given by the user are inherited from the parent (QEMU opens the children of a
  * read-only node read-only, and bdrv_inherited_options passes cache.direct
  * and cache.no-flush down: a format node with no-flush does not flush its
  * file either). A child opened with its parent other than a backing file
@@ -64,8 +66,7 @@ export function nodeSettings(
   options: BaseNodeOptions,
   given: BaseNodeOptions,
   inheritReadOnly: boolean,
-  inheritNoFlush = false,
-  childUnmaps = false,
+  { inheritNoFlush = false, inheritForceShare = false, childUnmaps = false } = {},
 ): NodeSettings {
   return {
     readOnly: given['read-only'] ?? inheritReadOnly,
@@ -74,5 +75,6 @@ export function nodeSettings(
     discard: given.discard ?? (childUnmaps ? 'unmap' : (options.discard ?? 'ignore')),
     detectZeroes: options['detect-zeroes'] ?? 'off',
     noFlush: given.cache?.['no-flush'] ?? (inheritNoFlush || (options.cache?.['no-flush'] ?? false)),
+    forceShare: given['force-share'] ?? inheritForceShare,
   };
 }

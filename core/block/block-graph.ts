@@ -19,6 +19,7 @@ import { NodeEdge, type NodeParent } from './node-edge.js';
 import { checkDeviceName } from './node-names.js';
 import { NodeOpener } from './node-opener.js';
 import { OpBlockers } from './op-blockers.js';
+import { refreshPermissionsAfter } from './permissions.js';
 
 @injectable()
 export class BlockGraph {
@@ -60,17 +61,23 @@ export class BlockGraph {
     if (valid['node-name'] === undefined) {
       throw new BlockLayerError("'node-name' must be specified for the root node");
     }
-    return this.opener.openTree(valid, options as Record<string, unknown>, false);
+    return this.opener.openTree(valid, options as Record<string, unknown>, { readOnly: false });
   }
 
   /**
-   * Opens a node tree for internal use (drive-backup's target, a test). A
-   * root without a name is named like a nested node and, as one, goes away
-   * with `closeIfUnused` once its users are gone.
+   * Opens a node tree for internal use (drive-backup's target, an image
+   * tool's image, a test). A root without a name is named like a nested
+   * node and, as one, goes away with `closeIfUnused` once its users are
+   * gone. Whoever opens it uses it (permissions.ts: its image is locked).
    */
   async open(options: BlockdevOptionsValue, how: { readOnly?: boolean; check?: boolean } = {}): Promise<BlockNode> {
     const valid = this.validator.validate(this.validator.lookup(BLOCKDEV_OPTIONS)!, options) as BlockdevOptionsValue;
-    return this.opener.openTree(valid, options, how.readOnly ?? false, valid['node-name'] === undefined, how.check ?? false);
+    return this.opener.openTree(valid, options, {
+      readOnly: how.readOnly ?? false,
+      implicit: valid['node-name'] === undefined,
+      check: how.check ?? false,
+      heldForUse: true,
+    });
   }
 
   /** Closes a node nobody uses any more that nobody named (an internal open's root) or only its users held (closeWithLastUser). */
@@ -127,8 +134,15 @@ export class BlockGraph {
    */
   attach(parent: NodeParent, node: BlockNode, role: string): NodeEdge {
     const edge = new NodeEdge(parent, node, role);
-    this.blockers.noteEdge(edge);
     node.parents.add(edge);
+    try {
+      node.refreshPermissions();
+    } catch (error) {
+      node.parents.delete(edge);
+      refreshPermissionsAfter(node);
+      throw error;
+    }
+    this.blockers.noteEdge(edge);
     for (const section of node.drainSections) {
       if (parent instanceof BlockNode) section.addNode(parent);
       else section.addUser(parent);
@@ -149,6 +163,7 @@ export class BlockGraph {
   release(edge: NodeEdge): Promise<void> {
     const { node } = edge;
     node.parents.delete(edge);
+    refreshPermissionsAfter(node);
     for (const section of node.drainSections) section.userDetached(edge.parent);
     return this.closeIfLeft(node);
   }
@@ -255,6 +270,8 @@ export class BlockGraph {
       this.blockers.noteEdge(edge);
       to.parents.add(edge);
     }
+    refreshPermissionsAfter(from);
+    refreshPermissionsAfter(to);
     // What was above a drained node stays drained; the new node in between is drained with it.
     for (const section of from.drainSections) section.addNode(to);
     this.hooks.nodeReplaced.call(from, to);
@@ -288,6 +305,8 @@ export class BlockGraph {
       edge.retarget(backing);
       this.blockers.noteEdge(edge);
       backing.parents.add(edge);
+      refreshPermissionsAfter(old);
+      refreshPermissionsAfter(backing);
     }
     await this.closeIfUnused(old);
   }

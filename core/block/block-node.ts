@@ -14,6 +14,7 @@ import { DrainSection } from './drain-section.js';
 import type { CopyRange } from './copy-range.js';
 import { DriverIo } from './driver-io.js';
 import type { NodeEdge, NodeParent } from './node-edge.js';
+import { type NodePermissions, nodePermissions, samePermissions, UNUSED } from './permissions.js';
 import { RequestTracker, type TrackedRequest } from './request-tracker.js';
 import type {
   BlockStatusExtent,
@@ -94,16 +95,21 @@ export class BlockNode implements NodeParent {
   readonly settings: Readonly<NodeSettings>;
   /** Created as part of another node's options, without a name from the user. */
   readonly implicit: boolean;
+  /** The root of an internal open: whoever opened it uses it (permissions.ts). */
+  readonly heldForUse: boolean;
+  /** What the driver was last told the node's users need. */
+  private permissions: NodePermissions = UNUSED;
 
   constructor(
     readonly nodeName: string,
     readonly driver: BlockDriverDefinition,
-    init: { options: Record<string, unknown>; given: Record<string, unknown>; settings: NodeSettings; implicit: boolean },
+    init: { options: Record<string, unknown>; given: Record<string, unknown>; settings: NodeSettings; implicit: boolean; heldForUse: boolean },
   ) {
     this.options = init.options;
     this.givenOptions = init.given;
     this.settings = init.settings;
     this.implicit = init.implicit;
+    this.heldForUse = init.heldForUse;
     this.capabilities = { ...defaultCapabilities, ...driver.capabilities };
   }
 
@@ -129,7 +135,10 @@ export class BlockNode implements NodeParent {
     if (this.status !== 'open') throw new BlockIoError('ENOMEDIUM', `Node '${this.nodeName}' is not open`);
     if (this.readOnly === readOnly) return;
     await this.hooks.reopening.promise(this, readOnly);
-    await this.driver.reopen?.(this.state, { readOnly });
+    const permissions = nodePermissions(this, readOnly);
+    if (this.driver.reopen !== undefined) await this.driver.reopen(this.state, { readOnly, permissions });
+    else if (!samePermissions(permissions, this.permissions)) this.driver.setPermissions?.(this.state, permissions);
+    this.permissions = permissions;
     this.reopenedReadOnly = readOnly;
     // The switch is made and stays: what a tap could not do (load bitmaps again) leaves the image safe (they drop at its first write).
     await this.hooks.reopened.promise(this, readOnly).catch(() => undefined);
@@ -164,6 +173,22 @@ export class BlockNode implements NodeParent {
   /** The driver's per-node state, for the driver's own helpers and tests. */
   get driverState(): unknown {
     return this.state;
+  }
+
+  /**
+   * Tells the driver what the node's users need of it now, then its
+   * children theirs (a child may be in use through this node): after a
+   * user came or went. Throws when a driver refuses (an image lock another
+   * process holds), with this node as it was.
+   */
+  refreshPermissions(): void {
+    if (this.status !== 'open') return;
+    const wanted = nodePermissions(this);
+    if (!samePermissions(wanted, this.permissions)) {
+      this.driver.setPermissions?.(this.state, wanted);
+      this.permissions = wanted;
+    }
+    for (const edge of this.children.values()) edge.node.refreshPermissions();
   }
 
   /** Completes opening with the state the driver's `open` returned. Called by the graph. */

@@ -23,6 +23,7 @@ import type { BlockNode } from './block-node.js';
 import type { CopyRange } from './copy-range.js';
 import type { BlockdevOptionsValue } from './blockdev-ref.js';
 import type { NodeChild } from './node-edge.js';
+import type { NodePermissions } from './permissions.js';
 
 export type DriverKind = 'protocol' | 'format' | 'filter';
 
@@ -78,6 +79,13 @@ export interface ChildSpec {
   required: boolean;
   /** I/O this driver does not implement is passed to this child (filters). */
   filtered?: boolean;
+  /**
+   * The driver only passes its parents' requests on to this child (raw's
+   * file): the child is in use exactly when the node is (permissions.ts).
+   * Implied by `filtered`; otherwise the driver's own use of the child
+   * (its metadata, a backing file) puts the child in use.
+   */
+  passesPermissions?: boolean;
   /** The child need not be writable even when the node is. */
   readOnly?: boolean;
   /** The member is a list of children, whose roles are `name.0`, `name.1` … (quorum's `children`). */
@@ -285,6 +293,15 @@ export interface BlockDriverDefinition<O = any, S = any, C = any, B = any> {
    * (the node's seam alone then refuses or allows writes).
    */
   reopen?(state: S, change: DriverReopen): Promise<void>;
+  /**
+   * What the node's users need of it changed (core/block/permissions.ts):
+   * a user came or went, or the node changed mode. Synchronous, and all or
+   * nothing: a driver that locks the image (file) throws when another
+   * process holds a lock that conflicts, and then holds what it held
+   * before. A node starts with nothing taken (UNUSED); a reopen hands the
+   * new permissions to `reopen` instead, where there is one.
+   */
+  setPermissions?(state: S, permissions: NodePermissions): void;
   /** Limits of this instance (they may depend on what was opened). */
   limits?(state: S): Partial<DriverLimits>;
   /** Size of the image in bytes, as seen by parents. */
@@ -460,6 +477,8 @@ export interface StoredBitmap {
 /** What `reopen` changes. */
 export interface DriverReopen {
   readonly readOnly: boolean;
+  /** What the node's users need of it in the new mode: a driver holding image locks moves them to a new descriptor. */
+  readonly permissions: NodePermissions;
 }
 
 /** What `changeBackingFile` records. */

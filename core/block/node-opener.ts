@@ -48,6 +48,10 @@ interface OpenRequest {
   inheritReadOnly: boolean;
   /** cache.no-flush unless the options say otherwise (inherited from the parent, as in QEMU). */
   inheritNoFlush?: boolean;
+  /** force-share unless the options say otherwise (inherited from the parent, as in QEMU). */
+  inheritForceShare?: boolean;
+  /** The root of an internal open: whoever opened it uses it (permissions.ts). */
+  heldForUse?: boolean;
   /** Opened as a child other than a backing file: discard=unmap unless the options say otherwise (QEMU). */
   childUnmaps?: boolean;
   /** Opened to be checked (and maybe repaired): the driver tolerates what it would otherwise refuse. */
@@ -68,19 +72,18 @@ export class NodeOpener {
   /**
    * Opens a validated option tree (children first) and announces its nodes;
    * if any fails, what was opened closes again. `implicit`: the root is
-   * named like a nested node.
+   * named like a nested node; `heldForUse`: whoever opens it uses it
+   * (permissions.ts).
    */
   async openTree(
     options: BlockdevOptionsValue,
     given: Record<string, unknown>,
-    readOnly: boolean,
-    implicit = false,
-    check = false,
+    { readOnly, implicit = false, check = false, heldForUse = false }: { readOnly: boolean; implicit?: boolean; check?: boolean; heldForUse?: boolean },
   ): Promise<BlockNode> {
     const names = this.reserveNames(options);
     const opened: BlockNode[] = [];
     try {
-      const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly, check }, opened);
+      const root = await this.openNode({ options, given, path: '', implicit, inheritReadOnly: readOnly, check, heldForUse }, opened);
       for (const node of opened) await this.graph.nodeOpened(node);
       for (const node of opened) this.graph.nodeAdded(node);
       return root;
@@ -106,7 +109,7 @@ export class NodeOpener {
     }
     const name = nodeName ?? this.reserveImplicitName();
     const settings = nodeSettings({}, {}, child.readOnly);
-    const node = new BlockNode(name, driver, { options: {}, given: {}, settings, implicit: nodeName === undefined });
+    const node = new BlockNode(name, driver, { options: {}, given: {}, settings, implicit: nodeName === undefined, heldForUse: false });
     try {
       node.children.set('file', this.graph.attach(node, child, 'file'));
       node.activate(
@@ -198,13 +201,11 @@ export class NodeOpener {
     const { options } = request;
     const driver = this.drivers.require(options.driver);
     const nodeName = options['node-name'] ?? this.reserveImplicitName();
-    const settings = nodeSettings(
-      options as BaseNodeOptions,
-      request.given as BaseNodeOptions,
-      request.inheritReadOnly,
-      request.inheritNoFlush ?? false,
-      request.childUnmaps ?? false,
-    );
+    const settings = nodeSettings(options as BaseNodeOptions, request.given as BaseNodeOptions, request.inheritReadOnly, {
+      inheritNoFlush: request.inheritNoFlush ?? false,
+      inheritForceShare: request.inheritForceShare ?? false,
+      childUnmaps: request.childUnmaps ?? false,
+    });
     if ((options as BaseNodeOptions)['force-share'] === true && !settings.readOnly) {
       throw new BlockLayerError('force-share=on can only be used with read-only images');
     }
@@ -216,6 +217,7 @@ export class NodeOpener {
       given: driverMembers(driver, request.given as BlockdevOptionsValue),
       settings,
       implicit: request.implicit,
+      heldForUse: request.heldForUse ?? false,
     });
     try {
       for (const spec of driver.children ?? []) {
@@ -233,6 +235,7 @@ export class NodeOpener {
                   implicit: true,
                   inheritReadOnly: childReadOnly,
                   inheritNoFlush: settings.noFlush,
+                  inheritForceShare: settings.forceShare,
                   childUnmaps: role !== 'backing',
                 },
                 opened,
@@ -252,7 +255,9 @@ export class NodeOpener {
         openChild: this.childOpener(node, request.path, opened),
       };
       node.activate(await driver.open(context));
+      node.refreshPermissions();
     } catch (error) {
+      if (node.isOpen) await node.close();
       for (const edge of node.children.values()) this.graph.detach(edge);
       throw error;
     } finally {
@@ -276,6 +281,7 @@ export class NodeOpener {
         implicit: true,
         inheritReadOnly: childReadOnly,
         inheritNoFlush: node.settings.noFlush,
+        inheritForceShare: node.settings.forceShare,
         childUnmaps: role !== 'backing',
       };
       const child = await this.openNode(childRequest, opened).finally(() => {

@@ -10,7 +10,8 @@ import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { annotations, type TObject } from '../schema/qapi.js';
 import { TOKENS } from '../tokens.js';
-import { errorText, type ImageRef, ImageToolError, withImage } from './image-access.js';
+import { type ImageRef, ImageToolError, withImage } from './image-access.js';
+import { errorText } from '../errors.js';
 
 export interface AmendRequest {
   image: ImageRef;

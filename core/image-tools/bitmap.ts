@@ -6,7 +6,8 @@
  * it closes. An operation that fails stops the run; those before it stay.
  */
 import type { BlockLayer } from '../block-layer.js';
-import { errorText, type ImageRef, ImageToolError, withImage } from './image-access.js';
+import { type ImageRef, ImageToolError, withImage } from './image-access.js';
+import { errorText } from '../errors.js';
 
 export type BitmapAction = { op: 'add' | 'remove' | 'clear' | 'enable' | 'disable' } | { op: 'merge'; source: string };
 

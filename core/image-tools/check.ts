@@ -6,8 +6,9 @@
  */
 import type { BlockNode } from '../block/block-node.js';
 import type { CheckRepair, ImageCheckResult } from '../block/driver.js';
-import { errorText, ImageToolError } from './image-access.js';
+import { ImageToolError } from './image-access.js';
 import { qemuJsonPretty } from './qemu-text.js';
+import { errorText } from '../errors.js';
 
 /** QEMU's ImageCheck; the optional counts are present only when non-zero. */
 export interface ImageCheckReport {

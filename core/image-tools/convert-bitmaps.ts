@@ -7,7 +7,8 @@
  */
 import type { BitmapStore } from '../bitmap/bitmap-store.js';
 import type { BlockNode } from '../block/block-node.js';
-import { errorText, ImageToolError } from './image-access.js';
+import { ImageToolError } from './image-access.js';
+import { errorText } from '../errors.js';
 
 /** bdrv_supports_persistent_dirty_bitmap. */
 function supportsBitmaps(node: BlockNode): boolean {

@@ -5,8 +5,8 @@
  * match) or by a bare id or name (an id first); with qemu-img's messages.
  */
 import type { BlockNode } from '../block/block-node.js';
-import { BlockIoError } from '../errors.js';
-import { errorText, ImageToolError } from './image-access.js';
+import { BlockIoError, errorText } from '../errors.js';
+import { ImageToolError } from './image-access.js';
 
 /** An internal snapshot by id and/or name, or by either (an id first, as bdrv_snapshot_load_tmp_by_id_or_name). */
 export type SnapshotRef = { id?: string; name?: string } | { idOrName: string };

@@ -12,12 +12,12 @@
 import { dirname, isAbsolute, join } from 'node:path';
 import type { BlockLayer } from '../block-layer.js';
 import type { ImageCreator } from '../block/image-creator.js';
-import { toBlockIoError } from '../errors.js';
+import { errorText, toBlockIoError } from '../errors.js';
 import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import { annotations, type TObject } from '../schema/qapi.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
-import { errorText, imageSizeArgument, ImageToolError, withImage } from './image-access.js';
+import { imageSizeArgument, ImageToolError, withImage } from './image-access.js';
 
 export interface CreateRequest {
   filename: string;

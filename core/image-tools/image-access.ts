@@ -11,7 +11,7 @@
  */
 import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
-import { BlockIoError, BlockLayerError, strerror } from '../errors.js';
+import { BlockIoError, BlockLayerError, errorText, strerror } from '../errors.js';
 import { BLOCKDEV_OPTIONS } from '../block/blockdev-ref.js';
 import { parseJson, parseKeyval, typeKeyval } from '../schema/keyval.js';
 import { qemuStrtosz } from '../schema/keyval-typing.js';
@@ -65,10 +65,6 @@ export interface OpenImageOptions {
   check?: boolean;
   /** Without the backing chain the image names (`backing: null`; QEMU's BDRV_O_NO_BACKING), for formats that have one. */
   noBacking?: boolean;
-}
-
-export function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** The strerror() text of an I/O failure, as qemu-img prints it (`Input/output error`). */

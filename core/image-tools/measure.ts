@@ -14,8 +14,9 @@ import { parseKeyval, typeKeyval } from '../schema/keyval.js';
 import type { QapiValidator } from '../schema/qapi-validator.js';
 import { TOKENS } from '../tokens.js';
 import { chainStatus, STATUS_PROBE } from './chain-status.js';
-import { errorText, type ImageRef, imageSizeArgument, ImageToolError, withImage } from './image-access.js';
+import { type ImageRef, imageSizeArgument, ImageToolError, withImage } from './image-access.js';
 import { qemuJsonPretty } from './qemu-text.js';
+import { errorText } from '../errors.js';
 
 export interface MeasureRequest {
   /** --size: the virtual size of an empty image (k/M/G suffixes). */

@@ -20,9 +20,9 @@ import type { BlockLayer } from '../block-layer.js';
 import type { BlockNode } from '../block/block-node.js';
 import { allocatedAbove, cowChild, findBackingImage, hasProtocol, pathCombine } from '../block/backing-chain.js';
 import { nodeFilename } from '../block/node-info.js';
-import { BlockIoError, strerror } from '../errors.js';
+import { BlockIoError, errorText, strerror } from '../errors.js';
 import { sameSectorsRun } from './buffers.js';
-import { closeImage, errorText, type ImageRef, ImageToolError, imageOptions, ioErrorText, openImage } from './image-access.js';
+import { closeImage, type ImageRef, ImageToolError, imageOptions, ioErrorText, openImage } from './image-access.js';
 
 /** qemu-img's IO_BUF_SIZE: compared at most this much at a time. */
 const CHUNK = 2 * 1024 * 1024;

@@ -8,7 +8,8 @@
 import { isPreallocMode } from '../block/driver.js';
 import type { BlockLayer } from '../block-layer.js';
 import { qemuOptsSizeError } from '../schema/keyval-typing.js';
-import { errorText, type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
+import { type ImageRef, ImageToolError, parseSize, withImage } from './image-access.js';
+import { errorText } from '../errors.js';
 
 export interface ResizeRequest {
   image: ImageRef;

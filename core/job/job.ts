@@ -9,6 +9,7 @@
 import { BlockLayerError } from '../errors.js';
 import type { BlockNode } from '../block/block-node.js';
 import type { NodeEdge, NodeParent } from '../block/node-edge.js';
+import { refreshPermissionsAfter } from '../block/permissions.js';
 import { deferred, type Deferred } from '../util/deferred.js';
 import type { JobDriver } from './job-driver.js';
 import type { JobHandle, JobStatus, JobType } from './job-handle.js';
@@ -392,7 +393,10 @@ export class Job implements JobHandle, NodeParent {
 
   /** Releases the nodes the job held. */
   releaseNodes(): void {
-    for (const edge of this.edges.splice(0)) edge.node.parents.delete(edge);
+    for (const edge of this.edges.splice(0)) {
+      edge.node.parents.delete(edge);
+      refreshPermissionsAfter(edge.node);
+    }
   }
 
   /** After clean: the nodes the job held that only their users held, and that it was the last user of, close. */

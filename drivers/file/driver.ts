@@ -18,9 +18,11 @@ import {
   type NodeDescription,
   type PreallocMode,
 } from '../../core/block/driver.js';
+import type { NodePermissions } from '../../core/block/permissions.js';
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
 import { fileCopyRangeFrom, fileCopyRangeTo } from './file-copy-range.js';
+import { applyImageLocks } from './image-lock.js';
 import { fileBlockdevCreate, fileCreate, resizeRegular } from './file-create.js';
 import { codeOf, type FallocateMode, native, ops, pread, tryFallocate, writeAll, writeZeroData } from './file-io.js';
 import { fileReopen } from './file-reopen.js';
@@ -48,6 +50,10 @@ export interface FileState {
   flushFailure?: BlockIoError;
   /** Discards that reached the file, as QEMU's raw_account_discard counts them (query-blockstats' driver-specific). */
   readonly discards: { ok: number; failed: number; bytesOk: number };
+  /** The image is locked (image-lock.ts): `locking` is on, or auto with the native addon. */
+  readonly locking: boolean;
+  /** The lock bytes held on the descriptor. */
+  lockBytes: Set<number>;
 }
 
 /** A file maps its bytes one to one: every extent's host offset is its offset. */
@@ -64,8 +70,9 @@ const READ_ONLY_FALLBACK = new Set(['EACCES', 'EPERM', 'EROFS']);
  * a regular file or block device.
  */
 async function fileOpen(ctx: DriverOpenContext<FileOptions>): Promise<FileState> {
-  const { filename } = ctx.options;
+  const { filename, locking } = ctx.options;
   if (filename === '') throw new BlockLayerError("The 'file' block driver requires a file name");
+  if (locking === 'on' && native.ops === undefined) throw new BlockLayerError(`locking=on: image locks need the native addon (${native.reason})`);
   // O_NONBLOCK so that a FIFO is refused below instead of blocking open().
   const mode = (readOnly: boolean) => (readOnly ? constants.O_RDONLY : constants.O_RDWR) | constants.O_NONBLOCK;
   let handle: FileHandle;
@@ -92,16 +99,31 @@ async function fileOpen(ctx: DriverOpenContext<FileOptions>): Promise<FileState>
       }
       length = await native.ops.seekEnd(handle.fd);
     }
-    return { filename, handle, blockDevice, length, unsupported: new Set(), discards: { ok: 0, failed: 0, bytesOk: 0 } };
+    return {
+      filename,
+      handle,
+      blockDevice,
+      length,
+      unsupported: new Set(),
+      discards: { ok: 0, failed: 0, bytesOk: 0 },
+      locking: locking !== 'off' && native.ops !== undefined,
+      lockBytes: new Set(),
+    };
   } catch (error) {
     await handle.close();
     throw error;
   }
 }
 
-/** Closes the file. */
+/** Closes the file (which gives its locks up). */
 async function fileClose(state: FileState): Promise<void> {
   await state.handle.close();
+}
+
+/** Locks the image for what its users need now (image-lock.ts). */
+function fileSetPermissions(state: FileState, permissions: NodePermissions): void {
+  if (!state.locking) return;
+  state.lockBytes = applyImageLocks(native.ops!, state.handle.fd, state.lockBytes, permissions, state.filename);
 }
 
 /** Buffered I/O has no alignment needs; only the transfer size is bounded. */
@@ -256,6 +278,7 @@ export const fileDriver = defineBlockDriver<FileOptions, FileState, FileCreateOp
   },
   open: fileOpen,
   reopen: fileReopen,
+  setPermissions: fileSetPermissions,
   close: fileClose,
   limits: fileLimits,
   getLength: fileGetLength,

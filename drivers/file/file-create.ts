@@ -8,7 +8,9 @@ import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { type DriverBlockdevCreateContext, type DriverCreateContext, isPreallocMode } from '../../core/block/driver.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
+import type { NodePermissions } from '../../core/block/permissions.js';
 import { codeOf, ops, UNSUPPORTED, writeAll, writeZeroData } from './file-io.js';
+import { applyImageLocks } from './image-lock.js';
 import type { FileBlockdevCreateOptions, FileCreateOptions } from './options.js';
 
 /** How a resize allocates what it adds (QEMU's PreallocMode without metadata, which only formats have). */
@@ -65,10 +67,15 @@ export async function resizeRegular(handle: FileHandle, length: number, prealloc
   }
 }
 
+/** What QEMU's raw_co_create takes while it creates: write and resize, sharing all but resize. */
+const CREATING: NodePermissions = { taken: ['write', 'resize'], shared: ['consistent read', 'write', 'write unchanged'] };
+
 /**
  * Creates or truncates the file, then grows it to `size` with `preallocation`
  * (QEMU's raw_co_create): `size` may be negative only from blockdev-create,
- * where QEMU reads it as an unsigned number that ftruncate refuses.
+ * where QEMU reads it as an unsigned number that ftruncate refuses. The file
+ * is locked as QEMU locks it meanwhile (where the native addon is), and not
+ * emptied when another process uses it.
  */
 async function createFile(
   filename: string,
@@ -83,6 +90,8 @@ async function createFile(
     throw new BlockLayerError(`Could not create '${filename}': ${systemErrorText(error)}`);
   }
   try {
+    // QEMU's raw_co_create locks first: an image another process uses is not emptied under it.
+    if (ops !== undefined) applyImageLocks(ops, handle.fd, new Set(), CREATING, filename);
     await resizeRegular(handle, 0, 'off');
     // An optimisation only, ignored where unsupported, as in QEMU.
     if (nocow) await ops?.setNoCow(handle.fd).catch(() => undefined);

@@ -7,6 +7,11 @@ export const BlockdevAioOptions = Qapi.enum('BlockdevAioOptions', ['threads']);
 export const fileOptions = Qapi.struct('BlockdevOptionsFile', {
   filename: Qapi.str({ description: 'path of the image: a regular file or a block device' }),
   aio: Qapi.optional({ ...BlockdevAioOptions, description: 'AIO backend (a thread pool)', default: 'threads' }),
+  locking: Qapi.optional({
+    ...Qapi.enum('OnOffAuto', ['auto', 'on', 'off']),
+    description: 'lock the image as QEMU does, against other processes and other opens (auto: when the native addon can)',
+    default: 'auto',
+  }),
   'aio-max-batch': Qapi.optional(
     Qapi.int({ description: "requests batched into one submission by Linux AIO and io_uring; accepted, as QEMU's threads backend does, and without effect", default: 0 }),
   ),

@@ -99,7 +99,7 @@ export const rawDriver = defineBlockDriver<RawOptions, RawState, RawCreateOption
   kind: 'format',
   summary: 'raw image: the bytes of the file child, optionally a window of it',
   options: rawOptions,
-  children: [{ name: 'file', required: true }],
+  children: [{ name: 'file', required: true, passesPermissions: true }],
   capabilities: { canZero: true, canDiscard: true, canFua: true, concurrency: 'parallel', preallocation: ['metadata', 'falloc', 'full'] },
   createOptions: rawCreateOptions,
   open: rawOpen,

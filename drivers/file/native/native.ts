@@ -30,6 +30,12 @@ export interface FileNativeOps {
   copyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, length: number): Promise<number>;
   /** Sets FS_NOCOW_FL (btrfs); rejects where the file system has no such flag. */
   setNoCow(fd: number): Promise<void>;
+  /** An open file description read lock on one byte (F_OFD_SETLK, never waits); throws EAGAIN if it is write-locked. */
+  lockByte(fd: number, byte: number): void;
+  /** Releases this description's lock on one byte. */
+  unlockByte(fd: number, byte: number): void;
+  /** Whether another open file description holds a lock on the byte (F_OFD_GETLK). */
+  lockByteHeld(fd: number, byte: number): boolean;
 }
 
 export type FileNativeLoad = { ops: FileNativeOps } | { ops: undefined; reason: string };

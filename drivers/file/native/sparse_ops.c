@@ -4,7 +4,8 @@
  * FS_NOCOW_FL. Plain N-API; every call runs on the libuv thread pool and
  * returns a Promise. Rejections are Errors with `code` (errno name),
  * `errno` (negative, as in Node's fs errors) and `syscall`. The module
- * also carries the driver's read/write pool (io_pool.c).
+ * also carries the driver's read/write pool (io_pool.c) and its image
+ * locks (image_lock.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 #include "errno_error.h"
+#include "image_lock.h"
 #include "io_pool.h"
 
 typedef enum {
@@ -216,7 +218,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"setNoCow", NULL, set_nocow, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, COUNT(properties), properties);
-  return io_pool_init(env, exports) ? exports : NULL;
+  return io_pool_init(env, exports) && image_lock_init(env, exports) ? exports : NULL;
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -120,8 +120,8 @@ test('setBacking re-points the same edge, or removes it; an implicit node left a
   await t.throwsAsync(layer.graph.setBacking(base, top), { message: "Making 'top' a backing file of 'base' would create a loop" });
   await layer.graph.setBacking(top, undefined);
   t.is(top.children.get('backing'), undefined);
-  // A chain opened from the headers: its nodes are implicit and close with the link.
-  const opened = await layer.graph.add({ driver: 'qcow2', 'node-name': 'top2', 'read-only': true, file: { driver: 'file', filename: join(dir, 'top.qcow2') } });
+  // A chain opened from the headers: its nodes are implicit and close with the link (force-share: 'top' has the image open read-write).
+  const opened = await layer.graph.add({ driver: 'qcow2', 'node-name': 'top2', 'read-only': true, 'force-share': true, file: { driver: 'file', filename: join(dir, 'top.qcow2') } });
   const implicitMid = opened.children.get('backing')!.node;
   t.true(implicitMid.implicit);
   await layer.graph.setBacking(opened, undefined);

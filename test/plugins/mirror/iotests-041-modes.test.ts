@@ -84,7 +84,7 @@ for (const sync of ['top', 'full'] as const) {
       await completeAndWait(s.layer, s.log, 'drive0');
       t.not(driveNode(s), 'top');
       compareTarget(t, s);
-      const info = JSON.parse(qemuImg('info', '--output=json', s.image('target', 'img'))) as Record<string, unknown>;
+      const info = JSON.parse(qemuImg('info', '-U', '--output=json', s.image('target', 'img'))) as Record<string, unknown>;
       t.is(info['virtual-size'], 2 * MiB);
       if (sync === 'top') t.is(info['backing-filename'], s.image('backing', 'img'), 'sync=top: the new image is backed by the source\'s backing file');
       else t.is(info['backing-filename'], undefined, 'sync=full: no backing file');
@@ -141,7 +141,7 @@ for (const sync of ['full', 'top', 'none'] as const) {
       await completeAndWait(s.layer, s.log, 'drive0');
       await assertNoActiveJobs(t, s.layer);
       compareTarget(t, s);
-      const info = JSON.parse(qemuImg('info', '--output=json', s.image('target', 'img'))) as Record<string, unknown>;
+      const info = JSON.parse(qemuImg('info', '-U', '--output=json', s.image('target', 'img'))) as Record<string, unknown>;
       // sync=top without a backing file is full; sync=none backs the new image with the source.
       t.is(info['backing-filename'], sync === 'none' ? s.image('test', 'img') : undefined);
     }));

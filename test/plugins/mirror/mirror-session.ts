@@ -203,10 +203,10 @@ export async function openSession(images: readonly ImageSpec[] = []): Promise<Mi
   return session;
 }
 
-/** `qemu-img compare` of two images (format `fa`, `fb`); its first output line. */
+/** `qemu-img compare` of two images (format `fa`, `fb`), which the layer may hold (-U); its first output line. */
 export function compareImages(a: string, b: string, fa = 'raw', fb = 'raw'): string {
   try {
-    return execFileSync('qemu-img', ['compare', '-f', fa, '-F', fb, a, b], { encoding: 'utf8' }).trim();
+    return execFileSync('qemu-img', ['compare', '-U', '-f', fa, '-F', fb, a, b], { encoding: 'utf8' }).trim();
   } catch (error) {
     return `${(error as { stdout?: string }).stdout ?? ''}${(error as Error).message}`.trim();
   }

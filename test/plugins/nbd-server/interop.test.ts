@@ -86,7 +86,9 @@ test('qemu:allocation-depth of a qcow2 overlay matches qemu-nbd -A on the same i
   await exportImage(f, top, 'top', { 'allocation-depth': true }, 'qcow2');
   const qemuSocket = f.path('q.sock');
   const pidfile = f.path('q.pid');
-  await ok('qemu-nbd', ['-f', 'qcow2', '-r', '-A', '-x', 'top', `--socket=${qemuSocket}`, '--persistent', '--fork', `--pid-file=${pidfile}`, top]);
+  // force-share: our export holds the image too (image locks).
+  const shared = `driver=qcow2,file.filename=${top},force-share=on`;
+  await ok('qemu-nbd', ['-r', '-A', '-x', 'top', `--socket=${qemuSocket}`, '--persistent', '--fork', `--pid-file=${pidfile}`, '--image-opts', shared]);
   t.teardown(async () => process.kill(Number(await readFile(pidfile, 'utf8')), 'SIGTERM'));
   const qemuUri = `nbd+unix:///top?socket=${qemuSocket}`;
   t.deepEqual(await nbdinfoMap(['--map=qemu:allocation-depth', f.uri('top')]), await nbdinfoMap(['--map=qemu:allocation-depth', qemuUri]));

@@ -201,7 +201,12 @@ test('guest writes during a stream win over the data copied up from the chain', 
     t.is(checkImage(s.path('top')), '');
   }));
 
-/** 030's TestParallelOps chain: node0 … node8, each backed by the one before; the odd ones hold data. */
+/**
+ * 030's TestParallelOps chain: node0 … node8, each backed by the one before;
+ * the odd ones hold data. All are written before the layer opens any, as
+ * 030 writes them before it starts QEMU: qemu-io could not open a backing
+ * file the layer writes to (image locks).
+ */
 async function parallelChain(s: ChainSession): Promise<void> {
   const odd = [7, 5, 3, 1];
   for (let i = 0; i < 9; i++) {
@@ -209,8 +214,8 @@ async function parallelChain(s: ChainSession): Promise<void> {
     // Alternating 2 and 4 MiB, so the jobs do not finish in the order they started.
     const writes = index < 0 ? [] : [`write -P 0x${(0xa0 + i).toString(16)} ${index * 4}M ${2 + 2 * (index % 2)}M`];
     s.image(`node${i}`, '16M', i === 0 ? undefined : `node${i - 1}`, writes);
-    await s.add(`node${i}`, i === 0 ? undefined : `node${i - 1}`);
   }
+  for (let i = 0; i < 9; i++) await s.add(`node${i}`, i === 0 ? undefined : `node${i - 1}`);
   s.layer.graph.attachBackend('drive0', 'node8');
 }
 

@@ -9,6 +9,7 @@
  * query-named-block-nodes replies as the recordings condense them; images
  * are checked with qemu-img afterwards.
  */
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
 import type { QmpMessage } from '../../../core/qmp/qmp-client.js';
@@ -113,7 +114,9 @@ test.serial('C: a slow stream: progress, busy nodes for stream, commit and block
   t.is(checkImage(s.path('s_top')), '');
   // s_top now reads as the chain did: its own data, then s_mid's, then s_base's.
   const expected = join(s.dir, 'expected-s.raw');
-  s.image('x_mid', '16M', 's_base', MID);
+  // A copy of s_base: the layer writes to s_base, so qemu-io could not open it below x_mid (image locks).
+  copyFileSync(s.path('s_base'), s.path('x_base'));
+  s.image('x_mid', '16M', 'x_base', MID);
   s.image('x_top', '16M', 'x_mid', TOP);
   t.is(compareImages(s.path('s_top'), flatten(s.path('x_top'), expected), 'qcow2', 'raw'), 'Images are identical.');
 });
