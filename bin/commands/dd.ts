@@ -4,6 +4,7 @@ import { ddImage } from '../../core/image-tools/dd.js';
 import { forceShareOption, printError, runTool } from './image-tool-cli.js';
 
 interface DdOptions {
+  forceShare?: boolean;
   f?: string;
   O?: string;
 }
@@ -23,7 +24,12 @@ export function ddCommand(program: Command): void {
     )
     .action((operands: string[], options: DdOptions) =>
       runTool('dd', async (layer) => {
-        const request = { operands, ...(options.f === undefined ? {} : { format: options.f }), ...(options.O === undefined ? {} : { outputFormat: options.O }) };
+        const request = {
+          operands,
+          forceShare: options.forceShare ?? false,
+          ...(options.f === undefined ? {} : { format: options.f }),
+          ...(options.O === undefined ? {} : { outputFormat: options.O }),
+        };
         await ddImage(layer, request, (message) => printError('dd', message));
       }),
     );

@@ -5,6 +5,7 @@ import { forceShareOption, imageArgument, imageOptsOption, objectOption, runTool
 import { ProgressBar } from './progress-bar.js';
 
 interface RebaseOptions {
+  forceShare?: boolean;
   object: string[];
   f?: string;
   imageOpts?: boolean;
@@ -48,6 +49,7 @@ export function rebaseCommand(program: Command): void {
               ...(options.b === undefined ? {} : { backingFile: options.b }),
               ...(options.F === undefined ? {} : { backingFormat: options.F }),
               unsafe: options.u ?? false,
+              forceShare: options.forceShare ?? false,
             },
             bar === undefined ? undefined : (done, total) => bar.update(done, total),
           );

@@ -31,6 +31,8 @@ export interface DdRequest {
   format?: string;
   /** -O: the output's format (default raw). */
   outputFormat?: string;
+  /** -U: the input is opened with force-share=on. */
+  forceShare?: boolean;
 }
 
 interface DdPlan {
@@ -74,7 +76,7 @@ function copyRange(plan: DdPlan, inputSize: bigint): { end: bigint; start: bigin
 /** Runs qemu-img dd; `warn` receives what qemu-img reports without failing (a skip past the end). */
 export async function ddImage(layer: BlockLayer, request: DdRequest, warn: (message: string) => void): Promise<void> {
   const plan = parseOperands(request.operands);
-  const source: ImageRef = { filename: plan.input, format: requireFormat(request.format) };
+  const source: ImageRef = { filename: plan.input, format: requireFormat(request.format), forceShare: request.forceShare ?? false };
   const input = await openImage(layer, source, { readOnly: true });
   try {
     const outputFormat = request.outputFormat ?? 'raw';

@@ -35,6 +35,8 @@ export interface RebaseRequest {
   backingFormat?: string;
   /** -u: change the name only, compare nothing. */
   unsafe?: boolean;
+  /** -U: the new backing file is opened with force-share=on (the image itself is not, as in qemu-img). */
+  forceShare?: boolean;
 }
 
 /** Where the new backing file is: relative to the image's directory as written, unless a URI. */
@@ -51,12 +53,12 @@ interface NewBacking {
   inChain: boolean;
 }
 
-async function openNewBacking(layer: BlockLayer, top: BlockNode, overlayName: string, name: string, format: string): Promise<NewBacking> {
+async function openNewBacking(layer: BlockLayer, top: BlockNode, overlayName: string, name: string, format: string, forceShare: boolean): Promise<NewBacking> {
   const path = backingPath(overlayName, name);
   const inChain = await findBackingImage(top, path);
   if (inChain !== undefined) return { node: inChain, opened: false, inChain: true };
   try {
-    const node = await layer.graph.open({ ...imageOptions(layer, { filename: path, format }), 'read-only': true }, { readOnly: true });
+    const node = await layer.graph.open({ ...imageOptions(layer, { filename: path, format }), 'read-only': true, 'force-share': forceShare }, { readOnly: true });
     return { node, opened: true, inChain: false };
   } catch (error) {
     throw new ImageToolError(`Could not open new backing file '${name}': ${errorText(error)}`);
@@ -64,10 +66,10 @@ async function openNewBacking(layer: BlockLayer, top: BlockNode, overlayName: st
 }
 
 /** Without -F: that the new backing file opens as a file, with the error qemu-img reports when it does not (its format is never guessed here). */
-async function checkNewBackingOpens(layer: BlockLayer, overlayName: string, name: string): Promise<void> {
+async function checkNewBackingOpens(layer: BlockLayer, overlayName: string, name: string, forceShare: boolean): Promise<void> {
   let file: BlockNode;
   try {
-    file = await layer.graph.open({ driver: 'file', filename: backingPath(overlayName, name), 'read-only': true }, { readOnly: true });
+    file = await layer.graph.open({ driver: 'file', filename: backingPath(overlayName, name), 'read-only': true, 'force-share': forceShare }, { readOnly: true });
   } catch (error) {
     throw new ImageToolError(`Could not open new backing file '${name}': ${errorText(error)}`);
   }
@@ -166,11 +168,11 @@ export async function rebaseImage(layer: BlockLayer, request: RebaseRequest, onP
     if (format !== undefined && layer.drivers.get(format) === undefined) throw new ImageToolError(`Invalid format name: '${format}'`);
     if (name !== undefined && format === undefined) {
       // qemu-img opens the new backing file (probing its format) before it finds it has no format to record: a file it cannot open is reported first.
-      if (!unsafe) await checkNewBackingOpens(layer, overlayName, name);
+      if (!unsafe) await checkNewBackingOpens(layer, overlayName, name, request.forceShare ?? false);
       throw new ImageToolError(`Could not change the backing file to '${name}': backing format must be specified`);
     }
     if (!unsafe) {
-      if (name !== undefined) newBacking = await openNewBacking(layer, top, overlayName, name, format!);
+      if (name !== undefined) newBacking = await openNewBacking(layer, top, overlayName, name, format!, request.forceShare ?? false);
       await copyDifferences(top, newBacking, onProgress);
     }
     await changeBacking(top, name, name === undefined ? undefined : format);

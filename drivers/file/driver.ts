@@ -22,10 +22,10 @@ import type { NodePermissions } from '../../core/block/permissions.js';
 import type { BlockStatusExtent, ZeroFlags } from '../../core/block/request.js';
 import { BlockIoError, BlockLayerError, systemErrorText, toBlockIoError } from '../../core/errors.js';
 import { fileCopyRangeFrom, fileCopyRangeTo } from './file-copy-range.js';
-import { applyImageLocks } from './image-lock.js';
 import { fileBlockdevCreate, fileCreate, resizeRegular } from './file-create.js';
 import { codeOf, type FallocateMode, native, ops, pread, tryFallocate, writeAll, writeZeroData } from './file-io.js';
 import { fileReopen } from './file-reopen.js';
+import { applyImageLocks } from './image-lock.js';
 import {
   type FileBlockdevCreateOptions,
   type FileCreateOptions,

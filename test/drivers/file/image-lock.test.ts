@@ -142,6 +142,19 @@ test('while a daemon holds an image, the tools and blockdev-add refuse it as QEM
       t.is(ours.code, theirs.code, `${kind}: ${args.join(' ')}`);
       t.is(ours.stderr.replace(/^blocklayer [a-z]+: /gm, ''), theirs.stderr.replace(/^qemu-img: /gm, ''), `${kind}: ${args.join(' ')}`);
     }
+    // Commands that write a file of their own: each tool its own output, the same outcome.
+    await mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', 'ours.qcow2', '1M');
+    await mustSucceed(dir, 'qemu-img', 'create', '-q', '-f', 'qcow2', 'theirs.qcow2', '1M');
+    for (const share of [[], ['-U']]) {
+      for (const args of [['dd', ...share, '-f', 'qcow2', 'if=a.qcow2', 'bs=64k', 'count=1', 'of=OUT.raw'], ['rebase', ...share, '-f', 'qcow2', '-F', 'qcow2', '-b', 'a.qcow2', 'OUT.qcow2']]) {
+        const [command, argv] = blocklayerCommand(args.map((arg) => arg.replace('OUT', 'ours')));
+        const ours = await commandResult(command, argv, dir);
+        const theirs = await qemuImg(dir, ...args.map((arg) => arg.replace('OUT', 'theirs')));
+        t.is(theirs.code, share.length === 0 ? 1 : 0, `${kind}: ${args.join(' ')}: ${theirs.stderr}`);
+        t.is(ours.code, theirs.code, `${kind}: ${args.join(' ')}`);
+        t.is(ours.stderr.replace(/^blocklayer [a-z]+: /gm, ''), theirs.stderr.replace(/^qemu-img: /gm, ''), `${kind}: ${args.join(' ')}`);
+      }
+    }
     // A second daemon cannot add it either: the same message, with the hint, from both.
     const blockdev = ['--blockdev', 'driver=qcow2,node-name=x,file.driver=file,file.filename=a.qcow2'];
     const [daemonCommand, daemonArgv] = blocklayerCommand(['daemon', ...blockdev]);
