@@ -205,7 +205,7 @@ test('guest writes during a stream win over the data copied up from the chain', 
  * 030's TestParallelOps chain: node0 … node8, each backed by the one before;
  * the odd ones hold data. All are written before the layer opens any, as
  * 030 writes them before it starts QEMU: qemu-io could not open a backing
- * file the layer writes to (image locks).
+ * file the layer has open read-write (image locks).
  */
 async function parallelChain(s: ChainSession): Promise<void> {
   const odd = [7, 5, 3, 1];

@@ -114,7 +114,7 @@ test.serial('C: a slow stream: progress, busy nodes for stream, commit and block
   t.is(checkImage(s.path('s_top')), '');
   // s_top now reads as the chain did: its own data, then s_mid's, then s_base's.
   const expected = join(s.dir, 'expected-s.raw');
-  // A copy of s_base: the layer writes to s_base, so qemu-io could not open it below x_mid (image locks).
+  // A copy of s_base: the layer has s_base open read-write, so qemu-io could not open it below x_mid (image locks).
   copyFileSync(s.path('s_base'), s.path('x_base'));
   s.image('x_mid', '16M', 'x_base', MID);
   s.image('x_top', '16M', 'x_mid', TOP);
